@@ -1,0 +1,190 @@
+"""Hardware of one device: NPU (or xPU), its HBM stacks, the PIM units in them, energy constants."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Spec
+
+
+class NPUSpec(Spec):
+    """A weight-stationary systolic-array accelerator (or an xPU approximated as one)."""
+
+    systolic_arrays: int = Field(ge=1, description="Number of systolic arrays working in parallel.")
+    sa_rows: int = Field(ge=1, description="Rows of one systolic array (reduction dimension K per tile).")
+    sa_cols: int = Field(ge=1, description="Columns of one systolic array (output dimension N per tile).")
+    clock_hz: float = Field(gt=0, description="Array clock in Hz.")
+    vector_units: int = Field(ge=1, description="Number of vector units (softmax, norms, activations).")
+    vector_width: int = Field(ge=1, description="Lanes per vector unit (one FP op per lane per cycle).")
+    sram_bytes: int = Field(ge=0, description="On-chip SRAM (scratchpad + accumulators) in bytes.")
+    compute_efficiency: float = Field(gt=0, le=1, description="Cap on achievable fraction of peak FLOP/s.")
+    bandwidth_efficiency: float = Field(gt=0, le=1, description="Cap on achievable fraction of external memory bandwidth.")
+    op_overhead_s: float = Field(ge=0, description="Fixed launch/sync overhead added to every NPU op, seconds.")
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Multiply-accumulates per cycle over all arrays."""
+        return self.systolic_arrays * self.sa_rows * self.sa_cols
+
+    @property
+    def peak_flops(self) -> float:
+        """Peak FLOP/s = arrays * rows * cols * 2 * clock."""
+        return 2.0 * self.macs_per_cycle * self.clock_hz
+
+    @property
+    def vector_flops(self) -> float:
+        """Peak vector FLOP/s = units * width * clock."""
+        return float(self.vector_units * self.vector_width) * self.clock_hz
+
+
+class MemorySpec(Spec):
+    """HBM organisation and DRAM timing (all timing in ns, as datasheets and simulators give them)."""
+
+    generation: Literal["HBM2", "HBM2E", "HBM3", "HBM3E", "GDDR6"] = Field(description="DRAM standard.")
+    stacks: int = Field(ge=1, description="HBM stacks (or GDDR6 chips) attached to one device.")
+    channels_per_stack: int = Field(ge=1, description="Independent channels per stack.")
+    pseudo_channels: int = Field(ge=1, description="Pseudo-channels per channel (1 if the channel is not split).")
+    ranks: int = Field(ge=1, description="Ranks (stack IDs) sharing a (pseudo-)channel.")
+    bank_groups: int = Field(ge=1, description="Bank groups per rank.")
+    banks_per_group: int = Field(ge=1, description="Banks per bank group.")
+    row_bytes: int = Field(ge=32, description="Bytes in one DRAM row (page) of one bank.")
+    column_bytes: int = Field(ge=1, description="Bytes one bank delivers per column access to its local I/O (PIM MAC operand width).")
+    channel_width_bits: int = Field(ge=1, description="Data bus width of one (pseudo-)channel in bits.")
+    pin_rate_bps: float = Field(gt=0, description="Data rate per pin in bit/s.")
+    capacity_bytes: int = Field(ge=1, description="Total capacity of all stacks on the device, bytes.")
+    tCK_ns: float = Field(gt=0, description="Command clock period, ns.")
+    CL_ns: float = Field(ge=0, description="Read (CAS) latency, ns.")
+    tRCD_ns: float = Field(ge=0, description="ACT to column command, ns.")
+    tRP_ns: float = Field(ge=0, description="Precharge period, ns.")
+    tRAS_ns: float = Field(ge=0, description="ACT to PRE minimum, ns.")
+    tRC_ns: float = Field(ge=0, description="ACT to ACT same bank (tRAS + tRP), ns.")
+    tCCD_S_ns: float = Field(gt=0, description="Column to column, different bank group, ns.")
+    tCCD_L_ns: float = Field(gt=0, description="Column to column, same bank group, ns.")
+    tRRD_S_ns: float = Field(ge=0, description="ACT to ACT, different bank group, ns.")
+    tRRD_L_ns: float = Field(ge=0, description="ACT to ACT, same bank group, ns.")
+    tFAW_ns: float = Field(ge=0, description="Four-activation window per rank, ns.")
+    tRTP_ns: float = Field(ge=0, description="Read to precharge, ns.")
+    tWR_ns: float = Field(ge=0, description="Write recovery, ns.")
+    tRFC_ns: float = Field(ge=0, description="All-bank refresh cycle time, ns.")
+    tREFI_ns: float = Field(gt=0, description="Average refresh interval, ns.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MemorySpec:
+        if self.tRFC_ns >= self.tREFI_ns:
+            raise ValueError(f"tRFC_ns ({self.tRFC_ns}) must be < tREFI_ns ({self.tREFI_ns})")
+        if self.row_bytes % self.column_bytes:
+            raise ValueError(f"row_bytes ({self.row_bytes}) must be a multiple of column_bytes ({self.column_bytes})")
+        return self
+
+    @property
+    def channels(self) -> int:
+        """Independently addressed (pseudo-)channels on the device = stacks * channels * pseudo-channels."""
+        return self.stacks * self.channels_per_stack * self.pseudo_channels
+
+    @property
+    def banks_per_channel(self) -> int:
+        """Banks behind one (pseudo-)channel = ranks * bank groups * banks per group."""
+        return self.ranks * self.bank_groups * self.banks_per_group
+
+    @property
+    def banks(self) -> int:
+        """All banks of the device."""
+        return self.channels * self.banks_per_channel
+
+    @property
+    def channel_bw_bytes_per_s(self) -> float:
+        """Peak bandwidth of one (pseudo-)channel = width * pin rate / 8."""
+        return self.channel_width_bits * self.pin_rate_bps / 8.0
+
+    @property
+    def bw_bytes_per_s(self) -> float:
+        """External peak bandwidth = channels * width * pin rate / 8 (facts.md 5.4)."""
+        return self.channels * self.channel_bw_bytes_per_s
+
+    @property
+    def bank_column_bw_bytes_per_s(self) -> float:
+        """Per-bank column bandwidth = column_bytes / max(tCCD_L, tCK) (facts.md 5.4)."""
+        return self.column_bytes / (max(self.tCCD_L_ns, self.tCK_ns) * 1e-9)
+
+    @property
+    def refresh_derate(self) -> float:
+        """Fraction of time a bank is available: 1 - tRFC/tREFI."""
+        return 1.0 - self.tRFC_ns / self.tREFI_ns
+
+
+class PIMSpec(Spec):
+    """Bank-level processing-in-memory units inside the HBM."""
+
+    mac_lanes_per_unit: int = Field(ge=1, description="FP16 multipliers per PIM unit (one MAC command does this many MACs).")
+    banks_per_unit: int = Field(ge=1, le=4, description="Banks sharing one PIM unit (1 = per-bank, 2 = per bank pair).")
+    clock_hz: float = Field(gt=0, description="PIM unit clock in Hz; caps the MAC command rate.")
+    mac_interval_ns: float = Field(gt=0, description="Minimum interval between all-bank MAC commands, ns (no power limit).")
+    mac_interval_power_limited_ns: float = Field(gt=0, description="All-bank MAC interval under the power limit, ns.")
+    power_limited: bool = Field(description="Run at the power-limited MAC interval.")
+    global_buffer_bytes: int = Field(ge=2, description="Global buffer holding the broadcast input vector, bytes.")
+    input_registers: int = Field(ge=1, description="Input vectors held at once; an open row is reused across this many vectors.")
+    activate_groups_per_rank: int = Field(
+        ge=1, description="All-bank activation is issued in this many group-ACTs per rank, each paced by tFAW.")
+
+    @property
+    def effective_mac_interval_ns(self) -> float:
+        """Interval between MAC commands: max(command interval for the power mode, 1/clock)."""
+        base = self.mac_interval_power_limited_ns if self.power_limited else self.mac_interval_ns
+        return max(base, 1e9 / self.clock_hz)
+
+
+class EnergySpec(Spec):
+    """Energy constants, pJ per bit or per op (facts.md 3.4: AttAcc config, citing FGDRAM MICRO'17)."""
+
+    source: str = Field(description="Where the constants come from.")
+    dram_act_pj_per_bit: float = Field(ge=0, description="Row activation + precharge energy per bit of the row opened.")
+    dram_cell_read_pj_per_bit: float = Field(ge=0, description="Cell read/write energy per bit (to the bank I/O).")
+    dram_bank_to_io_pj_per_bit: float = Field(ge=0, description="Column decoder -> bank-group mux -> global I/O mux, per bit.")
+    dram_offchip_pj_per_bit: float = Field(ge=0, description="TSV + interposer per bit leaving the stack.")
+    npu_pj_per_flop: float = Field(ge=0, description="NPU ALU energy per FLOP.")
+    pim_pj_per_flop: float = Field(ge=0, description="PIM MAC-lane energy per FLOP.")
+    link_pj_per_bit: float = Field(ge=0, description="Device-to-device link energy per bit.")
+
+
+class HardwareSpec(Spec):
+    """One device: an NPU/xPU with its HBM and (optionally) PIM units in that HBM."""
+
+    name: str = Field(description="Preset name of the hardware.")
+    source: str = Field(description="Paper, simulator config or datasheet the numbers come from.")
+    description: str = Field(default="", description="One-line human summary.")
+    npu: NPUSpec = Field(description="The GEMM engine.")
+    memory: MemorySpec = Field(description="HBM stacks attached to the device.")
+    pim: PIMSpec | None = Field(default=None, description="Bank-level PIM units in that HBM, or none.")
+    energy: EnergySpec = Field(description="Energy constants.")
+
+    # ---- derived ---------------------------------------------------------------------------
+    @property
+    def ridge_flop_per_byte(self) -> float:
+        """NPU ridge point = peak FLOP/s / external bandwidth."""
+        return self.npu.peak_flops / self.memory.bw_bytes_per_s
+
+    @property
+    def pim_units(self) -> int:
+        """PIM units on the device = banks / banks_per_unit."""
+        return 0 if self.pim is None else self.memory.banks // self.pim.banks_per_unit
+
+    @property
+    def pim_peak_flops(self) -> float:
+        """Peak PIM FLOP/s = units * lanes * 2 / MAC interval."""
+        if self.pim is None:
+            return 0.0
+        return self.pim_units * self.pim.mac_lanes_per_unit * 2.0 / (self.pim.effective_mac_interval_ns * 1e-9)
+
+    @property
+    def pim_internal_bw_bytes_per_s(self) -> float:
+        """Bytes the PIM units consume at peak = units * lanes * dtype(2 B) / MAC interval."""
+        if self.pim is None:
+            return 0.0
+        return self.pim_units * self.pim.mac_lanes_per_unit * 2.0 / (self.pim.effective_mac_interval_ns * 1e-9)
+
+    @property
+    def pim_bw_ratio(self) -> float:
+        """Internal (PIM peak) / external bandwidth."""
+        return self.pim_internal_bw_bytes_per_s / self.memory.bw_bytes_per_s

@@ -1,0 +1,275 @@
+"""Preset discovery, loading, ``--set`` overrides and turning validation errors into one-line messages.
+
+Presets are TOML files under ``presets/<kind>s/``. They resolve the same way from a source checkout,
+an editable install (the repository's ``presets/``) and a wheel (``librapim_cli/presets`` inside the
+package). A path to a TOML file works everywhere a name does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import PresetNotFound, SpecError
+from .hardware import HardwareSpec
+from .model import ModelSpec
+from .system import SystemSpec
+from .workload import WorkloadSpec
+
+KINDS: dict[str, type[BaseModel] | None] = {
+    "model": ModelSpec,
+    "hardware": HardwareSpec,
+    "system": SystemSpec,
+    "workload": WorkloadSpec,
+    "sweep": None,  # validated by librapim_cli.sweep (optuna lives there)
+}
+FOLDERS = {"model": "models", "hardware": "hardware", "system": "systems", "workload": "workloads", "sweep": "sweeps"}
+
+
+def presets_root() -> Path:
+    """Folder holding the bundled presets (inside the wheel, or the repository root's ``presets/``)."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "presets"
+    if packaged.is_dir():
+        return packaged
+    checkout = here.parent.parent / "presets"
+    if checkout.is_dir():
+        return checkout
+    raise SpecError(f"bundled presets not found (looked in {packaged} and {checkout}); reinstall librapim")
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """One bundled preset file."""
+
+    name: str
+    kind: str
+    path: Path
+    summary: str
+    source: str
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc}); fix the file's syntax") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def list_presets(kind: str | None = None) -> list[PresetInfo]:
+    """All bundled presets, optionally of one kind, sorted by kind then name."""
+    if kind is not None and kind not in KINDS:
+        raise SpecError(f"unknown preset kind '{kind}': choose one of {', '.join(KINDS)}")
+    root = presets_root()
+    out: list[PresetInfo] = []
+    for k in KINDS if kind is None else [kind]:
+        for path in sorted((root / FOLDERS[k]).glob("*.toml")):
+            data = _read_toml(path)
+            out.append(PresetInfo(path.stem, k, path, str(data.get("description", "")), str(data.get("source", ""))))
+    return out
+
+
+def preset_names(kind: str) -> list[str]:
+    """Names of the bundled presets of one kind."""
+    return [p.name for p in list_presets(kind)]
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.endswith(".toml") or "/" in ref or "\\" in ref
+
+
+def resolve_preset_path(kind: str, ref: str) -> Path:
+    """Path of a preset given by bundled name or by file path; PresetNotFound with close matches otherwise."""
+    if _looks_like_path(ref):
+        p = Path(ref).expanduser()
+        if p.is_file():
+            return p
+        raise PresetNotFound(f"{kind} preset file '{ref}' does not exist; give an existing .toml path or a bundled name "
+                             f"(see `librapim presets list --kind {kind}`)")
+    path = presets_root() / FOLDERS[kind] / f"{ref}.toml"
+    if path.is_file():
+        return path
+    names = preset_names(kind)
+    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise PresetNotFound(f"unknown {kind} preset '{ref}': {hint}see `librapim presets list --kind {kind}`")
+
+
+def load_raw(kind: str, ref: str) -> dict[str, Any]:
+    """The TOML of a preset as a dict, with a system's hardware reference expanded."""
+    data = _read_toml(resolve_preset_path(kind, ref))
+    if kind == "system" and isinstance(data.get("hardware"), str):
+        data["hardware"] = load_raw("hardware", data["hardware"])
+    if kind == "workload" and data.get("trace_path") and not Path(data["trace_path"]).is_absolute() \
+            and _looks_like_path(ref):
+        data["trace_path"] = str((Path(ref).parent / data["trace_path"]).resolve())
+    return data
+
+
+# ---- overrides -------------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """Parse an override value as a TOML literal (numbers, booleans, strings, arrays); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its path and parsed value."""
+    if "=" not in item:
+        raise SpecError(f"--set '{item}' is not of the form dotted.path=value (e.g. --set pim.clock_hz=1.2e9)")
+    key, _, value = item.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise SpecError(f"--set '{item}' has an empty path; write dotted.path=value")
+    return path, parse_value(value.strip())
+
+
+def _fields_of(model: type[BaseModel] | None, path: list[str]) -> type[BaseModel] | None:
+    """The pydantic model class reached by following ``path`` from ``model`` (None if not a model)."""
+    for part in path:
+        if model is None:
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        sub = None
+        for cand in getattr(ann, "__args__", (ann,)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                sub = cand
+        model = sub
+    return model
+
+
+def apply_overrides(kind: str, data: dict[str, Any], sets: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each (path, value) override applied; unknown paths are SpecErrors."""
+    import copy
+
+    out = copy.deepcopy(data)
+    root_model = KINDS[kind]
+    for path, value in sets:
+        node = out
+        model = root_model
+        for i, part in enumerate(path):
+            if model is not None and part not in model.model_fields:
+                allowed = ", ".join(model.model_fields)
+                where = ".".join(path[:i]) or kind
+                close = difflib.get_close_matches(part, list(model.model_fields), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise SpecError(f"--set {kind}.{'.'.join(path)}: '{part}' is not a field of {where}{hint}; "
+                                f"fields: {allowed}")
+            if i == len(path) - 1:
+                node[part] = value
+            else:
+                nxt = node.get(part)
+                if not isinstance(nxt, dict):
+                    nxt = {}
+                    node[part] = nxt
+                node = nxt
+                model = _fields_of(model, [part]) if model is not None else None
+    return out
+
+
+def split_overrides(items: list[str], roots: tuple[str, ...]) -> dict[str, list[tuple[list[str], Any]]]:
+    """Group ``--set`` items by their first path element (``model.``, ``system.``, ``hardware.``...)."""
+    groups: dict[str, list[tuple[list[str], Any]]] = {r: [] for r in roots}
+    for item in items:
+        path, value = parse_set(item)
+        head = path[0]
+        if head == "hardware" and "system" in groups and "hardware" not in groups:
+            groups["system"].append((path, value))
+            continue
+        if head not in groups or len(path) < 2:
+            raise SpecError(f"--set '{item}': the path must start with one of {', '.join(r + '.' for r in roots)}"
+                            f" (e.g. --set {roots[0]}.<field>=value)")
+        groups[head].append((path[1:], value))
+    return groups
+
+
+# ---- validation --------------------------------------------------------------------------------
+def _describe_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if not isinstance(p, int) or True)
+    msg = err.get("msg", "invalid")
+    ctx = err.get("ctx") or {}
+    typ = err.get("type", "")
+    got = err.get("input")
+    if typ == "extra_forbidden":
+        return f"{loc}: unknown field; remove it or check the spelling (see `librapim presets show`)"
+    if typ == "missing":
+        return f"{loc}: required field is missing; add it"
+    allowed = ""
+    if "ge" in ctx:
+        allowed = f" (allowed: >= {ctx['ge']})"
+    elif "gt" in ctx:
+        allowed = f" (allowed: > {ctx['gt']})"
+    elif "le" in ctx:
+        allowed = f" (allowed: <= {ctx['le']})"
+    elif "lt" in ctx:
+        allowed = f" (allowed: < {ctx['lt']})"
+    elif "expected" in ctx:
+        allowed = f" (allowed: {ctx['expected']})"
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if typ == "value_error":
+        msg = msg.removeprefix("value error, ")
+        return f"{loc or 'spec'}: {msg}"
+    shown = repr(got) if not isinstance(got, dict) else "a table"
+    return f"{loc}: {msg}, got {shown}{allowed}"
+
+
+def validate(kind: str, data: dict[str, Any], label: str) -> BaseModel:
+    """Validate a dict into the spec of ``kind``; one-line SpecError naming the first bad field."""
+    model = KINDS[kind]
+    assert model is not None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errs = exc.errors()
+        first = _describe_error(errs[0])
+        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+        raise SpecError(f"invalid {kind} '{label}': {first}{more}") from None
+
+
+def load(kind: str, ref: str, sets: list[tuple[list[str], Any]] | None = None) -> Any:
+    """Load, override and validate one preset."""
+    if kind not in KINDS:
+        raise SpecError(f"unknown preset kind '{kind}': choose one of {', '.join(KINDS)}")
+    data = load_raw(kind, ref)
+    if sets:
+        data = apply_overrides(kind, data, sets)
+    return validate(kind, data, ref)
+
+
+@lru_cache(maxsize=256)
+def _load_cached(kind: str, ref: str) -> Any:
+    return load(kind, ref)
+
+
+def load_model(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> ModelSpec:
+    """Load a model preset (name or path)."""
+    return load("model", ref, sets) if sets else _load_cached("model", ref)
+
+
+def load_hardware(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> HardwareSpec:
+    """Load a hardware preset (name or path)."""
+    return load("hardware", ref, sets) if sets else _load_cached("hardware", ref)
+
+
+def load_system(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> SystemSpec:
+    """Load a system preset (name or path), its hardware reference resolved."""
+    return load("system", ref, sets) if sets else _load_cached("system", ref)
+
+
+def load_workload(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> WorkloadSpec:
+    """Load a workload preset (name or path)."""
+    return load("workload", ref, sets) if sets else _load_cached("workload", ref)

@@ -1,0 +1,89 @@
+"""A system: devices, parallelism, link, op placement, concurrency mode, schedule options and DBO."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Spec
+from .hardware import HardwareSpec
+
+ConcurrencyMode = Literal["blocked", "time_interleaved", "dual_row_buffer", "dex"]
+
+
+class ConcurrencySpec(Spec):
+    """How NPU memory traffic and PIM compute share the DRAM banks (docs/model/concurrency.md)."""
+
+    mode: ConcurrencyMode = Field(description="blocked | time_interleaved | dual_row_buffer | dex.")
+    area_overhead_fraction: float = Field(ge=0, le=1, description="DRAM die area added by the mode, as a fraction.")
+    area_source: str = Field(description="Where the area overhead figure comes from.")
+    switch_quantum_ns: float = Field(
+        default=3900.0, gt=0,
+        description="time_interleaved: length of one PIM/normal slot between mode switches, ns.")
+    dex_pim_half_fraction: float = Field(
+        default=0.5, gt=0, lt=1,
+        description="dex: fraction of each bank's rows in the PIM half (holds the KV cache).")
+
+
+class LinkSpec(Spec):
+    """Device-to-device interconnect used by tensor/pipeline parallel collectives."""
+
+    bw_bytes_per_s: float = Field(gt=0, description="Per-direction link bandwidth of one device, bytes/s.")
+    latency_s: float = Field(ge=0, description="Per-hop latency, seconds.")
+    source: str = Field(description="Where the link numbers come from.")
+
+
+class PlacementSpec(Spec):
+    """Where each op class runs before DBO moves anything."""
+
+    fc: Literal["npu"] = Field(default="npu", description="FC / GEMM ops (QKV, projection, FFN): always the NPU.")
+    attention: Literal["npu", "pim"] = Field(description="Decode attention GEMVs: on the NPU or on the PIM.")
+    kv_channel_policy: Literal["round_robin", "least_loaded"] = Field(
+        default="least_loaded", description="How a request's KV cache is assigned to one HBM channel.")
+
+
+class DBOSpec(Spec):
+    """Dynamic Batch Offloading (LibraPIM): per-iteration rebalancing between NPU and PIM."""
+
+    enabled: bool = Field(description="Run the DBO optimizer every iteration.")
+    attention_to_npu: bool = Field(default=True, description="Allow moving requests' attention from PIM to the NPU.")
+    fc_to_pim: bool = Field(default=True, description="Allow moving FC token rows from the NPU to the PIM.")
+    prediction_error: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Relative error of DBO's predictor (seeded, uniform in +/- this fraction per quantity).")
+    seed: int = Field(default=0, description="Seed of the prediction-error noise.")
+
+
+class SystemSpec(Spec):
+    """A complete system to simulate."""
+
+    name: str = Field(description="Preset name of the system.")
+    source: str = Field(description="Paper or repository whose system this models.")
+    description: str = Field(default="", description="One-line human summary.")
+    hardware: HardwareSpec = Field(description="The device (NPU + HBM + PIM) replicated `devices` times.")
+    devices: int = Field(ge=1, description="Devices in the system (must equal tp * pp).")
+    tp: int = Field(default=1, ge=1, description="Tensor-parallel degree.")
+    pp: int = Field(default=1, ge=1, description="Pipeline-parallel degree.")
+    link: LinkSpec = Field(description="Device-to-device link.")
+    placement: PlacementSpec = Field(description="Default op placement.")
+    concurrency: ConcurrencySpec = Field(description="NPU-traffic / PIM-compute concurrency mode.")
+    sub_batch_interleaving: bool = Field(description="Split the batch in two and overlap NPU FC with PIM attention.")
+    sub_batch_min_batch: int = Field(
+        default=2, ge=2, description="Interleave only when the batch has at least this many requests.")
+    dbo: DBOSpec = Field(description="Dynamic Batch Offloading.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SystemSpec:
+        if self.tp * self.pp != self.devices:
+            raise ValueError(f"devices ({self.devices}) must equal tp * pp ({self.tp} * {self.pp})")
+        if self.placement.attention == "pim" and self.hardware.pim is None:
+            raise ValueError(f"placement.attention is 'pim' but hardware '{self.hardware.name}' has no PIM")
+        if self.dbo.enabled and self.hardware.pim is None:
+            raise ValueError("dbo.enabled needs hardware with PIM")
+        return self
+
+    @property
+    def uses_pim(self) -> bool:
+        """True if any work can run on PIM."""
+        return self.hardware.pim is not None and (self.placement.attention == "pim" or self.dbo.enabled)
