@@ -106,12 +106,13 @@ def resolve_preset_path(kind: str, ref: str) -> Path:
 
 def load_raw(kind: str, ref: str) -> dict[str, Any]:
     """The TOML of a preset as a dict, with a system's hardware reference expanded."""
-    data = _read_toml(resolve_preset_path(kind, ref))
+    path = resolve_preset_path(kind, ref)
+    data = _read_toml(path)
     if kind == "system" and isinstance(data.get("hardware"), str):
         data["hardware"] = load_raw("hardware", data["hardware"])
-    if kind == "workload" and data.get("trace_path") and not Path(data["trace_path"]).is_absolute() \
-            and _looks_like_path(ref):
-        data["trace_path"] = str((Path(ref).parent / data["trace_path"]).resolve())
+    if kind == "workload" and data.get("trace_path") and not Path(data["trace_path"]).is_absolute():
+        # a trace path inside a preset is relative to the preset file
+        data["trace_path"] = str((path.parent / data["trace_path"]).resolve())
     return data
 
 

@@ -28,6 +28,8 @@ class ModelSpec(Spec):
     dtype_bytes: int = Field(default=2, ge=1, le=8, description="Bytes per weight / activation / KV element (2 = FP16).")
     moe_experts: int = Field(default=1, ge=1, description="Number of FFN experts (1 = dense).")
     moe_top_k: int = Field(default=1, ge=1, description="Experts each token is routed to.")
+    default_tp: int = Field(default=1, ge=1, description="Tensor-parallel degree used when the system leaves tp unset.")
+    default_pp: int = Field(default=1, ge=1, description="Pipeline-parallel degree used when the system leaves pp unset.")
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:

@@ -62,9 +62,8 @@ class SystemSpec(Spec):
     source: str = Field(description="Paper or repository whose system this models.")
     description: str = Field(default="", description="One-line human summary.")
     hardware: HardwareSpec = Field(description="The device (NPU + HBM + PIM) replicated `devices` times.")
-    devices: int = Field(ge=1, description="Devices in the system (must equal tp * pp).")
-    tp: int = Field(default=1, ge=1, description="Tensor-parallel degree.")
-    pp: int = Field(default=1, ge=1, description="Pipeline-parallel degree.")
+    tp: int | None = Field(default=None, ge=1, description="Tensor-parallel degree (unset: the model's default_tp).")
+    pp: int | None = Field(default=None, ge=1, description="Pipeline-parallel degree (unset: the model's default_pp).")
     link: LinkSpec = Field(description="Device-to-device link.")
     placement: PlacementSpec = Field(description="Default op placement.")
     concurrency: ConcurrencySpec = Field(description="NPU-traffic / PIM-compute concurrency mode.")
@@ -75,8 +74,6 @@ class SystemSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> SystemSpec:
-        if self.tp * self.pp != self.devices:
-            raise ValueError(f"devices ({self.devices}) must equal tp * pp ({self.tp} * {self.pp})")
         if self.placement.attention == "pim" and self.hardware.pim is None:
             raise ValueError(f"placement.attention is 'pim' but hardware '{self.hardware.name}' has no PIM")
         if self.dbo.enabled and self.hardware.pim is None:

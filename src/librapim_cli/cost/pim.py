@@ -1,0 +1,223 @@
+"""PIM cost from DRAM bank timing (docs/model/pim.md).
+
+Data layout (written down in docs/model/pim.md):
+- Each request's KV cache lives in one channel. K: tokens striped over the channel's banks (token t in bank
+  t mod banks), a token's K row-major within its bank. V: head dimensions striped over the banks, each bank
+  row holding consecutive tokens of one dimension (NeuPIMs trace-generator layout, facts.md 2.4).
+- FC weights for PIM GEMV: every bank holds whole K-slices of output columns, spread evenly over all banks.
+
+Per channel, an all-bank GEMV pays for every row: the group activations (tRCD plus tFAW-paced group ACTs),
+the MAC commands at the all-bank MAC interval, tRTP, and tRP; plus the input-vector broadcast into the
+global buffer (GWRITE) and the result read-out (READRES) on the channel data bus; all divided by the
+refresh availability 1 - tRFC/tREFI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..graph.ops import Attention, Gemm, Op
+from ..spec.hardware import HardwareSpec
+from .types import Cost
+
+NS = 1e-9
+PJ = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class BankTiming:
+    """Per-row timing constants of one channel's all-bank PIM operation, in seconds."""
+
+    t_act_s: float  # from the first group ACT until the last group's row is open for MACs
+    t_ras_eff_s: float  # earliest PRE after the first ACT: tRAS after the last group ACT
+    t_rtp_s: float
+    t_rp_s: float
+    t_mac_s: float  # interval between all-bank MAC commands
+    t_gwrite_per_col_s: float  # GWRITE of one column burst into the global buffer
+    ch_bw_bytes_per_s: float
+    derate: float  # refresh availability
+
+
+def bank_timing(hw: HardwareSpec) -> BankTiming:
+    """Timing constants derived from the memory and PIM specs."""
+    mem, pim = hw.memory, hw.pim
+    assert pim is not None, "bank_timing needs hardware with PIM"
+    banks_per_rank = mem.bank_groups * mem.banks_per_group
+    groups = min(pim.activate_groups_per_rank, banks_per_rank)
+    banks_per_act = banks_per_rank / groups
+    spacing_ns = max(mem.tRRD_S_ns, mem.tFAW_ns * banks_per_act / 4.0)
+    t_act_ns = mem.tRCD_ns + (groups - 1) * spacing_ns
+    return BankTiming(
+        t_act_s=t_act_ns * NS,
+        t_ras_eff_s=(mem.tRAS_ns + (groups - 1) * spacing_ns) * NS,
+        t_rtp_s=mem.tRTP_ns * NS,
+        t_rp_s=mem.tRP_ns * NS,
+        t_mac_s=pim.effective_mac_interval_ns * NS,
+        t_gwrite_per_col_s=(mem.tCCD_S_ns + mem.tCCD_L_ns) * NS,
+        ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s,
+        derate=mem.refresh_derate,
+    )
+
+
+def _rows_time(bt: BankTiming, rows, macs):
+    """Time to open ``rows`` rows in all banks and issue ``macs`` MAC commands spread evenly over them."""
+    rows = np.asarray(rows, dtype=float)
+    per_row_macs = np.divide(macs, rows, out=np.zeros_like(rows), where=rows > 0)
+    per_row = np.maximum(bt.t_act_s + per_row_macs * bt.t_mac_s + bt.t_rtp_s, bt.t_ras_eff_s) + bt.t_rp_s
+    return np.where(rows > 0, rows * per_row, 0.0)
+
+
+def gwrite_s(bt: BankTiming, column_bytes: int, nbytes):
+    """GWRITE: ceil(bytes / column) column bursts, each tCCD_S + tCCD_L (NeuPIMs gwrite_delay = 96 for 1 KB)."""
+    return np.ceil(np.asarray(nbytes, dtype=float) / column_bytes) * bt.t_gwrite_per_col_s
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionRequests:
+    """Per-request PIM attention figures (arrays aligned with the requests)."""
+
+    time_s: np.ndarray  # bank + io, refresh-derated: channel-busy seconds this request costs
+    bank_s: np.ndarray  # activations and MACs (derated)
+    io_s: np.ndarray  # GWRITE + READRES on the channel data bus (derated)
+    mac_cmds: np.ndarray  # all-bank MAC commands issued
+    flops: np.ndarray
+    kv_bytes: np.ndarray  # K + V bytes read inside the banks
+    io_bytes: np.ndarray  # bytes over the channel data bus
+    energy_j: np.ndarray
+
+
+def attention_requests(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_heads: int, head_dim: int,
+                       dtype_bytes: int, bt: BankTiming | None = None) -> AttentionRequests:
+    """PIM time of the score + context GEMVs of each request, on the channel holding its KV cache."""
+    mem, pim = hw.memory, hw.pim
+    assert pim is not None
+    bt = bt or bank_timing(hw)
+    L = np.asarray(lens, dtype=float)
+    banks = mem.banks_per_channel
+    row_elems = mem.row_bytes // dtype_bytes
+    lanes = pim.mac_lanes_per_unit
+    bpu = pim.banks_per_unit
+    group = max(1, q_heads // kv_heads)
+    reopen = -(-group // pim.input_registers)
+    kvdim = kv_heads * head_dim
+    # score: tokens striped over banks, one token's K (kvdim elements) contiguous in its bank
+    elems_pb = np.ceil(L / banks) * kvdim
+    rows_k = np.ceil(elems_pb / row_elems) * reopen
+    macs_k = np.ceil(elems_pb / lanes) * group * bpu
+    # context: head dims striped over banks, rows hold consecutive tokens of one dimension
+    dims_pb = -(-kvdim // banks)
+    rows_v = dims_pb * np.ceil(L / row_elems) * reopen
+    macs_v = dims_pb * np.ceil(L / lanes) * group * bpu
+    bank = _rows_time(bt, rows_k, macs_k) + _rows_time(bt, rows_v, macs_v)
+    q_bytes = q_heads * head_dim * dtype_bytes
+    s_bytes = q_heads * L * dtype_bytes
+    io = (gwrite_s(bt, mem.column_bytes, q_bytes) + gwrite_s(bt, mem.column_bytes, s_bytes)
+          + (s_bytes + q_bytes) / bt.ch_bw_bytes_per_s)
+    io = np.where(L > 0, io, 0.0)
+    bank_d, io_d = bank / bt.derate, io / bt.derate
+    flops = 4.0 * q_heads * head_dim * L
+    kv_bytes = 2.0 * kvdim * dtype_bytes * L
+    io_bytes = np.where(L > 0, 2.0 * (q_bytes + s_bytes), 0.0)
+    e = hw.energy
+    energy = (kv_bytes * reopen * 8 * (e.dram_act_pj_per_bit + e.dram_cell_read_pj_per_bit)
+              + io_bytes * 8 * (e.dram_bank_to_io_pj_per_bit + e.dram_offchip_pj_per_bit)
+              + flops * e.pim_pj_per_flop) * PJ
+    return AttentionRequests(bank_d + io_d, bank_d, io_d, macs_k + macs_v, flops, kv_bytes, io_bytes, energy)
+
+
+@dataclass(frozen=True, slots=True)
+class FCOnPIM:
+    """PIM figures of GEMV-ing ``rows`` token rows through an FC layer (arrays over rows)."""
+
+    time_s: np.ndarray
+    bank_s: np.ndarray
+    io_s: np.ndarray
+    mac_cmds: np.ndarray  # per channel
+    flops: np.ndarray
+    internal_bytes: np.ndarray
+    io_bytes: np.ndarray  # per channel
+    energy_j: np.ndarray
+
+
+def fc_on_pim(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0,
+              bt: BankTiming | None = None) -> FCOnPIM:
+    """PIM time of ``rows`` tokens through a k x n weight matrix (``sets`` matrices, MoE).
+
+    Weights are spread over all banks of all channels; each open row is reused for up to
+    ``input_registers`` input vectors (passes = ceil(rows / registers)); every channel receives each
+    input vector by GWRITE and returns its slice of the outputs by READRES.
+    """
+    mem, pim = hw.memory, hw.pim
+    assert pim is not None
+    bt = bt or bank_timing(hw)
+    y = np.asarray(rows, dtype=float)
+    sets = np.asarray(sets, dtype=float)
+    row_elems = mem.row_bytes // dtype_bytes
+    elems_pb = np.ceil(k * n * sets / mem.banks)
+    rows_pb = np.ceil(elems_pb / row_elems)
+    regs = pim.input_registers
+    passes = np.ceil(y / regs)
+    macs_per_row_vec = (row_elems / pim.mac_lanes_per_unit) * pim.banks_per_unit
+    full = np.maximum(passes - 1, 0)
+    last_vecs = y - full * regs
+    bank = (_rows_time(bt, rows_pb * full, rows_pb * full * regs * macs_per_row_vec)
+            + _rows_time(bt, np.where(y > 0, rows_pb, 0.0), rows_pb * last_vecs * macs_per_row_vec))
+    in_bytes = y * k * dtype_bytes
+    out_bytes = y * np.ceil(n * sets / mem.channels) * dtype_bytes
+    io = gwrite_s(bt, mem.column_bytes, in_bytes) + out_bytes / bt.ch_bw_bytes_per_s
+    bank_d, io_d = bank / bt.derate, io / bt.derate
+    flops = 2.0 * y * k * n * sets
+    internal = passes * k * n * sets * dtype_bytes
+    io_bytes = in_bytes + out_bytes
+    e = hw.energy
+    energy = (internal * 8 * (e.dram_act_pj_per_bit + e.dram_cell_read_pj_per_bit)
+              + io_bytes * mem.channels * 8 * (e.dram_bank_to_io_pj_per_bit + e.dram_offchip_pj_per_bit)
+              + flops * e.pim_pj_per_flop) * PJ
+    return FCOnPIM(bank_d + io_d, bank_d, io_d, y * rows_pb * macs_per_row_vec, flops, internal, io_bytes, energy)
+
+
+def snake_channels(lens: np.ndarray, channels: int) -> np.ndarray:
+    """Vectorized least-loaded placement for a whole batch: longest first, channels in snake order."""
+    n = len(lens)
+    order = np.argsort(-np.asarray(lens), kind="stable")
+    pos = np.arange(n)
+    lap, off = np.divmod(pos, channels)
+    ch_sorted = np.where(lap % 2 == 0, off, channels - 1 - off)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = ch_sorted
+    return out
+
+
+def pim_cost(op: Op, hw: HardwareSpec, channels: np.ndarray | None = None) -> Cost:
+    """Time, FLOPs, bytes and energy of ``op`` on the PIM units of ``hw``.
+
+    Attention: each request runs on the channel holding its KV (``channels``; default: the snake
+    least-loaded placement); the slowest channel sets the time. Gemm: FC rows offloaded to PIM.
+    """
+    if hw.pim is None:
+        raise TypeError(f"hardware '{hw.name}' has no PIM")
+    if isinstance(op, Attention):
+        q = op.q_heads
+        r = attention_requests(hw, op.context_lens, q, op.kv_heads, op.head_dim, op.dtype_bytes)
+        # split the per-request figures between the score and context parts by their KV share (equal)
+        n_ch = hw.memory.channels
+        ch = snake_channels(op.context_lens, n_ch) if channels is None else np.asarray(channels)
+        bank_c = np.bincount(ch, weights=r.bank_s, minlength=n_ch) / 2.0
+        io_c = np.bincount(ch, weights=r.io_s, minlength=n_ch) / 2.0
+        tot = bank_c + io_c
+        c = int(np.argmax(tot)) if tot.size else 0
+        return Cost("pim", float(tot[c]) if tot.size else 0.0, 0.0, float(io_c[c]) if tot.size else 0.0,
+                    float(bank_c[c]) if tot.size else 0.0, 0.0, 0.0, float(r.flops.sum()) / 2.0,
+                    float(r.kv_bytes.sum()) / 2.0, float(r.energy_j.sum()) / 2.0)
+    if isinstance(op, Gemm):
+        f = fc_on_pim(hw, op.set_rows, op.k, op.n, op.dtype_bytes, op.weight_sets)
+        return Cost("pim", _s(f.time_s), 0.0, _s(f.io_s), _s(f.bank_s), 0.0, 0.0, _s(f.flops),
+                    _s(f.internal_bytes), _s(f.energy_j))
+    raise TypeError(f"pim_cost: PIM runs GEMV work (attention, FC rows), not {type(op).__name__}")
+
+
+def _s(x):
+    a = np.asarray(x)
+    return float(a) if a.ndim == 0 else a

@@ -1,0 +1,40 @@
+"""The Cost value type every cost function returns (fields may be numpy arrays when ops are vectorized)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BOUNDS = ("compute", "memory", "bank-timing", "link")
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Time and resources of one op on one device; ``time_s = max(terms) + overhead_s``."""
+
+    device: str
+    time_s: Any
+    compute_s: Any = 0.0
+    memory_s: Any = 0.0
+    bank_s: Any = 0.0
+    link_s: Any = 0.0
+    overhead_s: Any = 0.0
+    flops: Any = 0.0
+    bytes: Any = 0.0
+    energy_j: Any = 0.0
+
+    @property
+    def bound(self) -> Any:
+        """Which term dominates: 'compute', 'memory', 'bank-timing' or 'link' (array of labels if vectorized)."""
+        terms = np.stack(np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in
+                                               (self.compute_s, self.memory_s, self.bank_s, self.link_s))))
+        idx = np.argmax(terms, axis=0)
+        labels = np.asarray(BOUNDS)[idx]
+        return str(labels) if labels.ndim == 0 else labels
+
+
+def zero(device: str) -> Cost:
+    """A cost of nothing."""
+    return Cost(device, 0.0)
