@@ -21,9 +21,6 @@ class ConcurrencySpec(Spec):
     switch_quantum_ns: float = Field(
         default=3900.0, gt=0,
         description="time_interleaved: length of one PIM/normal slot between mode switches, ns.")
-    dex_pim_half_fraction: float = Field(
-        default=0.5, gt=0, lt=1,
-        description="dex: fraction of each bank's rows in the PIM half (holds the KV cache).")
 
 
 class LinkSpec(Spec):
@@ -61,7 +58,7 @@ class SystemSpec(Spec):
     name: str = Field(description="Preset name of the system.")
     source: str = Field(description="Paper or repository whose system this models.")
     description: str = Field(default="", description="One-line human summary.")
-    hardware: HardwareSpec = Field(description="The device (NPU + HBM + PIM) replicated `devices` times.")
+    hardware: HardwareSpec = Field(description="The device (NPU + HBM + PIM), replicated tp * pp times.")
     tp: int | None = Field(default=None, ge=1, description="Tensor-parallel degree (unset: the model's default_tp).")
     pp: int | None = Field(default=None, ge=1, description="Pipeline-parallel degree (unset: the model's default_pp).")
     link: LinkSpec = Field(description="Device-to-device link.")

@@ -1,0 +1,160 @@
+"""Cost tables: the pure cost functions evaluated once per run over every row count and context length.
+
+A decode iteration then only gathers from these arrays, which keeps the per-iteration work (and DBO's
+predictor) vectorized and cheap. Every entry is exactly ``npu_cost`` / ``pim_cost`` / ``link_cost``
+of the corresponding op (tests check this).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..graph.decode import attention_ops, fc_ops, lm_head_op, shard_heads
+from ..graph.ops import AllReduce, Gemm, Vector
+from ..spec.model import ModelSpec
+from ..spec.system import SystemSpec
+from .concurrency import quantum_s, switch_penalty_s
+from .link import link_cost
+from .npu import npu_cost
+from .pim import attention_requests, bank_timing, fc_on_pim
+
+GROUPS = ("qkv", "rest", "both", "head")
+
+
+@dataclass(frozen=True)
+class NPUTable:
+    """NPU figures of one FC group for 0..max_rows token rows (arrays indexed by rows)."""
+
+    sa_s: np.ndarray  # systolic-array time (compute term, incl. tiling)
+    vec_s: np.ndarray  # vector-unit time
+    mem_s: np.ndarray  # weight streaming time at the NPU's sustained bandwidth
+    link_s: np.ndarray  # all-reduce time
+    flops: np.ndarray  # systolic-array FLOPs
+    vec_flops: np.ndarray
+    bytes: np.ndarray  # DRAM bytes (weights)
+    link_bytes: np.ndarray
+    energy_j: np.ndarray
+
+
+@dataclass(frozen=True)
+class PIMFCTable:
+    """PIM figures of offloading 0..max_rows token rows of one FC group."""
+
+    time_s: np.ndarray
+    io_s: np.ndarray
+    flops: np.ndarray
+    energy_j: np.ndarray
+
+
+@dataclass(frozen=True)
+class AttnTable:
+    """Per-request attention figures indexed by context length 0..max_len (one layer, one shard)."""
+
+    pim_s: np.ndarray  # channel-busy seconds on PIM (banks + io)
+    pim_io_s: np.ndarray  # of which on the channel data bus
+    kv_bytes: np.ndarray  # K + V bytes
+    flops: np.ndarray  # score + context FLOPs
+    softmax_flops: np.ndarray  # vector-unit FLOPs of the softmax
+    pim_energy_j: np.ndarray
+    npu_energy_j: np.ndarray  # if run on the NPU (stream KV + vector MACs)
+
+
+@dataclass(frozen=True)
+class CostTables:
+    """Everything one decode iteration needs, precomputed for a (model, system) pair."""
+
+    npu: dict[str, NPUTable]
+    pim_fc: dict[str, PIMFCTable]
+    attn: AttnTable
+    max_rows: int
+    max_len: int
+    channels: int
+    npu_bw_bytes_per_s: float  # sustained external bandwidth of the NPU
+    ch_bw_bytes_per_s: float  # sustained per-channel bandwidth of NPU reads
+    vector_flops: float
+    sa_peak_flops: float
+    pim_peak_flops: float
+    mode: str
+    switch_s: float
+    quantum_s: float
+    has_pim: bool
+
+
+def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
+    hw = system.hardware
+    n = rows.shape[0]
+    z = np.zeros(n)
+    sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy = (z.copy() for _ in range(9))
+    for op in ops:
+        if isinstance(op, AllReduce):
+            c = link_cost(op, system.link, hw)
+            link = link + c.time_s
+            lbytes = lbytes + c.bytes
+        else:
+            c = npu_cost(op, hw)
+            if isinstance(op, Gemm):
+                sa = sa + c.compute_s + c.overhead_s
+                mem = mem + c.memory_s
+                flops = flops + c.flops
+                nbytes = nbytes + c.bytes
+            elif isinstance(op, Vector):
+                vec = vec + c.time_s
+                vflops = vflops + c.flops
+        energy = energy + c.energy_j
+    return NPUTable(sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy)
+
+
+def _pim_group(ops, system: SystemSpec, rows: np.ndarray) -> PIMFCTable:
+    hw = system.hardware
+    n = rows.shape[0]
+    t, io, fl, en = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    bt = bank_timing(hw)
+    for op in ops:
+        if isinstance(op, Gemm):
+            f = fc_on_pim(hw, op.set_rows, op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
+            t, io, fl, en = t + f.time_s, io + f.io_s, fl + f.flops, en + f.energy_j
+    return PIMFCTable(t, io, fl, en)
+
+
+def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, max_len: int) -> CostTables:
+    """Evaluate the cost functions over rows 0..max_rows and context lengths 0..max_len."""
+    hw = system.hardware
+    rows = np.arange(max_rows + 1, dtype=float)
+    ops = fc_ops(model, tp, rows)
+    groups = {
+        "qkv": [o for o in ops if o.phase == "qkv"],
+        "rest": [o for o in ops if o.phase == "rest"],
+    }
+    groups["both"] = groups["qkv"] + groups["rest"]
+    groups["head"] = [lm_head_op(model, tp, rows)]
+    npu = {g: _npu_group(o, system, rows) for g, o in groups.items()}
+    has_pim = hw.pim is not None
+    pim_fc = {g: _pim_group(groups[g], system, rows) for g in ("qkv", "rest", "both")} if has_pim else {}
+    # attention per context length
+    lens = np.arange(max_len + 1, dtype=np.int64)
+    q, kv = shard_heads(model, tp)
+    a_ops = attention_ops(model, tp, lens)
+    kv_bytes = 2.0 * kv * model.head_dim * model.dtype_bytes * lens
+    flops = 4.0 * q * model.head_dim * lens
+    softmax = a_ops[1].flops_per_element * q * lens.astype(float)
+    e = hw.energy
+    stream = (e.dram_act_pj_per_bit + e.dram_cell_read_pj_per_bit + e.dram_bank_to_io_pj_per_bit
+              + e.dram_offchip_pj_per_bit)
+    npu_energy = (kv_bytes * 8 * stream + (flops + softmax) * e.npu_pj_per_flop) * 1e-12
+    if has_pim:
+        r = attention_requests(hw, lens, q, kv, model.head_dim, model.dtype_bytes)
+        pim_s, pim_io, pim_e = r.time_s, r.io_s, r.energy_j + softmax * e.npu_pj_per_flop * 1e-12
+    else:
+        pim_s = pim_io = pim_e = np.full(max_len + 1, np.inf)
+    attn = AttnTable(pim_s, pim_io, kv_bytes, flops, softmax, pim_e, npu_energy)
+    mem = hw.memory
+    eff = hw.npu.bandwidth_efficiency
+    return CostTables(
+        npu=npu, pim_fc=pim_fc, attn=attn, max_rows=max_rows, max_len=max_len, channels=mem.channels,
+        npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff,
+        vector_flops=hw.npu.vector_flops, sa_peak_flops=hw.npu.peak_flops, pim_peak_flops=hw.pim_peak_flops,
+        mode=system.concurrency.mode, switch_s=switch_penalty_s(hw) if has_pim else 0.0,
+        quantum_s=quantum_s(system.concurrency), has_pim=has_pim,
+    )

@@ -1,0 +1,119 @@
+"""Request lengths: a seeded log-normal fit to published dataset statistics, fixed lengths, or a CSV trace.
+
+Fit (docs/model/workload.md): a log-normal with mu = ln(median) and sigma chosen so the mean matches,
+sigma = sqrt(2 ln(mean / median)); samples are rounded and clipped to [min, max] and then mean-corrected by
+a second moment-matching pass (scale by the ratio of target to sample mean before rounding) so that the
+generated mean and median match the statistics within a few percent.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TraceError
+from ..spec.workload import LengthStats, WorkloadSpec
+
+
+@dataclass(frozen=True)
+class Requests:
+    """A request set: prompt and output lengths (tokens) and arrival times (seconds)."""
+
+    input_len: np.ndarray
+    output_len: np.ndarray
+    arrival_s: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.input_len.shape[0])
+
+
+def lognormal_params(stats: LengthStats) -> tuple[float, float]:
+    """(mu, sigma) of the log-normal whose median and mean equal the statistics'."""
+    mu = float(np.log(stats.median))
+    ratio = max(stats.mean / stats.median, 1.0 + 1e-9)
+    sigma = float(np.sqrt(2.0 * np.log(ratio)))
+    return mu, sigma
+
+
+def sample_lengths(stats: LengthStats, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n integer lengths with the statistics' median and (clipped) mean, within [min, max]."""
+    mu, sigma = lognormal_params(stats)
+    x = rng.lognormal(mu, sigma, size=n)
+    lo, hi = stats.min, stats.max
+    out = np.clip(np.rint(x), lo, hi)
+    # clipping at max removes tail mass: rescale the part above the median to restore the mean
+    if n > 1:
+        med = np.median(out)
+        above = out > med
+        deficit = stats.mean * n - out.sum()
+        tail = (out[above] - med).sum()
+        if tail > 0:
+            scale = max(1.0 + deficit / tail, 0.0)
+            out[above] = np.clip(np.rint(med + (out[above] - med) * scale), lo, hi)
+    return out.astype(np.int64)
+
+
+def read_trace(path: str | Path) -> Requests:
+    """Read a CSV trace with columns input_len, output_len and optional arrival_s."""
+    p = Path(path)
+    if not p.is_file():
+        raise TraceError(f"trace '{path}' does not exist; give a CSV with columns input_len,output_len[,arrival_s]")
+    ins, outs, arr = [], [], []
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        missing = [c for c in ("input_len", "output_len") if c not in cols]
+        if missing:
+            raise TraceError(f"{p}: missing column(s) {', '.join(missing)}; the header must have "
+                             f"input_len,output_len[,arrival_s] (found: {', '.join(cols) or 'nothing'})")
+        has_arr = "arrival_s" in cols
+        for lineno, row in enumerate(reader, start=2):
+            try:
+                i, o = int(row["input_len"]), int(row["output_len"])
+                a = float(row["arrival_s"]) if has_arr and row.get("arrival_s") not in (None, "") else 0.0
+            except (TypeError, ValueError):
+                raise TraceError(f"{p}:{lineno}: input_len and output_len must be integers and arrival_s a number, "
+                                 f"got {dict(row)}; fix that line") from None
+            if i < 1 or o < 1 or a < 0:
+                raise TraceError(f"{p}:{lineno}: lengths must be >= 1 and arrival_s >= 0, got input_len={i}, "
+                                 f"output_len={o}, arrival_s={a}; fix that line")
+            ins.append(i)
+            outs.append(o)
+            arr.append(a)
+    if not ins:
+        raise TraceError(f"{p}: no requests; add rows of input_len,output_len[,arrival_s]")
+    a = np.asarray(arr, dtype=float)
+    order = np.argsort(a, kind="stable")
+    return Requests(np.asarray(ins, dtype=np.int64)[order], np.asarray(outs, dtype=np.int64)[order], a[order])
+
+
+def make_requests(w: WorkloadSpec, num_requests: int | None = None) -> Requests:
+    """The workload's requests: sampled (seeded), fixed, or read from its trace; arrivals per its process."""
+    rng = np.random.default_rng(w.seed)
+    n = num_requests or w.num_requests
+    if w.lengths == "trace":
+        tr = read_trace(w.trace_path or "")
+        if num_requests is not None and num_requests < len(tr):
+            tr = Requests(tr.input_len[:n], tr.output_len[:n], tr.arrival_s[:n])
+        ins, outs, arr = tr.input_len, tr.output_len, tr.arrival_s
+    else:
+        if w.lengths == "fixed":
+            ins = np.full(n, w.input_len, dtype=np.int64)
+            outs = np.full(n, w.output_len, dtype=np.int64)
+        else:
+            assert w.input_stats is not None and w.output_stats is not None
+            ins = sample_lengths(w.input_stats, n, rng)
+            outs = sample_lengths(w.output_stats, n, rng)
+        if w.arrival == "poisson":
+            assert w.rate_per_s is not None
+            arr = np.cumsum(rng.exponential(1.0 / w.rate_per_s, size=n))
+        else:
+            arr = np.zeros(n)
+    # cap total length at max_seq_len (NeuPIMs caps seq_len at 2048): trim the prompt first, keep >= 1 token out
+    cap = w.max_seq_len
+    outs = np.minimum(outs, cap - 1)
+    ins = np.minimum(ins, cap - outs)
+    return Requests(ins.astype(np.int64), outs.astype(np.int64), np.asarray(arr, dtype=float))
