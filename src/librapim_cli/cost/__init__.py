@@ -2,7 +2,16 @@
 
 from .link import link_cost
 from .npu import npu_cost, systolic_cycles
-from .pim import AttentionRequests, BankTiming, FCOnPIM, attention_requests, bank_timing, fc_on_pim, pim_cost, snake_channels
+from .pim import (
+           AttentionRequests,
+           BankTiming,
+           FCOnPIM,
+           attention_requests,
+           bank_timing,
+           fc_on_pim,
+           pim_cost,
+           snake_channels,
+)
 from .types import BOUNDS, Cost
 
 __all__ = ["BOUNDS", "AttentionRequests", "BankTiming", "Cost", "FCOnPIM", "attention_requests", "bank_timing",
