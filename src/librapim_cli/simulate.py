@@ -154,7 +154,7 @@ def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gp
     rng = np.random.default_rng(s.workload.seed)
     batches = [steady_state_batch(s, rng) for _ in range(samples)]
     max_len = int(max(b.max() for b in batches))
-    kv_need = max(float(b.sum()) for b in batches) * kv_bytes_per_token_per_device(s.model, s.tp, s.pp) / s.pp
+    kv_need = max(float(b.sum()) for b in batches) * kv_bytes_per_token_per_device(s.model, s.tp, s.pp)
     kv_cap = kv_capacity_bytes(s)
     if kv_need > kv_cap:
         raise InfeasibleDesign(

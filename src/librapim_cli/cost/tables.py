@@ -17,7 +17,7 @@ from ..spec.model import ModelSpec
 from ..spec.system import SystemSpec
 from .concurrency import quantum_s, switch_penalty_s
 from .link import link_cost
-from .npu import npu_cost
+from .npu import dram_stream_energy_j, npu_cost
 from .pim import attention_requests, bank_timing, fc_on_pim
 
 GROUPS = ("qkv", "rest", "both", "head")
@@ -36,6 +36,7 @@ class NPUTable:
     bytes: np.ndarray  # DRAM bytes (weights)
     link_bytes: np.ndarray
     energy_j: np.ndarray
+    dram_energy_j: np.ndarray  # of which streaming the weights from DRAM
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class CostTables:
     max_rows: int
     max_len: int
     channels: int
+    sram_bytes: int  # NPU on-chip SRAM: a layer's weights that fit are reused by the second sub-batch
     npu_bw_bytes_per_s: float  # sustained external bandwidth of the NPU
     ch_bw_bytes_per_s: float  # sustained per-channel bandwidth of NPU reads
     vector_flops: float
@@ -87,6 +89,7 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
     n = rows.shape[0]
     z = np.zeros(n)
     sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy = (z.copy() for _ in range(9))
+    dram_e = z.copy()
     for op in ops:
         if isinstance(op, AllReduce):
             c = link_cost(op, system.link, hw)
@@ -99,11 +102,12 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
                 mem = mem + c.memory_s
                 flops = flops + c.flops
                 nbytes = nbytes + c.bytes
+                dram_e = dram_e + dram_stream_energy_j(hw, c.bytes)
             elif isinstance(op, Vector):
                 vec = vec + c.time_s
                 vflops = vflops + c.flops
         energy = energy + c.energy_j
-    return NPUTable(sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy)
+    return NPUTable(sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy, dram_e)
 
 
 def _pim_group(ops, system: SystemSpec, rows: np.ndarray) -> PIMFCTable:
@@ -152,7 +156,7 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     mem = hw.memory
     eff = hw.npu.bandwidth_efficiency
     return CostTables(
-        npu=npu, pim_fc=pim_fc, attn=attn, max_rows=max_rows, max_len=max_len, channels=mem.channels,
+        npu=npu, pim_fc=pim_fc, attn=attn, max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
         npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff,
         vector_flops=hw.npu.vector_flops, sa_peak_flops=hw.npu.peak_flops, pim_peak_flops=hw.pim_peak_flops,
         mode=system.concurrency.mode, switch_s=switch_penalty_s(hw) if has_pim else 0.0,

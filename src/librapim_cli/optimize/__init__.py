@@ -1,7 +1,16 @@
 """DBO: the per-stage offload optimizer and the stage it balances."""
 
 from .dbo import attention_order, best_attention_offload, best_fc_offload, decide
-from .stage import Decision, StageInput, StageTime, no_offload, stage_time
+from .stage import (
+           NO_OFFLOAD,
+           AttentionSet,
+           Decision,
+           StageInput,
+           StageTime,
+           attention_set,
+           no_offload,
+           stage_time,
+)
 
-__all__ = ["Decision", "StageInput", "StageTime", "attention_order", "best_attention_offload", "best_fc_offload",
-           "decide", "no_offload", "stage_time"]
+__all__ = ["NO_OFFLOAD", "AttentionSet", "Decision", "StageInput", "StageTime", "attention_order", "attention_set",
+           "best_attention_offload", "best_fc_offload", "decide", "no_offload", "stage_time"]

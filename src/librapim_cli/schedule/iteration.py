@@ -25,7 +25,15 @@ import numpy as np
 
 from ..cost.tables import CostTables
 from ..optimize.dbo import decide
-from ..optimize.stage import Decision, StageInput, StageTime, no_offload, stage_time
+from ..optimize.stage import (
+    NO_OFFLOAD,
+    AttentionSet,
+    Decision,
+    StageInput,
+    StageTime,
+    attention_set,
+    stage_time,
+)
 from ..spec.system import SystemSpec
 
 
@@ -74,23 +82,40 @@ class Schedule:
     p2p_latency_s: float
 
 
-def _inputs(t: CostTables, lens: np.ndarray, ch: np.ndarray, group: str | None, rows: int, on_pim: bool,
-            idx: np.ndarray | None = None) -> StageInput:
-    if idx is not None:
-        lens, ch = lens[idx], ch[idx]
-    a = t.attn
-    return StageInput(group, rows, a.pim_s[lens], a.pim_io_s[lens], a.kv_bytes[lens], a.flops[lens],
-                      a.softmax_flops[lens], ch, a.pim_energy_j[lens], a.npu_energy_j[lens], on_pim)
+def _noisy(a: AttentionSet, t: CostTables, rng: np.random.Generator, err: float) -> AttentionSet:
+    """The predictor's view: each request's PIM time off by a uniform relative error in +/- err."""
+    f = 1.0 + rng.uniform(-err, err, size=a.size)
+    pim_s, io_s = a.pim_s * f, a.io_s * f
+    C = t.channels
+    return AttentionSet(pim_s, io_s, a.kv_bytes, a.flops, a.channel, a.pim_energy_j, a.npu_energy_j,
+                        np.bincount(a.channel, weights=pim_s, minlength=C),
+                        np.bincount(a.channel, weights=io_s, minlength=C), a.softmax_flops)
 
 
-_EMPTY = np.zeros(0, dtype=np.int64)
-
-
-def _noisy(inp: StageInput, rng: np.random.Generator, err: float) -> StageInput:
-    """The predictor's view: each per-request PIM time off by a uniform relative error in +/- err."""
-    f = 1.0 + rng.uniform(-err, err, size=inp.pim_s.shape[0])
-    return StageInput(inp.group, inp.rows, inp.pim_s * f, inp.io_s * f, inp.kv_bytes, inp.flops, inp.softmax_flops,
-                      inp.channel, inp.pim_energy_j, inp.npu_energy_j, inp.attn_on_pim)
+def _plan(s: Schedule, lens: np.ndarray, ch: np.ndarray, on_pim: bool):
+    """The stages of one micro-batch: (name, repeats, input, DBO-balanced, NPU label, PIM label)."""
+    t, system, L = s.tables, s.system, s.layers_per_stage
+    n = lens.shape[0]
+    if system.sub_batch_interleaving and n >= system.sub_batch_min_batch:
+        s1 = attention_set(t, lens[0::2], ch[0::2])
+        s2 = attention_set(t, lens[1::2], ch[1::2])
+        b1, b2 = s1.size, s2.size
+        # sub-batch #2 runs the same weights right after #1: if a layer's weights fit in SRAM it reuses them
+        cached = bool(t.npu["both"].bytes[1] <= t.sram_bytes)
+        return [
+            ("A", 1, StageInput("qkv", b1, None, on_pim), False, "QKV#1", "-"),
+            ("B", 1, StageInput("qkv", b2, s1, on_pim, cached), False, "QKV#2", "MHA#1"),
+            ("C", L - 1, StageInput("both", b1, s2, on_pim), True, "Proj/FFN#1+QKV#1", "MHA#2"),
+            ("D", L - 1, StageInput("both", b2, s1, on_pim, cached), True, "Proj/FFN#2+QKV#2", "MHA#1"),
+            ("E", 1, StageInput("rest", b1, s2, on_pim), False, "Proj/FFN#1", "MHA#2"),
+            ("F", 1, StageInput("rest", b2, None, on_pim, cached), False, "Proj/FFN#2", "-"),
+        ]
+    s0 = attention_set(t, lens, ch)
+    return [
+        ("Q", L, StageInput("qkv", n, None, on_pim), True, "QKV", "-"),
+        ("M", L, StageInput(None, 0, s0, on_pim), True, "-", "MHA"),
+        ("R", L, StageInput("rest", n, None, on_pim), True, "Proj/FFN", "-"),
+    ]
 
 
 def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.random.Generator | None = None,
@@ -102,51 +127,42 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
     n_all = lens.shape[0]
     on_pim = system.placement.attention == "pim" and t.has_pim
     dbo = system.dbo if (system.dbo.enabled and t.has_pim) else None
-    L = s.layers_per_stage
-    acc = np.zeros(12)
-    head_energy = 0.0
+    noise = dbo is not None and dbo.prediction_error > 0 and rng is not None
+    T = npu_busy = npu_sa = pim_mean = pim_max = npu_fl = pim_fl = energy = 0.0
+    attn_b = attn_off = rows = rows_off = head_energy = 0.0
     stages: list[StageRecord] = []
-    if s.pp > 1:
-        mbs = [np.arange(i, n_all, s.pp) for i in range(s.pp)]
-    else:
-        mbs = [None]
-    for mb in mbs:
-        ml = lens if mb is None else lens[mb]
-        mc = channels if mb is None else channels[mb]
+    mbs = [(lens, channels)] if s.pp == 1 else [(lens[i::s.pp], channels[i::s.pp]) for i in range(s.pp)]
+    for ml, mc in mbs:
         n = ml.shape[0]
         if n == 0:
             continue
-        plan: list[tuple[str, int, StageInput, bool, str, str]] = []
-        if system.sub_batch_interleaving and n >= system.sub_batch_min_batch:
-            i1, i2 = np.arange(0, n, 2), np.arange(1, n, 2)
-            b1, b2 = i1.shape[0], i2.shape[0]
-            plan = [
-                ("A", 1, _inputs(t, ml, mc, "qkv", b1, on_pim, _EMPTY), False, "QKV#1", "-"),
-                ("B", 1, _inputs(t, ml, mc, "qkv", b2, on_pim, i1), False, "QKV#2", "MHA#1"),
-                ("C", L - 1, _inputs(t, ml, mc, "both", b1, on_pim, i2), True, "Proj/FFN#1+QKV#1", "MHA#2"),
-                ("D", L - 1, _inputs(t, ml, mc, "both", b2, on_pim, i1), True, "Proj/FFN#2+QKV#2", "MHA#1"),
-                ("E", 1, _inputs(t, ml, mc, "rest", b1, on_pim, i2), False, "Proj/FFN#1", "MHA#2"),
-                ("F", 1, _inputs(t, ml, mc, "rest", b2, on_pim, _EMPTY), False, "Proj/FFN#2", "-"),
-            ]
-        else:
-            plan = [
-                ("Q", L, _inputs(t, ml, mc, "qkv", n, on_pim, _EMPTY), True, "QKV", "-"),
-                ("M", L, _inputs(t, ml, mc, None, 0, on_pim), True, "-", "MHA"),
-                ("R", L, _inputs(t, ml, mc, "rest", n, on_pim, _EMPTY), True, "Proj/FFN", "-"),
-            ]
-        for name, reps, inp, balanced, nw, pw in plan:
+        for name, reps, inp, balanced, nw, pw in _plan(s, ml, mc, on_pim):
             if reps <= 0:
                 continue
+            st = stage_time(t, inp, NO_OFFLOAD)
+            dec = NO_OFFLOAD
             if dbo is not None and balanced:
-                pred_in = _noisy(inp, rng, dbo.prediction_error) if (dbo.prediction_error > 0 and rng is not None) \
-                    else inp
-                dec = decide(t, pred_in, dbo)
-            else:
-                dec = no_offload(inp)
-            st = stage_time(t, inp, dec)
-            acc += reps * np.array([st.time_s, st.npu_s, st.npu_sa_s, st.pim_mean_s, st.pim_max_s, st.npu_flops,
-                                    st.pim_flops, st.energy_j, st.attn_bytes, st.attn_offloaded_bytes,
-                                    inp.rows if balanced else 0.0, dec.fc_rows_to_pim if balanced else 0.0])
+                if noise and inp.attn is not None:
+                    pred = StageInput(inp.group, inp.rows, _noisy(inp.attn, t, rng, dbo.prediction_error),
+                                      inp.attn_on_pim, inp.weights_cached)
+                    dec = decide(t, pred, dbo)
+                else:
+                    dec = decide(t, inp, dbo, st)
+                if dec.fc_rows_to_pim or dec.attn_to_npu is not None:
+                    st = stage_time(t, inp, dec)
+            T += reps * st.time_s
+            npu_busy += reps * st.npu_s
+            npu_sa += reps * st.npu_sa_s
+            pim_mean += reps * st.pim_mean_s
+            pim_max += reps * st.pim_max_s
+            npu_fl += reps * st.npu_flops
+            pim_fl += reps * st.pim_flops
+            energy += reps * st.energy_j
+            attn_b += reps * st.attn_bytes
+            attn_off += reps * st.attn_offloaded_bytes
+            if balanced:
+                rows += reps * inp.rows
+                rows_off += reps * dec.fc_rows_to_pim
             if keep_stages:
                 stages.append(StageRecord(name, reps, nw, pw, st, dec))
         # LM head on the last pipeline stage (the bottleneck group), plus the activation hand-off from
@@ -154,20 +170,19 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
         h = t.npu["head"]
         head_s = max(h.sa_s[n], h.vec_s[n], h.mem_s[n]) + h.link_s[n]
         p2p = (s.p2p_latency_s + n * s.p2p_s_per_row) if s.pp > 1 else 0.0
-        acc[0] += head_s + p2p
-        acc[1] += head_s
-        acc[2] += h.sa_s[n]
-        acc[5] += h.flops[n]
+        T += head_s + p2p
+        npu_busy += head_s
+        npu_sa += h.sa_s[n]
+        npu_fl += h.flops[n]
         head_energy += h.energy_j[n] * s.tp
         if keep_stages:
             stages.append(StageRecord("H", 1, "LM head", "-",
                                       StageTime(head_s + p2p, head_s, h.sa_s[n], 0.0, 0.0, 0.0, h.flops[n], 0.0,
-                                                h.energy_j[n], 0.0, 0.0),
-                                      Decision(0, np.zeros(0, dtype=bool), float("nan"))))
+                                                h.energy_j[n], 0.0, 0.0), NO_OFFLOAD))
     devices = s.tp * s.pp
     return IterationResult(
-        time_s=float(acc[0]), tokens=n_all, npu_busy_s=float(acc[1]), npu_sa_busy_s=float(acc[2]),
-        pim_busy_s=float(acc[3]), pim_busy_max_s=float(acc[4]), npu_flops=float(acc[5]), pim_flops=float(acc[6]),
-        energy_j=float(acc[7]) * devices + head_energy, attn_bytes=float(acc[8]), attn_offloaded_bytes=float(acc[9]),
-        fc_rows=float(acc[10]), fc_rows_offloaded=float(acc[11]), stages=stages,
+        time_s=float(T), tokens=n_all, npu_busy_s=float(npu_busy), npu_sa_busy_s=float(npu_sa),
+        pim_busy_s=float(pim_mean), pim_busy_max_s=float(pim_max), npu_flops=float(npu_fl), pim_flops=float(pim_fl),
+        energy_j=float(energy) * devices + float(head_energy), attn_bytes=float(attn_b),
+        attn_offloaded_bytes=float(attn_off), fc_rows=float(rows), fc_rows_offloaded=float(rows_off), stages=stages,
     )
