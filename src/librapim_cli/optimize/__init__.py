@@ -1,6 +1,13 @@
 """DBO: the per-stage offload optimizer and the stage it balances."""
 
-from .dbo import attention_order, best_attention_offload, best_fc_offload, decide
+from .dbo import (
+           attention_order,
+           best_attention_offload,
+           best_attention_offload_many,
+           best_fc_offload,
+           decide,
+           decide_many,
+)
 from .stage import (
            NO_OFFLOAD,
            AttentionSet,
@@ -13,4 +20,5 @@ from .stage import (
 )
 
 __all__ = ["NO_OFFLOAD", "AttentionSet", "Decision", "StageInput", "StageTime", "attention_order", "attention_set",
-           "best_attention_offload", "best_fc_offload", "decide", "no_offload", "stage_time"]
+           "best_attention_offload", "best_attention_offload_many", "best_fc_offload", "decide", "decide_many",
+           "no_offload", "stage_time"]

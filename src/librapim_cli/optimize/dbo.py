@@ -68,12 +68,17 @@ def best_fc_offload(t: CostTables, inp: StageInput) -> Decision:
 def attention_order(inp: StageInput, channels: int):
     """Per-channel offload order: channel, then PIM seconds saved per KV byte (descending)."""
     a = inp.attn
-    ratio = a.pim_s / np.maximum(a.kv_bytes, 1.0)
+    order, chs, counts, pos = _order(a.channel, a.pim_s, a.kv_bytes, channels)
+    return order, chs, counts, pos
+
+
+def _order(channel, pim_s, kv_bytes, channels: int):
+    ratio = pim_s / np.maximum(kv_bytes, 1.0)
     top = float(ratio.max()) if ratio.size else 1.0
     # channel first, then ratio descending: one sort on channel + (1 - ratio/top) scaled into [0, 0.5]
-    key = a.channel + 0.5 * (1.0 - ratio / (top if top > 0 else 1.0))
+    key = channel + 0.5 * (1.0 - ratio / (top if top > 0 else 1.0))
     order = np.argsort(key, kind="stable")
-    chs = a.channel[order]
+    chs = channel[order]
     counts = np.bincount(chs, minlength=channels)
     starts = np.cumsum(counts) - counts
     pos = np.arange(order.shape[0]) - starts[chs]
@@ -82,22 +87,42 @@ def attention_order(inp: StageInput, channels: int):
 
 def best_attention_offload(t: CostTables, inp: StageInput) -> Decision:
     """Exact best per-channel prefixes of requests whose attention moves to the NPU."""
-    a = inp.attn
-    if a is None or a.size == 0 or not t.has_pim or not inp.attn_on_pim:
-        return NO_OFFLOAD
-    n = a.size
-    C = t.channels
-    order, chs, counts, pos = attention_order(inp, C)
+    return best_attention_offload_many(t, [inp])[0]
+
+
+def best_attention_offload_many(t: CostTables, inps: list[StageInput]) -> list[Decision]:
+    """best_attention_offload for several independent stages (pipeline micro-batches) in one vectorized pass.
+
+    Stage p's channel c becomes the combined channel p*C + c; the threshold sweep runs per stage on
+    contiguous segments of the sorted event list.
+    """
+    P, C = len(inps), t.channels
+    live = [i for i, inp in enumerate(inps) if inp.attn is not None and inp.attn.size and t.has_pim
+            and inp.attn_on_pim]
+    out = [NO_OFFLOAD] * P
+    if not live:
+        return out
+    sets = [inps[i].attn for i in live]
+    Q = len(live)
+    sizes = np.array([a.size for a in sets])
+    chan = np.concatenate([a.channel + j * C for j, a in enumerate(sets)])
+    pim_s = np.concatenate([a.pim_s for a in sets])
+    io_s = np.concatenate([a.io_s for a in sets])
+    kvb = np.concatenate([a.kv_bytes for a in sets])
+    order, chs, counts, pos = _order(chan, pim_s, kvb, Q * C)
     M = int(counts.max())
-    cols = pos + 1
-    stacked = np.zeros((3, C, M + 1))
-    stacked[:, chs, cols] = np.stack((a.pim_s, a.io_s, a.kv_bytes))[:, order]
+    stacked = np.zeros((3, Q * C, M + 1))
+    stacked[:, chs, pos + 1] = np.stack((pim_s, io_s, kvb))[:, order]
     np.cumsum(stacked, axis=2, out=stacked)
     cg, cio, ckv = stacked
-    fl_per_byte = a.flops_total / a.kv_total if a.kv_total > 0 else 0.0  # FLOPs are proportional to KV bytes
-    sa, vec, mem, link = _npu_terms(t, inp, inp.rows)
-    vec = vec + a.softmax_flops / t.vector_flops
-    level = channel_time(t.mode, cg[:, -1:] - cg, 0.0, cio[:, -1:] - cio, mem, ckv / t.ch_bw_bytes_per_s,
+    terms = [_npu_terms(t, inps[i], inps[i].rows) for i in live]
+    sa = np.array([float(x[0]) for x in terms])
+    vec = np.array([float(x[1]) + a.softmax_flops / t.vector_flops for x, a in zip(terms, sets, strict=True)])
+    mem = np.array([float(x[2]) for x in terms])
+    link = np.array([float(x[3]) for x in terms])
+    fpb = np.array([a.flops_total / a.kv_total if a.kv_total > 0 else 0.0 for a in sets])  # FLOPs per KV byte
+    mem_row = np.repeat(mem, C)[:, None]
+    level = channel_time(t.mode, cg[:, -1:] - cg, 0.0, cio[:, -1:] - cio, mem_row, ckv / t.ch_bw_bytes_per_s,
                          t.switch_s, t.quantum_s)
     # beyond a channel's request count the cumulative sums stay flat, so those k are never records
     prev_min = np.empty_like(level)
@@ -106,23 +131,43 @@ def best_attention_offload(t: CostTables, inp: StageInput) -> Decision:
     rc, rk = np.nonzero(level < prev_min)
     idx = np.nonzero(rk > 0)[0]
     ev_c, ev_k, kprev = rc[idx], rk[idx], rk[idx - 1]
+    n_ev = ev_c.shape[0]
     all_thr = np.concatenate([prev_min[ev_c, ev_k], np.min(level, axis=1)])
-    all_kv = np.concatenate([ckv[ev_c, ev_k] - ckv[ev_c, kprev], np.full(C, np.inf)])
-    all_c = np.concatenate([ev_c, np.arange(C)])
-    all_k = np.concatenate([ev_k, np.zeros(C, dtype=ev_k.dtype)])
-    srt = np.argsort(-all_thr, kind="stable")
-    kv_cum = np.concatenate(([0.0], np.cumsum(all_kv[srt])[:-1]))  # bytes moved before event m
-    npu = np.maximum(np.maximum(sa, vec + kv_cum * fl_per_byte / t.vector_flops),
-                     mem + kv_cum / t.npu_bw_bytes_per_s) + link
-    total = np.maximum(npu, all_thr[srt])
-    m = int(np.argmin(total))
-    if m == 0:
-        return Decision(0, None, float(total[0]))
-    kmax = np.zeros(C, dtype=np.int64)
-    np.maximum.at(kmax, all_c[srt[:m]], all_k[srt[:m]])
-    mask = np.empty(n, dtype=bool)
-    mask[order] = pos < kmax[chs]
-    return Decision(0, mask, float(total[m]))
+    all_kv = np.concatenate([ckv[ev_c, ev_k] - ckv[ev_c, kprev], np.zeros(Q * C)])
+    all_c = np.concatenate([ev_c, np.arange(Q * C)])
+    all_k = np.concatenate([ev_k, np.zeros(Q * C, dtype=ev_k.dtype)])
+    terminal = np.arange(all_c.shape[0]) >= n_ev
+    seg = all_c // C
+    top = float(all_thr.max())
+    # one sort: stage ascending, then threshold descending (thresholds scaled into [0, 0.5])
+    srt = np.argsort(seg + 0.5 * (1.0 - all_thr / (top * (1 + 1e-12) if top > 0 else 1.0)), kind="stable")
+    seg_s, thr_s, kv_s, term_s = seg[srt], all_thr[srt], all_kv[srt], terminal[srt]
+    seg_start = np.searchsorted(seg_s, np.arange(Q))
+    cum = np.cumsum(kv_s)
+    base = np.where(seg_start > 0, cum[seg_start - 1], 0.0)
+    kv_before = cum - kv_s - base[seg_s]  # bytes moved before taking this event
+    tcum = np.cumsum(term_s)
+    t_before = tcum - term_s - np.where(seg_start > 0, tcum[seg_start - 1], 0)[seg_s]
+    npu = np.maximum(np.maximum(sa[seg_s], vec[seg_s] + kv_before * fpb[seg_s] / t.vector_flops),
+                     mem[seg_s] + kv_before / t.npu_bw_bytes_per_s) + link[seg_s]
+    total = np.where(t_before > 0, np.inf, np.maximum(npu, thr_s))
+    seg_min = np.minimum.reduceat(total, seg_start)
+    first = np.flatnonzero(total == seg_min[seg_s])
+    best_pos = first[np.searchsorted(seg_s[first], np.arange(Q))]  # each stage's first argmin in sorted order
+    m = best_pos - seg_start  # events taken per stage
+    rank = np.arange(srt.shape[0]) - seg_start[seg_s]
+    taken = (rank < m[seg_s]) & ~term_s
+    kmax = np.zeros(Q * C, dtype=np.int64)
+    np.maximum.at(kmax, all_c[srt][taken], all_k[srt][taken])
+    mask_all = np.empty(chan.shape[0], dtype=bool)
+    mask_all[order] = pos < kmax[chs]
+    offs = np.concatenate([[0], np.cumsum(sizes)])
+    for j, i in enumerate(live):
+        if m[j] == 0:
+            out[i] = Decision(0, None, float(seg_min[j]))
+        else:
+            out[i] = Decision(0, mask_all[offs[j]:offs[j + 1]], float(seg_min[j]))
+    return out
 
 
 def decide(t: CostTables, inp: StageInput, dbo: DBOSpec, base: StageTime | None = None) -> Decision:
@@ -131,14 +176,26 @@ def decide(t: CostTables, inp: StageInput, dbo: DBOSpec, base: StageTime | None 
     ``base`` is the stage's no-offload time if the caller already has it.
     """
     base = base or stage_time(t, inp, NO_OFFLOAD)
-    best = Decision(0, None, base.time_s)
+    return decide_many(t, [inp], dbo, [base])[0]
+
+
+def decide_many(t: CostTables, inps: list[StageInput], dbo: DBOSpec, bases: list[StageTime]) -> list[Decision]:
+    """DBO's decisions for independent stages (e.g. one per pipeline micro-batch), vectorized where it pays.
+
+    Moving attention to the NPU only helps a stage whose PIM side is the bottleneck, so only those stages
+    enter the attention sweep.
+    """
+    best = [Decision(0, None, b.time_s) for b in bases]
     if dbo.fc_to_pim:
-        d = best_fc_offload(t, inp)
-        if d.predicted_s < best.predicted_s:
-            best = d
-    # moving attention to the NPU only helps when the PIM side is the bottleneck
-    if dbo.attention_to_npu and base.channel_max_s > base.npu_s:
-        d = best_attention_offload(t, inp)
-        if d.predicted_s < best.predicted_s:
-            best = d
+        for i, inp in enumerate(inps):
+            d = best_fc_offload(t, inp)
+            if d.predicted_s < best[i].predicted_s:
+                best[i] = d
+    if dbo.attention_to_npu:
+        pim_bound = [i for i, b in enumerate(bases) if b.channel_max_s > b.npu_s]
+        if pim_bound:
+            ds = best_attention_offload_many(t, [inps[i] for i in pim_bound])
+            for i, d in zip(pim_bound, ds, strict=True):
+                if d.predicted_s < best[i].predicted_s:
+                    best[i] = d
     return best

@@ -126,7 +126,7 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
             pf = t.pim_fc[inp.group]
             pim_fc, pim_fc_io = float(pf.time_s[y]), float(pf.io_s[y])
             energy += float(pf.energy_j[y])
-            chan = float(channel_time(t.mode, 0.0, pim_fc, pim_fc_io, mem, 0.0, t.switch_s, t.quantum_s))
+            chan = _channel_max_scalar(t, None, None, 0.0, 0.0, pim_fc, pim_fc_io, mem)
             time_s = max(npu_s, chan)
             return StageTime(time_s, npu_s, sa, pim_fc, pim_fc, chan, npu_flops, float(pf.flops[y]), energy, 0.0,
                              0.0)
@@ -150,7 +150,7 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
     off = dec.attn_to_npu
     if off is None:
         npu_s = max(sa, vec, mem) + link
-        chan_max = float(channel_max(t, a.pim_c, a.io_c, a.pim_c_max, a.io_c_max, pim_fc, pim_fc_io, mem))
+        chan_max = _channel_max_scalar(t, a.pim_c, a.io_c, a.pim_c_max, a.io_c_max, pim_fc, pim_fc_io, mem)
         pim_max = a.pim_c_max + pim_fc
         pim_mean = float(a.pim_c.sum()) / C + pim_fc
         return StageTime(max(npu_s, chan_max), npu_s, sa, pim_max, pim_mean, chan_max, npu_flops,
@@ -171,6 +171,23 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
     pim_mean = float(pim_c.sum()) / C + pim_fc
     return StageTime(max(npu_s, chan_max), npu_s, sa, pim_max, pim_mean, chan_max, npu_flops,
                      a.flops_total - fl_off + pim_fc_fl, energy, kv_off, attn_bytes)
+
+
+def _channel_max_scalar(t: CostTables, pim_c, io_c, pim_c_max: float, io_c_max: float, pf: float, pfio: float,
+                        mem: float) -> float:
+    """channel_max for scalar pf/pfio/mem with plain-float arithmetic (the hot path)."""
+    mode = t.mode
+    if mode == "time_interleaved":
+        if pim_c is None:
+            return float(channel_time(mode, 0.0, pf, pfio, mem, 0.0, t.switch_s, t.quantum_s))
+        return float(channel_max(t, pim_c, io_c, pim_c_max, io_c_max, pf, pfio, mem))
+    pim = pim_c_max + pf
+    if mode == "blocked":
+        return pim + mem
+    bus = mem + io_c_max + pfio
+    if mode == "dual_row_buffer":
+        return max(pim, bus)
+    return max(pim, bus, 0.5 * (pim + mem))  # dex
 
 
 def channel_max(t: CostTables, pim_c, io_c, pim_c_max, io_c_max, pf, pfio, mem):

@@ -17,11 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cost.npu import npu_cost
-from ..cost.pim import pim_cost, snake_channels
+from ..cost.pim import snake_channels
 from ..errors import InputError
-from ..graph.decode import decode_layer_ops, lm_head_op
-from ..graph.ops import AllReduce, Attention
+from ..schedule.breakdown import op_breakdown
 from ..simulate import Setup, SimResult, steady_state_batch
 
 # ---------------------------------------------------------------------------------------------------------
@@ -102,42 +100,19 @@ def representative_batch(s: Setup, lens: np.ndarray | None = None) -> tuple[np.n
     return lens, channels
 
 
-def _breakdown_records(s: Setup, lens: np.ndarray, channels: np.ndarray) -> list[dict[str, Any]]:
-    """Per-op records (op, device, time_s, bound, flops, bytes) of one decode layer plus the LM head."""
-    hw = s.system.hardware
-    attn_on_pim = s.system.placement.attention == "pim" and hw.pim is not None
-    out: list[dict[str, Any]] = []
-    ops = decode_layer_ops(s.model, s.tp, lens) + [lm_head_op(s.model, s.tp, float(lens.shape[0]))]
-    for op in ops:
-        if isinstance(op, AllReduce):
-            out.append({"op": op.name, "device": "link", "time_s": 0.0, "bound": "link", "flops": 0.0,
-                        "bytes": 0.0})
-            continue
-        if isinstance(op, Attention) and attn_on_pim:
-            c = pim_cost(op, hw, channels)
-        else:
-            c = npu_cost(op, hw)
-        out.append({"op": op.name, "device": c.device, "time_s": float(c.time_s), "bound": str(c.bound),
-                    "flops": float(c.flops), "bytes": float(c.bytes)})
-    return out
-
-
 def roofline_points(source: SimResult | Setup, lens: np.ndarray | None = None) -> RooflineData:
     """NPU and PIM rooflines with one decode layer's ops (plus the LM head) placed on them.
 
-    x = flops / bytes (DRAM bytes on the NPU, bytes read inside the banks on PIM), y = flops / time_s
-    from the cost model (``npu_cost`` / ``pim_cost``), for the batch of :func:`representative_batch`.
+    The ops and their costs come from ``schedule.breakdown.op_breakdown`` (static placement, before DBO) for
+    the batch of :func:`representative_batch`: x = flops / bytes (DRAM bytes on the NPU, bytes read inside the
+    banks on PIM), y = flops / time_s.
     Ops moving no bytes (vector ops) or doing no arithmetic (all-reduce) cannot be placed; they are listed
     in ``omitted``.
     """
     s = _setup_of(source)
     hw = s.system.hardware
     lens, channels = representative_batch(s, lens)
-    try:
-        from ..schedule.breakdown import op_breakdown  # another module may provide the canonical breakdown
-    except ImportError:  # pragma: no cover - depends on the tree
-        op_breakdown = None
-    recs = op_breakdown(s, lens, channels) if op_breakdown is not None else _breakdown_records(s, lens, channels)
+    recs = op_breakdown(s, lens, channels)
     points: list[RooflinePoint] = []
     omitted: list[str] = []
     for r in recs:
@@ -148,7 +123,7 @@ def roofline_points(source: SimResult | Setup, lens: np.ndarray | None = None) -
             continue
         points.append(RooflinePoint(str(r["op"]), dev, flops, nbytes, t, str(r.get("bound", ""))))
     roofs = [Roof("npu", f"NPU ({hw.name})", hw.npu.peak_flops, hw.memory.bw_bytes_per_s)]
-    if hw.pim is not None:
+    if s.system.uses_pim:  # PIM hardware the system never uses gets no roof
         roofs.append(Roof("pim", "PIM (all banks)", hw.pim_peak_flops, hw.pim_internal_bw_bytes_per_s))
     title = (f"Roofline: {s.model.name} on {s.system.name}, one layer at batch {lens.shape[0]} "
              f"(of {s.batch}), tp={s.tp}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
         raise InputError(f"--out {path}: folder {folder} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it ordinary permissions
         with os.fdopen(fd, "wb") as f, matplotlib.rc_context({"svg.hashsalt": "librapim"}):
             fig.savefig(f, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
         os.replace(tmp, out)
@@ -98,7 +102,7 @@ def _merge_labels(data: RooflineData, tol: float = 0.03) -> list[tuple[float, fl
                 break
         else:
             groups.append([x, y, [p.op], p.device])
-    return [(10 ** x, 10 ** y, ", ".join(names), dev) for x, y, names, dev in groups]
+    return [(10 ** x, 10 ** y, textwrap.fill(", ".join(names), 30), dev) for x, y, names, dev in groups]
 
 
 def roofline_figure(data: RooflineData) -> Figure:
@@ -127,8 +131,8 @@ def roofline_figure(data: RooflineData) -> Figure:
                    label=None if key in seen else f"{p.device.upper()} op, {p.bound or 'unknown'}-bound")
         seen.add(key)
     for x, y, text, dev in _merge_labels(data):
-        ax.annotate(text, (x, y), xytext=(7, -10), textcoords="offset points", fontsize=8,
-                    color=colors.get(dev, "k"), zorder=6)
+        ax.annotate(text, (x, y), xytext=(0, -9), textcoords="offset points", fontsize=8, ha="center",
+                    va="top", color=colors.get(dev, "k"), zorder=6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(x_lo, x_hi)
@@ -142,8 +146,8 @@ def roofline_figure(data: RooflineData) -> Figure:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     if data.omitted:
-        fig.text(0.01, 0.005, "not placed (no DRAM bytes or no FLOPs): " + ", ".join(data.omitted),
-                 fontsize=7, color="#555555", ha="left", va="bottom")
+        note = textwrap.fill("Not placed (no DRAM bytes or no FLOPs): " + ", ".join(data.omitted), 60)
+        ax.text(0.01, 0.98, note, transform=ax.transAxes, fontsize=7, color="#555555", ha="left", va="top")
     return fig
 
 
@@ -158,6 +162,7 @@ def timeline_figure(timelines: Sequence[Timeline]) -> Figure:
     n = len(timelines)
     fig = _figure(11.0, 1.0 + 1.9 * n)
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+    fig.suptitle("Device timeline: NPU and PIM busy time per schedule stage", fontsize=11)
     x_max = max(tl.shown_s for tl in timelines) / MS
     for ax, tl in zip(axes, timelines, strict=True):
         lanes = [("NPU", 1.0, NPU_COLOR, "npu_s")]
@@ -179,13 +184,14 @@ def timeline_figure(timelines: Sequence[Timeline]) -> Figure:
                 ax.broken_barh(busy, (y - 0.32, 0.64), facecolor=color, edgecolor="white", lw=0.4)
         for seg in tl.segments:
             ax.axvline(seg.start_s / MS, color="#666666", lw=0.4, alpha=0.6)
-            if seg.time_s / MS > 0.025 * x_max:
+            if seg.time_s / MS > 0.012 * x_max:
                 ax.text((seg.start_s + seg.time_s / 2) / MS, 1.42, seg.label, ha="center", va="bottom",
                         fontsize=7, color="#333333")
         for g in tl.gaps:
             ax.axvline(g.at_s / MS, color="black", lw=1.2, ls=(0, (4, 2)))
-            ax.text(g.at_s / MS, -0.55 if tl.has_pim else 0.55, f" +{g.reps}x {g.stages} ({fmt_time(g.time_s)})",
-                    fontsize=7, ha="left", va="center", color="black")
+            ax.text(g.at_s / MS, -0.55 if tl.has_pim else 0.55,
+                    f" {g.reps} more x ({g.stages}) elided: {fmt_time(g.time_s)}", fontsize=7, ha="left",
+                    va="center", color="black")
         shown = tl.shown_s
         npu_idle = 1.0 - sum(s.npu_s for s in tl.segments) / shown if shown > 0 else 0.0
         idle = f"NPU idle {npu_idle:.0%}"
@@ -222,8 +228,9 @@ def compare_figure(rows: Sequence[CompareRow], baseline: str | None = None) -> F
     width = 0.8 / len(systems)
     x = np.arange(len(models))
     top = 0.0
+    top = max([(r.speedup if baseline is not None else r.throughput_tokens_per_s) or 0.0 for r in rows] + [0.0])
     for i, sysname in enumerate(systems):
-        heights, xs, notes = [], [], []
+        heights, xs, values, utils = [], [], [], []
         for j, m in enumerate(models):
             r = by.get((sysname, m))
             if r is None:
@@ -231,14 +238,19 @@ def compare_figure(rows: Sequence[CompareRow], baseline: str | None = None) -> F
             h = r.speedup if baseline is not None else r.throughput_tokens_per_s
             heights.append(h)
             xs.append(x[j] - 0.4 + width * (i + 0.5))
-            val = f"{h:.2f}x" if baseline is not None else fmt_si(h)
-            util = f"NPU {r.npu_utilization:.0%}" + (f" PIM {r.pim_utilization:.0%}" if r.uses_pim else "")
-            notes.append(f"{val}  {util}")
+            values.append(f"{h:.2f}x" if baseline is not None else fmt_si(h))
+            utils.append(f"NPU {r.npu_utilization:.0%}" + (f"\nPIM {r.pim_utilization:.0%}" if r.uses_pim else ""))
         bars = ax.bar(xs, heights, width * 0.92, color=SYSTEM_COLORS[i % len(SYSTEM_COLORS)], label=sysname)
-        for b, note in zip(bars, notes, strict=True):
-            ax.annotate(note, (b.get_x() + b.get_width() / 2, b.get_height()), xytext=(0, 3),
-                        textcoords="offset points", rotation=90, ha="center", va="bottom", fontsize=7)
-        top = max([top] + heights)
+        for b, val, util in zip(bars, values, utils, strict=True):
+            cx, h = b.get_x() + b.get_width() / 2, b.get_height()
+            ax.annotate(val, (cx, h), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=8, fontweight="bold")
+            if h >= 0.3 * top:  # utilization inside the bar, else above the value
+                ax.annotate(util, (cx, h), xytext=(0, -5), textcoords="offset points", ha="center", va="top",
+                            fontsize=7, color="white")
+            else:
+                ax.annotate(util, (cx, h), xytext=(0, 14), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=7)
     if baseline is not None:
         ax.axhline(1.0, color="black", lw=0.8, ls="--")
         ax.set_ylabel(f"Speedup over {baseline} (x, tokens/s ratio)")
@@ -247,11 +259,11 @@ def compare_figure(rows: Sequence[CompareRow], baseline: str | None = None) -> F
         ax.set_ylabel("Decode throughput (tokens/s)")
         ax.yaxis.set_major_formatter(_si_formatter())
         ax.set_title("Decode throughput by system and model")
-    ax.set_ylim(0, top * 1.55 if top > 0 else 1.0)
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     ax.set_xticks(x, models)
-    ax.set_xlabel("Model (bars annotated with value and NPU / PIM utilization)")
+    ax.set_xlabel("Model (in each bar: NPU / PIM utilization, busy time / iteration time)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(title="System", fontsize=8, loc="upper left", ncols=min(len(systems), 4))
+    fig.legend(title="System", fontsize=8, loc="outside right upper")
     return fig
 
 
@@ -302,7 +314,8 @@ def pareto_figure(data: ParetoData) -> Figure:
                    color="#c44e52", alpha=0.8, label=f"infeasible trial ({len(infeas)})")
     if front:
         fx, fy = [p.values[0] for p in front], [p.values[1] for p in front]
-        ax.step(fx, fy, where="post", color=NPU_COLOR, lw=1.4, alpha=0.8)
+        # staircase bounding the dominated region: it steps at the next point when x is maximized
+        ax.step(fx, fy, where="post" if data.directions[0] == "minimize" else "pre", color=NPU_COLOR, lw=1.4, alpha=0.8)
         ax.scatter(fx, fy, s=48, color=NPU_COLOR, edgecolor="black", lw=0.6, zorder=5,
                    label=f"Pareto front ({len(front)})")
     if data.best is not None:
@@ -327,5 +340,5 @@ def pareto_figure(data: ParetoData) -> Figure:
         pad = (hi - lo) * 0.08 or abs(hi) * 0.08 or 1.0
         ax.set_ylim(lo - pad, hi + pad + (hi - lo + pad) * 0.45)  # room for the label box
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return fig

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..cost.tables import CostTables
-from ..optimize.dbo import decide
+from ..optimize.dbo import decide_many
 from ..optimize.stage import (
     NO_OFFLOAD,
     AttentionSet,
@@ -80,6 +80,8 @@ class Schedule:
     layers_per_stage: int
     p2p_s_per_row: float  # activation hand-off between pipeline stages, per token row
     p2p_latency_s: float
+    # memo of stages without attention: their time and DBO decision depend only on (group, rows, cached)
+    fc_only_memo: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def _noisy(a: AttentionSet, t: CostTables, rng: np.random.Generator, err: float) -> AttentionSet:
@@ -132,24 +134,41 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
     attn_b = attn_off = rows = rows_off = head_energy = 0.0
     stages: list[StageRecord] = []
     mbs = [(lens, channels)] if s.pp == 1 else [(lens[i::s.pp], channels[i::s.pp]) for i in range(s.pp)]
-    for ml, mc in mbs:
-        n = ml.shape[0]
-        if n == 0:
+    mbs = [(ml, mc) for ml, mc in mbs if ml.shape[0] > 0]
+    plans = [_plan(s, ml, mc, on_pim) for ml, mc in mbs]
+    # stage j of every micro-batch is decided together (vectorized DBO across micro-batches)
+    for j in range(max((len(p) for p in plans), default=0)):
+        col = [p[j] for p in plans if j < len(p)]
+        name, reps, _, balanced, nw, pw = col[0]
+        if reps <= 0:
             continue
-        for name, reps, inp, balanced, nw, pw in _plan(s, ml, mc, on_pim):
-            if reps <= 0:
-                continue
-            st = stage_time(t, inp, NO_OFFLOAD)
-            dec = NO_OFFLOAD
-            if dbo is not None and balanced:
-                if noise and inp.attn is not None:
-                    pred = StageInput(inp.group, inp.rows, _noisy(inp.attn, t, rng, dbo.prediction_error),
-                                      inp.attn_on_pim, inp.weights_cached)
-                    dec = decide(t, pred, dbo)
+        inps = [c[2] for c in col]
+        use_dbo = dbo is not None and balanced
+        if all(i.attn is None for i in inps):
+            # FC-only stages: deterministic in (group, rows, cached), so memoized per run
+            bases, decs = [], []
+            for inp in inps:
+                key = (inp.group, inp.rows, inp.weights_cached, use_dbo)
+                hit = s.fc_only_memo.get(key)
+                if hit is None:
+                    st0 = stage_time(t, inp, NO_OFFLOAD)
+                    d0 = decide_many(t, [inp], dbo, [st0])[0] if use_dbo else NO_OFFLOAD
+                    hit = s.fc_only_memo[key] = (st0, d0, stage_time(t, inp, d0) if d0.fc_rows_to_pim else st0)
+                bases.append(hit[2])
+                decs.append(hit[1])
+        else:
+            bases = [stage_time(t, inp, NO_OFFLOAD) for inp in inps]
+            decs = [NO_OFFLOAD] * len(inps)
+            if use_dbo:
+                if noise:
+                    pred = [StageInput(i.group, i.rows, _noisy(i.attn, t, rng, dbo.prediction_error), i.attn_on_pim,
+                                       i.weights_cached) if i.attn is not None else i for i in inps]
+                    decs = decide_many(t, pred, dbo, [stage_time(t, i, NO_OFFLOAD) for i in pred])
                 else:
-                    dec = decide(t, inp, dbo, st)
-                if dec.fc_rows_to_pim or dec.attn_to_npu is not None:
-                    st = stage_time(t, inp, dec)
+                    decs = decide_many(t, inps, dbo, bases)
+        for inp, st, dec, c in zip(inps, bases, decs, col, strict=True):
+            if dec.attn_to_npu is not None or (dec.fc_rows_to_pim and inp.attn is not None):
+                st = stage_time(t, inp, dec)
             T += reps * st.time_s
             npu_busy += reps * st.npu_s
             npu_sa += reps * st.npu_sa_s
@@ -164,7 +183,9 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
                 rows += reps * inp.rows
                 rows_off += reps * dec.fc_rows_to_pim
             if keep_stages:
-                stages.append(StageRecord(name, reps, nw, pw, st, dec))
+                stages.append(StageRecord(c[0], reps, c[4], c[5], st, dec))
+    for ml, _ in mbs:
+        n = ml.shape[0]
         # LM head on the last pipeline stage (the bottleneck group), plus the activation hand-off from
         # the previous pipeline stage for this micro-batch
         h = t.npu["head"]

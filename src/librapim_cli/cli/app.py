@@ -1,0 +1,140 @@
+"""The ``librapim`` typer app: subcommand registration and the one place errors become exit codes.
+
+Exit codes: 0 success; 2 bad input (``InputError`` from the library, or a usage error typer/click
+detects while parsing); 1 a model error or an unexpected exception (a bug). Every error is one line on
+stderr starting with ``error:``; set ``LIBRAPIM_DEBUG=1`` to also get the traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ..errors import LibrapimError
+
+DEBUG_ENV = "LIBRAPIM_DEBUG"
+PROG_NAME = "librapim"
+BUG_HINT = ("this is a bug in librapim: please report it with the command you ran "
+            f"(rerun with {DEBUG_ENV}=1 for the traceback)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def report_error(exc: BaseException) -> int:
+    """Print ``error: <message>`` for ``exc`` on stderr (plus the traceback in debug mode); return the exit code."""
+    if isinstance(exc, LibrapimError):
+        typer.echo(f"error: {_one_line(str(exc))}", err=True)
+        code = exc.exit_code
+    else:
+        typer.echo(f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))}; {BUG_HINT}", err=True)
+        code = 1
+    if _debug():
+        traceback.print_exception(exc, file=sys.stderr)
+    return code
+
+
+class LibrapimGroup(TyperGroup):
+    """The root group: library errors and usage errors become one line and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # typer's own control flow and usage errors (handled in main)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise
+            raise typer.Exit(report_error(exc)) from None
+        except Exception as exc:
+            raise typer.Exit(report_error(exc)) from None
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # click usage errors: bad option, missing argument, bad value
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                sys.exit(2)  # the help text is already printed
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else (prog_name or PROG_NAME)
+            msg = _one_line(exc.format_message()).rstrip(".")
+            typer.echo(f"error: {msg}; see `{where} --help`", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            try:  # the reader went away (`| head`): silence the final flush and exit quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        try:
+            v = version("librapim")
+        except PackageNotFoundError:  # running from a source tree without an install
+            v = "unknown"
+        typer.echo(f"librapim {v}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name=PROG_NAME,
+    cls=LibrapimGroup,
+    help="Design-space exploration for PIM-assisted LLM inference (NPU + HBM-PIM; LibraPIM = DEX + DBO).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    version_: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                           callback=_version_callback)] = False,
+) -> None:
+    """Design-space exploration for PIM-assisted LLM inference (NPU + HBM-PIM; LibraPIM = DEX + DBO).
+
+    Bad input exits with code 2 and one line on stderr; a model error or a bug exits with code 1.
+    """
+
+
+# ---- subcommands: one line per module in this package; each module defines register(app) ---------
+COMMAND_MODULES: tuple[str, ...] = (
+    "presets",
+    "simulate",
+    "reproduce",
+)
+# ---- end of subcommands -----------------------------------------------------------------------------
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"{__package__}.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point (``librapim``), also used by ``python -m librapim_cli``."""
+    app(prog_name=PROG_NAME)

@@ -1,0 +1,189 @@
+"""``librapim simulate``: one system (or a comparison of several) on a model and a workload."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from ..cost.pim import snake_channels
+from ..errors import InputError
+from ..report.console import make_console, render_breakdown, render_comparison, render_simulation
+from ..report.json_doc import comparison_document, dumps, simulation_document, speedups
+from ..schedule.breakdown import iteration_time_s, op_breakdown
+from ..simulate import SimResult, simulate, steady_state_batch
+
+DEFAULT_SYSTEM = "librapim"
+DEFAULT_MODE = "iteration"  # becomes "serve" once librapim_cli.serving.loop lands
+MODES = ("serve", "iteration")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``simulate`` command to the root app."""
+    app.command("simulate")(simulate_cmd)
+
+
+def _compare_names(compare: str) -> list[str]:
+    names = [n.strip() for n in compare.split(",") if n.strip()]
+    if not names:
+        raise InputError(f"--compare '{compare}' names no system; give comma-separated names, e.g. "
+                         "--compare neupims,librapim")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"--compare names {', '.join(dup)} more than once; list each system once")
+    return names
+
+
+def _check_output(option: str, path: Path | None) -> None:
+    """Fail before simulating if an output file cannot be written where asked."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a folder; give a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: the folder {parent} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{option} {path}: the folder {parent} is not writable; choose another path")
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def write_atomically(outputs: list[tuple[Path, Callable[[Path], Any]]]) -> None:
+    """Write every output to a temporary file next to it, then rename all; on failure nothing is left."""
+    done: list[tuple[Path, Path]] = []
+    try:
+        for path, write in outputs:
+            tmp = _tmp_path(path)
+            done.append((tmp, path))
+            write(tmp)
+        for tmp, path in done:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in done:
+            tmp.unlink(missing_ok=True)
+
+
+def _breakdown(result: SimResult) -> tuple[list[dict[str, Any]], float]:
+    """Per-op breakdown of one steady-state batch (the first batch iteration mode samples)."""
+    s = result.setup
+    lens = steady_state_batch(s, np.random.default_rng(s.workload.seed))
+    channels = snake_channels(lens, s.system.hardware.memory.channels)
+    return op_breakdown(s, lens, channels), iteration_time_s(s, lens, channels)
+
+
+def simulate_cmd(
+    system: Annotated[str | None, typer.Option(
+        "--system", "-s", show_default=False,
+        help=f"System preset name or TOML path [default: {DEFAULT_SYSTEM}].")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model preset name or TOML path.")] = "gpt3-7b",
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload preset name or TOML path.")
+                        ] = "sharegpt",
+    batch: Annotated[int | None, typer.Option(
+        "--batch", "-b", show_default=False,
+        help="Requests decoded together per iteration (serve: the maximum) [default: the workload's max_batch].",
+    )] = None,
+    requests: Annotated[int | None, typer.Option(
+        "--requests", "-n", show_default=False,
+        help="Requests in the workload (serve: requests served; iteration: the pool the steady-state batch "
+             "is drawn from) [default: the workload's num_requests].")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", show_default=False,
+        help="Override a field: system.<path>=value, model.<path>=value, workload.<path>=value, or "
+             "hardware.<path>=value (short for system.hardware.<path>). Repeatable, e.g. "
+             "--set hardware.pim.clock_hz=1.2e9 --set model.layers=48.")] = None,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="serve: the whole request trace through continuous batching; iteration: steady-state "
+                       "decode iterations at the full batch.")] = DEFAULT_MODE,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON document on stdout (schema_version, inputs, metrics, ...).")] = False,
+    breakdown: Annotated[bool, typer.Option(
+        "--breakdown", help="Add a per-op table: time, share of the iteration, bound, FLOPs, bytes, energy.")
+                         ] = False,
+    compare: Annotated[str | None, typer.Option(
+        "--compare", show_default=False,
+        help="Comma-separated systems to simulate side by side (instead of --system), "
+             "e.g. neupims,librapim.")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", show_default=False,
+        help="With --compare: the system speedups are relative to [default: the first].")] = None,
+    iterations_csv: Annotated[Path | None, typer.Option(
+        "--iterations-csv", show_default=False, dir_okay=False,
+        help="Write one CSV row per decode iteration (--mode serve).")] = None,
+    trace: Annotated[Path | None, typer.Option(
+        "--trace", show_default=False, dir_okay=False,
+        help="Write a Chrome trace of the NPU/PIM stage timeline (open in chrome://tracing or Perfetto).")
+                     ] = None,
+) -> None:
+    """Simulate a system on a model and a workload and print its metrics.
+
+    With no options: LibraPIM on GPT-3 7B serving ShareGPT. Bad input (an unknown preset, a field out of
+    range, a KV cache that does not fit) exits with code 2 and one line on stderr.
+    """
+    if mode not in MODES:
+        raise InputError(f"--mode '{mode}' is not a mode: choose one of {', '.join(MODES)}")
+    items = list(sets or [])
+    if compare is None:
+        if baseline is not None:
+            raise InputError("--baseline only applies with --compare; add --compare a,b,... or drop --baseline")
+        names = [system or DEFAULT_SYSTEM]
+    else:
+        if system is not None:
+            raise InputError("--system and --compare both name systems; use one of them")
+        for flag, given in (("--breakdown", breakdown), ("--iterations-csv", iterations_csv is not None),
+                            ("--trace", trace is not None)):
+            if given:
+                raise InputError(f"{flag} works with one system; drop --compare or {flag}")
+        names = _compare_names(compare)
+        baseline = baseline or names[0]
+        if baseline not in names:
+            raise InputError(f"--baseline '{baseline}' is not one of the compared systems "
+                             f"({', '.join(names)}); add it to --compare")
+    if iterations_csv is not None and mode != "serve":
+        raise InputError("--iterations-csv needs --mode serve (iteration mode has no iteration timeline)")
+    _check_output("--iterations-csv", iterations_csv)
+    _check_output("--trace", trace)
+
+    results = {
+        name: simulate(name, model, workload, batch=batch, requests=requests, sets=items, mode=mode,
+                       keep_stages=trace is not None)
+        for name in names
+    }
+
+    if compare is not None:
+        assert baseline is not None
+        if json_out:
+            typer.echo(dumps(comparison_document(results, baseline)))
+        else:
+            render_comparison(make_console(), results, baseline, speedups(results, baseline))
+        return
+
+    result = results[names[0]]
+    records, iter_s = _breakdown(result) if breakdown else (None, 0.0)
+    outputs: list[tuple[Path, Callable[[Path], Any]]] = []
+    if iterations_csv is not None:
+        from ..report.iterations_csv import write_iterations_csv
+
+        outputs.append((iterations_csv, lambda p: write_iterations_csv(result, p)))
+    if trace is not None:
+        from ..report.trace import write_chrome_trace
+
+        outputs.append((trace, lambda p: write_chrome_trace(result, p)))
+    write_atomically(outputs)
+
+    if json_out:
+        typer.echo(dumps(simulation_document(result, records)))
+        return
+    console = make_console()
+    render_simulation(console, result)
+    if records is not None:
+        s = result.setup
+        render_breakdown(console, records, iter_s, s.batch, s.model.layers // s.pp)
+    for path, _ in outputs:
+        console.print(f"wrote {path}")

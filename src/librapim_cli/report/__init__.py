@@ -1,0 +1,1 @@
+"""Rendering of library results: rich tables, JSON documents, Chrome traces, CSV, plots."""

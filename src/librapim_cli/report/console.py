@@ -1,0 +1,272 @@
+"""Rich rendering of library results for the terminal (the ``--json`` documents live in json_doc.py)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..units import fmt_bytes, fmt_si, fmt_time
+
+if TYPE_CHECKING:
+    from ..simulate import SimResult
+    from ..spec.loading import PresetInfo
+
+IDLE_HIGHLIGHT = 0.5  # a device idle for more than this fraction of the time is highlighted
+IDLE_STYLE = "bold yellow"
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console without automatic highlighting (numbers are styled explicitly)."""
+    return Console(stderr=stderr, highlight=False)
+
+
+def _table(title: str) -> Table:
+    """A compact table: header rule, no vertical lines, one space between columns."""
+    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1),
+                 pad_edge=False)
+
+
+# ---- number formatting -------------------------------------------------------------------------
+def fmt_pct(x: float) -> str:
+    """A fraction as a percentage (``0.123`` -> ``12.3 %``)."""
+    return f"{100.0 * x:.3g} %" if math.isfinite(x) else str(x)
+
+
+# key -> (label, formatter)
+METRICS: dict[str, tuple[str, Any]] = {
+    "throughput_tokens_per_s": ("Throughput", lambda v: f"{fmt_si(v)} tokens/s"),
+    "iteration_time_s": ("Iteration time (mean)", fmt_time),
+    "npu_utilization": ("NPU busy", fmt_pct),
+    "pim_utilization": ("PIM busy (mean channel)", fmt_pct),
+    "npu_compute_utilization": ("NPU compute utilization (of peak FLOP/s)", fmt_pct),
+    "pim_mac_utilization": ("PIM MAC utilization (of peak FLOP/s)", fmt_pct),
+    "npu_idle_s": ("NPU idle per iteration", fmt_time),
+    "pim_idle_s": ("PIM idle per iteration", fmt_time),
+    "offload_attention_share": ("Attention moved PIM -> NPU (DBO)", fmt_pct),
+    "offload_fc_share": ("FC rows moved NPU -> PIM (DBO)", fmt_pct),
+    "energy_j_per_token": ("Energy per token", lambda v: fmt_si(v, "J")),
+    "area_overhead_fraction": ("DRAM area overhead", fmt_pct),
+    "batch": ("Batch (requests per iteration)", lambda v: f"{v:.0f}"),
+    "devices": ("Devices (tp x pp)", lambda v: f"{v:.0f}"),
+}
+
+
+def _generic(key: str, value: Any) -> str:
+    """Format a metric without an entry in METRICS by its key's unit suffix."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    v = float(value)
+    if key.endswith(("_utilization", "_share", "_fraction")):
+        return fmt_pct(v)
+    if key.endswith("_per_s"):
+        return fmt_si(v, "/s")
+    if key.endswith("_s"):
+        return fmt_time(v)
+    if key.endswith("_bytes"):
+        return fmt_bytes(v)
+    if key.endswith("_j") or "_j_per_" in key:
+        return fmt_si(v, "J")
+    return f"{v:.6g}"
+
+
+def fmt_metric(key: str, value: Any) -> str:
+    """Human text of one metric value, with its unit."""
+    if value is None:
+        return "-"
+    if key in METRICS and isinstance(value, (int, float)):
+        return METRICS[key][1](float(value))
+    return _generic(key, value)
+
+
+def metric_label(key: str) -> str:
+    """Human label of a metric key."""
+    return METRICS[key][0] if key in METRICS else key.replace("_", " ")
+
+
+# ---- simulate ----------------------------------------------------------------------------------
+def inputs_line(result: SimResult) -> Text:
+    """One line naming what was simulated."""
+    s = result.setup
+    t = Text()
+    t.append(s.system.name, style="bold")
+    t.append(f" ({s.system.hardware.name}, {s.system.concurrency.mode}, tp {s.tp} x pp {s.pp})")
+    t.append("  model ")
+    t.append(s.model.name, style="bold")
+    t.append("  workload ")
+    t.append(s.workload.name, style="bold")
+    t.append(f"  batch {s.batch}  mode {result.mode}")
+    if result.mode == "serve":
+        t.append(f"  requests {s.requests}")
+    return t
+
+
+def idle_device(result: SimResult) -> tuple[str, float] | None:
+    """The device idle for the largest fraction of the time, if more than IDLE_HIGHLIGHT."""
+    m = result.metrics
+    idle = {"NPU": 1.0 - float(m.get("npu_utilization", 1.0))}
+    if result.setup.system.uses_pim:
+        idle["PIM"] = 1.0 - float(m.get("pim_utilization", 1.0))
+    dev = max(idle, key=idle.__getitem__)
+    return (dev, idle[dev]) if idle[dev] > IDLE_HIGHLIGHT else None
+
+
+def metrics_table(result: SimResult) -> Table:
+    """The metrics of one simulation; the idle device's rows highlighted, PIM rows n/a without PIM work."""
+    table = _table("Metrics")
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    table.add_column("Key", style="dim")
+    idle = idle_device(result)
+    uses_pim = result.setup.system.uses_pim
+    for key, value in result.metrics.items():
+        text = fmt_metric(key, value)
+        if key.startswith("pim_") and not uses_pim:
+            text = "n/a (no PIM work)"
+        style = None
+        if idle is not None and key in (f"{idle[0].lower()}_utilization", f"{idle[0].lower()}_idle_s"):
+            style = IDLE_STYLE
+        table.add_row(metric_label(key), text, key, style=style)
+    return table
+
+
+def latency_table(latency: Mapping[str, Mapping[str, float]]) -> Table:
+    """Serving latency percentiles (TTFT, TPOT, end-to-end)."""
+    labels = {"ttft_s": "Time to first token", "tpot_s": "Time per output token", "e2e_s": "End-to-end"}
+    stats = ("mean", "p50", "p90", "p99")
+    table = _table("Latency")
+    table.add_column("")
+    for st in stats:
+        table.add_column(st, justify="right")
+    for key, row in latency.items():
+        table.add_row(labels.get(key, key), *(fmt_time(float(row[st])) if st in row else "-" for st in stats))
+    return table
+
+
+def render_simulation(console: Console, result: SimResult) -> None:
+    """Inputs line, metrics table (idle device highlighted) and, when serving, the latency table."""
+    console.print(inputs_line(result))
+    console.print(metrics_table(result))
+    idle = idle_device(result)
+    if idle is not None:
+        console.print(Text(f"{idle[0]} is idle {fmt_pct(idle[1])} of the time", style=IDLE_STYLE))
+    if result.latency:
+        console.print(latency_table(result.latency))
+
+
+def render_breakdown(console: Console, records: Sequence[Mapping[str, Any]], iteration_s: float,
+                     batch: int, layers: int) -> None:
+    """Per-op table: op, device, time, share of the iteration, bound, FLOPs, bytes, energy."""
+    table = _table(f"Per-op breakdown of one steady-state iteration (batch {batch})")
+    for col, just in (("Op", "left"), ("Device", "left"), ("Time", "right"), ("Share", "right"),
+                      ("Bound", "left"), ("FLOPs", "right"), ("Bytes", "right"), ("Energy", "right")):
+        table.add_column(col, justify=just, no_wrap=True)
+    for r in records:
+        table.add_row(r["op"], r["device"], fmt_time(r["time_s"]), fmt_pct(r["share"]), r["bound"],
+                      fmt_si(r["flops"]), fmt_bytes(r["bytes"]), fmt_si(r["energy_j"], "J"))
+    console.print(table)
+    console.print(Text(
+        f"Iteration time {fmt_time(iteration_s)}. Layer ops count {layers}x (one pipeline stage), the LM head once; "
+        "times are per device on the op's home device before DBO, energy is for all devices. Shares can sum "
+        "above 100 % when NPU and PIM work overlap, and below it when bank contention stretches stages.",
+        style="dim"))
+
+
+def render_comparison(console: Console, results: Mapping[str, SimResult], baseline: str,
+                      speedup: Mapping[str, float | None]) -> None:
+    """One row per system: throughput, speedup over the baseline, utilizations, energy, DBO shares."""
+    first = next(iter(results.values()))
+    s = first.setup
+    console.print(Text(f"model {s.model.name}  workload {s.workload.name}  batch {s.batch}  mode {first.mode}"))
+    table = _table(f"Comparison (baseline {baseline})")
+    cols = (("System", "left"), ("Tokens/s", "right"), ("Speedup", "right"), ("Iteration", "right"),
+            ("NPU busy", "right"), ("PIM busy", "right"), ("J/token", "right"), ("Attn->NPU", "right"),
+            ("FC->PIM", "right"))
+    for col, just in cols:
+        table.add_column(col, justify=just, no_wrap=col != "System")
+    best = max(results, key=lambda n: float(results[n].metrics["throughput_tokens_per_s"]))
+    for name, r in results.items():
+        m = r.metrics
+        uses_pim = r.setup.system.uses_pim
+        sp = speedup.get(name)
+        table.add_row(
+            name + (" (baseline)" if name == baseline else ""),
+            fmt_si(float(m["throughput_tokens_per_s"])),
+            "-" if sp is None else f"{sp:.3g}x",
+            fmt_metric("iteration_time_s", m["iteration_time_s"]),
+            fmt_pct(m["npu_utilization"]),
+            fmt_pct(m["pim_utilization"]) if uses_pim else "n/a",
+            fmt_si(float(m["energy_j_per_token"])),
+            fmt_pct(m["offload_attention_share"]),
+            fmt_pct(m["offload_fc_share"]),
+            style="bold green" if name == best and len(results) > 1 else None,
+        )
+    console.print(table)
+
+
+# ---- presets -----------------------------------------------------------------------------------
+def render_presets_list(console: Console, infos: Sequence[PresetInfo]) -> None:
+    """Name, kind, one-line summary and source of each preset."""
+    table = _table("Bundled presets")
+    table.add_column("Name", style="bold", no_wrap=True)
+    table.add_column("Kind", no_wrap=True)
+    table.add_column("Summary", ratio=3)
+    table.add_column("Source", ratio=2, style="dim", overflow="fold")
+    for p in infos:
+        table.add_row(p.name, p.kind, p.summary, p.source)
+    console.print(table)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out += _flatten(v, key + ".")
+        else:
+            out.append((key, v))
+    return out
+
+
+def fmt_derived(key: str, value: Any) -> str:
+    """Human text of one derived quantity, by its key's unit suffix."""
+    v = float(value)
+    if key.endswith("_flops"):
+        return fmt_si(v, "FLOP/s")
+    if key.endswith("bytes_per_s"):
+        return fmt_si(v, "B/s")
+    if key.endswith("flop_per_byte"):
+        return f"{v:.4g} FLOP/B"
+    if key.endswith("_bytes") or "_bytes_per_" in key:
+        return fmt_bytes(v)
+    if "params" in key:
+        return fmt_si(v)
+    if key.endswith("_ratio"):
+        return f"{v:.4g}x"
+    if key.endswith("_derate"):
+        return f"{v:.6g}"
+    return f"{v:.6g}"
+
+
+def render_preset(console: Console, doc: Mapping[str, Any]) -> None:
+    """A resolved preset (dotted keys and values) and its derived quantities."""
+    table = _table(f"{doc['kind']} '{doc['name']}'")
+    table.add_column("Field", style="bold", no_wrap=True)
+    table.add_column("Value")
+    for key, value in _flatten(doc["values"]):
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+    if doc["derived"]:
+        d = _table("Derived")
+        d.add_column("Quantity", style="bold", no_wrap=True)
+        d.add_column("Value", justify="right")
+        d.add_column("Exact", justify="right", style="dim")
+        for key, value in doc["derived"].items():
+            exact = str(value) if isinstance(value, int) else f"{value:.6g}"
+            d.add_row(key, fmt_derived(key, value), exact)
+        console.print(d)

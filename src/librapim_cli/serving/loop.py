@@ -1,0 +1,328 @@
+"""Continuous batching at iteration level (Orca-style) over a request trace (docs/model/serving.md).
+
+The loop alternates steps on one clock:
+
+1. **Admission** (at every step boundary). Requests are taken first-come first-served while the batch has
+   room (``setup.batch``) and the next *arrived* request's whole KV cache fits the capacity left after
+   weights. The KV of input + output tokens is reserved at admission, so a request never has to be
+   preempted or swapped: the KV bound holds at every step by construction (paged allocators such as
+   vLLM's reserve on demand and preempt instead; reserving up front admits somewhat fewer requests).
+   Admission stops at the first request that does not fit (no skipping ahead: FCFS, head-of-line).
+   Each admitted request's KV lives in one HBM channel chosen by ``placement.kv_channel_policy``:
+   ``round_robin`` (admission order) or ``least_loaded`` (fewest reserved tokens, lowest index on ties).
+2. **Prefill** (when something was admitted): the new prompts run on the NPU as a step of their own
+   between decode iterations (serving/prefill.py); the first output token comes out of it, so
+   TTFT = prefill end - arrival. A request with one output token finishes there.
+3. **Decode iteration**: ``run_iteration`` over the active requests; each gains one token. In decode
+   iteration ``j`` (1-based) of a request with prompt ``P`` its context is ``P + j`` tokens; a request
+   with ``O`` output tokens takes part in ``O - 1`` decode iterations and leaves after the last one,
+   freeing its KV and its channel load.
+4. **Idle**: nothing active and nothing arrived: the clock jumps to the next arrival.
+
+Between membership changes the loop runs a *segment* of decode iterations with no Python work per
+active request: its length is the smallest remaining output, cut short after the iteration in which a
+waiting request that would fit arrives. Device metrics (utilization, offload shares, energy per token)
+aggregate the decode iterations (``metrics.iteration_metrics``); throughput is output tokens over the
+whole wall time, prefill and idle gaps included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InfeasibleDesign, ModelError
+from ..metrics import iteration_metrics
+from ..schedule.iteration import IterationResult, Schedule, run_iteration
+from ..simulate import (
+    Setup,
+    SimResult,
+    kv_bytes_per_token_per_device,
+    kv_capacity_bytes,
+    make_schedule,
+)
+from .lengths import make_requests
+from .prefill import PrefillCoster
+
+KINDS = ("decode", "prefill")
+DECODE, PREFILL = 0, 1
+# columns of the per-step record (one row per decode iteration or prefill step)
+COLUMNS = ("start_s", "time_s", "batch", "npu_busy_s", "pim_busy_s", "offload_attention_share",
+           "offload_fc_share", "kind", "kv_tokens", "finished")
+_INT_COLUMNS = ("batch", "kv_tokens", "finished")
+_FIN = COLUMNS.index("finished")
+PROGRESS_EVERY = 1000  # decode iterations between progress callbacks
+PERCENTILES = (50, 90, 99)
+
+
+class _Steps:
+    """Per-step rows in one preallocated float array, doubled when full."""
+
+    def __init__(self, capacity: int) -> None:
+        self.data = np.zeros((max(capacity, 16), len(COLUMNS)))
+        self.n = 0
+
+    def room(self, extra: int) -> np.ndarray:
+        """The backing array, grown so that ``extra`` more rows fit."""
+        if self.n + extra > self.data.shape[0]:
+            grown = np.zeros((max(self.n + extra, 2 * self.data.shape[0]), len(COLUMNS)))
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        return self.data
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The rows so far as named, typed columns ('kind' as 'decode' / 'prefill')."""
+        d = self.data[: self.n]
+        out = {c: d[:, i].copy() for i, c in enumerate(COLUMNS)}
+        for c in _INT_COLUMNS:
+            out[c] = out[c].astype(np.int64)
+        out["kind"] = np.asarray(KINDS)[out["kind"].astype(np.int64)]
+        return out
+
+
+@dataclass
+class ServeRun:
+    """What one serving run produced: per-step arrays, decode iterations, per-request times."""
+
+    steps: dict[str, np.ndarray]  # one row per prefill step or decode iteration, columns COLUMNS
+    iterations: list[IterationResult]  # the decode iterations in order (the rows of kind 'decode')
+    input_len: np.ndarray
+    output_len: np.ndarray
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray  # end of the request's prefill
+    finish_s: np.ndarray  # end of its last decode iteration (of its prefill if output_len == 1)
+    channel: np.ndarray  # HBM channel holding its KV
+    kv_capacity_tokens: int  # whole tokens of KV that fit the memory left after weights
+    kv_capacity_bytes: float
+    kv_bytes_per_token: float
+    total_time_s: float
+    idle_s: float  # time the clock advanced with nothing to run
+    prefill_energy_j: float
+    prefill_shapes: int  # distinct prefill micro-batches costed
+
+
+def place_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int) -> tuple[np.ndarray, int]:
+    """Channels for newly admitted requests, in admission order; adds their tokens to ``load`` in place.
+
+    Returns the channels and the next round-robin position.
+    """
+    k = need_tokens.shape[0]
+    C = load.shape[0]
+    if policy == "round_robin":
+        ch = (rr_next + np.arange(k, dtype=np.int64)) % C
+        load += np.bincount(ch, weights=need_tokens, minlength=C)
+        return ch, (rr_next + k) % C
+    ch = np.empty(k, dtype=np.int64)
+    for i in range(k):  # greedy in admission order: once per request, never per iteration
+        c = int(load.argmin())
+        ch[i] = c
+        load[c] += need_tokens[i]
+    return ch, rr_next
+
+
+def decode_segment(sched: Schedule, ctx: np.ndarray, chn: np.ndarray, steps: int, rng: np.random.Generator,
+                   keep_stages: bool, t0_s: float, stop_at_s: float) -> list[IterationResult]:
+    """Up to ``steps`` decode iterations of a fixed request set (contexts ``ctx + j`` in the j-th, from 0).
+
+    Ends early after the iteration that brings the clock (``t0_s`` at the start) to ``stop_at_s``.
+    """
+    out: list[IterationResult] = []
+    t = t0_s
+    for j in range(steps):
+        r = run_iteration(sched, ctx + j if j else ctx, chn, rng, keep_stages)
+        out.append(r)
+        t += r.time_s
+        if t >= stop_at_s:
+            break
+    return out
+
+
+def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
+    """Serve the setup's requests through continuous batching (module docstring)."""
+    reqs = make_requests(s.workload, s.requests)
+    N = len(reqs)
+    inp, out, arr = reqs.input_len, reqs.output_len, reqs.arrival_s
+    if N > 1 and bool(np.any(np.diff(arr) < 0)):
+        raise ModelError("make_requests returned requests out of arrival order; the serving loop needs them sorted")
+    kv_tok_bytes = kv_bytes_per_token_per_device(s.model, s.tp, s.pp)
+    cap_bytes = kv_capacity_bytes(s)
+    cap = int(cap_bytes // kv_tok_bytes)
+    need = inp + out  # KV tokens reserved per request
+    worst = int(np.argmax(need))
+    if need[worst] > cap:
+        raise InfeasibleDesign(
+            f"request {worst} ({inp[worst]} + {out[worst]} tokens) needs {need[worst] * kv_tok_bytes / 2**30:.2f} GiB "
+            f"of KV cache per device but {s.model.name} on {s.system.hardware.name} (tp={s.tp}, pp={s.pp}) leaves "
+            f"{max(cap_bytes, 0.0) / 2**30:.2f} GiB after weights; lower workload.max_seq_len or raise tp/pp")
+    B = s.batch
+    sched = make_schedule(s, max_rows=B, max_len=s.workload.max_seq_len)
+    C = sched.tables.channels
+    policy = s.system.placement.kv_channel_policy
+    attn_share_on = s.system.placement.attention == "pim"
+    prefill = PrefillCoster(s.model, s.system, s.tp, s.pp)
+    rng = np.random.default_rng(s.system.dbo.seed)
+    arr_l, need_l = arr.tolist(), need.tolist()  # scalar look-ups without numpy scalars
+
+    # the active requests are the first n entries of these arrays, in admission order
+    ids = np.empty(B, dtype=np.int64)
+    ctx = np.empty(B, dtype=np.int64)  # context of the next decode iteration
+    rem = np.empty(B, dtype=np.int64)  # decode iterations left
+    chn = np.empty(B, dtype=np.int64)
+    load = np.zeros(C)  # reserved KV tokens per channel (integers, exact in float64)
+    first_s = np.full(N, np.nan)
+    finish_s = np.full(N, np.nan)
+    channel = np.full(N, -1, dtype=np.int64)
+    rec = _Steps(int(out.sum()) // B + 2 * (N // B) + 64)
+    its: list[IterationResult] = []
+    n = nxt = done = used = rr = 0
+    t = idle = prefill_e = 0.0
+    next_report = PROGRESS_EVERY
+    report = progress if callable(progress) else None
+
+    while done < N:
+        # -- admission + prefill
+        room = B - n
+        admitted = False
+        if room > 0 and nxt < N and arr_l[nxt] <= t:
+            hi = min(N, nxt + room)
+            if arr_l[hi - 1] > t:
+                hi = nxt + int(np.searchsorted(arr[nxt:hi], t, side="right"))
+            cum = np.cumsum(need[nxt:hi])
+            k = int(np.searchsorted(cum, cap - used, side="right"))
+            if k:
+                admitted = True
+                new = np.arange(nxt, nxt + k)
+                nxt += k
+                used += int(cum[k - 1])
+                chs, rr = place_channels(policy, need[new], load, rr)
+                channel[new] = chs
+                cost = prefill(inp[new])
+                data = rec.room(1)
+                data[rec.n] = (t, cost.time_s, k, cost.npu_busy_s, 0.0, 0.0, 0.0, PREFILL, used, 0)
+                rec.n += 1
+                t += cost.time_s
+                prefill_e += cost.energy_j
+                first_s[new] = t
+                left = out[new] - 1
+                stay = left > 0
+                m = k
+                if not stay.all():
+                    gone = new[~stay]
+                    finish_s[gone] = t
+                    done += gone.shape[0]
+                    used -= int(need[gone].sum())
+                    load -= np.bincount(chs[~stay], weights=need[gone], minlength=C)
+                    data[rec.n - 1, _FIN] = gone.shape[0]
+                    new, chs, left = new[stay], chs[stay], left[stay]
+                    m = new.shape[0]
+                ids[n:n + m] = new
+                ctx[n:n + m] = inp[new] + 1
+                rem[n:n + m] = left
+                chn[n:n + m] = chs
+                n += m
+        if n == 0:
+            if done >= N or admitted:
+                continue
+            if arr_l[nxt] > t:  # idle until the next arrival
+                idle += arr_l[nxt] - t
+                t = arr_l[nxt]
+                continue
+            raise ModelError(f"serving stalled at t={t:.6g} s: request {nxt} waits with nothing active")
+        # -- decode segment: until the next finish, or until a waiting request that fits arrives
+        stop = arr_l[nxt] if (n < B and nxt < N and need_l[nxt] <= cap - used) else np.inf
+        seg = decode_segment(sched, ctx[:n], chn[:n], int(rem[:n].min()), rng, keep_stages, t, stop)
+        J = len(seg)
+        data = rec.room(J)
+        i = rec.n
+        for r in seg:
+            a_sh = r.attn_offloaded_bytes / r.attn_bytes if (attn_share_on and r.attn_bytes > 0) else 0.0
+            f_sh = r.fc_rows_offloaded / r.fc_rows if r.fc_rows > 0 else 0.0
+            data[i] = (t, r.time_s, n, r.npu_busy_s, r.pim_busy_s, a_sh, f_sh, DECODE, used, 0)
+            t += r.time_s
+            i += 1
+        rec.n = i
+        its.extend(seg)
+        ctx[:n] += J
+        rem[:n] -= J
+        fin = rem[:n] == 0
+        if fin.any():
+            gone = ids[:n][fin]
+            finish_s[gone] = t
+            done += gone.shape[0]
+            used -= int(need[gone].sum())
+            load -= np.bincount(chn[:n][fin], weights=need[gone], minlength=C)
+            data[i - 1, _FIN] = gone.shape[0]
+            keep = ~fin
+            m = n - gone.shape[0]
+            ids[:m] = ids[:n][keep]
+            ctx[:m] = ctx[:n][keep]
+            rem[:m] = rem[:n][keep]
+            chn[:m] = chn[:n][keep]
+            n = m
+        if report is not None and len(its) >= next_report:
+            report(done, N)
+            next_report = (len(its) // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+    if report is not None:
+        report(done, N)
+    return ServeRun(rec.columns(), its, inp, out, arr, first_s, finish_s, channel, cap, cap_bytes, kv_tok_bytes,
+                    t, idle, prefill_e, prefill.distinct_micro_batches)
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    if x.size == 0:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0}
+    p = np.percentile(x, PERCENTILES)
+    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]), "mean": float(x.mean())}
+
+
+def latency_stats(run: ServeRun) -> dict[str, dict[str, float]]:
+    """TTFT, TPOT and end-to-end latency: p50 / p90 / p99 (linear interpolation) and mean, seconds.
+
+    TTFT = first token - arrival; TPOT = (finish - first token) / (output_len - 1) over requests with
+    more than one output token; e2e = finish - arrival.
+    """
+    ttft = run.first_token_s - run.arrival_s
+    e2e = run.finish_s - run.arrival_s
+    multi = run.output_len > 1
+    tpot = (run.finish_s[multi] - run.first_token_s[multi]) / (run.output_len[multi] - 1)
+    return {"ttft_s": _stats(ttft), "tpot_s": _stats(tpot), "e2e_s": _stats(e2e)}
+
+
+def serving_metrics(run: ServeRun, s: Setup) -> dict[str, float]:
+    """Device metrics of the decode iterations plus run-level serving figures (docs/metrics.md)."""
+    m = iteration_metrics(run.iterations, s)
+    st = run.steps
+    dec = st["kind"] == KINDS[DECODE]
+    tokens = int(run.output_len.sum())
+    T = run.total_time_s
+    m.update({
+        "throughput_tokens_per_s": tokens / T if T > 0 else 0.0,
+        "iterations": float(len(run.iterations)),
+        "prefill_steps": float(int((~dec).sum())),
+        "peak_batch": float(st["batch"][dec].max()) if dec.any() else 0.0,
+        "mean_batch": float(st["batch"][dec].mean()) if dec.any() else 0.0,
+        "peak_kv_occupancy": float(st["kv_tokens"].max()) * run.kv_bytes_per_token / run.kv_capacity_bytes
+        if st["kv_tokens"].size else 0.0,
+        "prefill_time_s": float(st["time_s"][~dec].sum()),
+        "prefill_energy_j": run.prefill_energy_j,
+        "idle_time_s": run.idle_s,
+        "total_time_s": T,
+        "requests_finished": float(int(np.isfinite(run.finish_s).sum())),
+        "output_tokens": float(tokens),
+    })
+    return m
+
+
+def per_iteration(run: ServeRun) -> dict[str, np.ndarray]:
+    """The per-step arrays of a run with the KV reservation as a fraction of capacity ('kv_occupancy')."""
+    st = dict(run.steps)
+    st["kv_occupancy"] = st.pop("kv_tokens") * run.kv_bytes_per_token / run.kv_capacity_bytes
+    return st
+
+
+def serve(setup: Setup, keep_stages: bool = False, progress=None) -> SimResult:
+    """Simulate serving the setup's whole request trace; ``progress(done, total)`` is called now and then."""
+    run = run_serving(setup, keep_stages=keep_stages, progress=progress)
+    return SimResult(setup, serving_metrics(run, setup), run.iterations, latency=latency_stats(run),
+                     per_iteration=per_iteration(run), mode="serve")

@@ -1,0 +1,461 @@
+"""Studies: storage parsing, samplers, and running a study to exactly N finished trials, with local
+worker processes or with other machines sharing one RDB study.
+
+Counting. ``N`` is the number of *finished* trials (COMPLETE + PRUNED; PRUNED = infeasible) the study ends
+with, however many processes or invocations took part. Each worker loops: count finished and RUNNING
+trials; stop at N finished; wait while finished + running >= N (other workers hold the remaining slots);
+otherwise run one trial. Two workers can start a trial at the same moment, so a trial first claims its
+slot: it may run only if fewer than N live (finished or running) trials have a smaller number. Trial numbers
+come from the storage in creation order, so at most N trials pass the claim; a trial that loses it ends
+FAIL with ``reason`` "surplus" and never counts. ``optuna.study.MaxTrialsCallback`` alone is not exact:
+it stops each worker after the trial that reaches N, so trials already running on other workers overshoot.
+
+Dead workers. A trial left RUNNING by a killed process would hold a slot forever. A worker records who runs
+each trial (host, boot id, pid, process start) and fails RUNNING trials whose process is gone on its own
+host; RDB storages also use optuna's heartbeat, which fails trials of dead workers on any machine after
+:data:`GRACE_S` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import InputError, LibrapimError, ModelError, SpecError
+from .objective import Evaluator, process_start, worker_identity
+from .results import best_rows, objectives_of
+from .space import check_paths, grid, grid_size
+from .spec import SweepSpec
+
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SAMPLER_ALIASES = {"brute-force": "grid", "bruteforce": "grid", "nsgaii": "nsga2"}
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+#: RDB heartbeat: interval and the silence after which a RUNNING trial is failed as stale
+HEARTBEAT_S = 5
+GRACE_S = 20
+#: a RUNNING trial with no worker record (its process died between creating it and starting it) is
+#: failed after this long
+STALE_NO_WORKER_S = 60.0
+POLL_S = 0.2
+JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
+RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+
+
+class StorageError(InputError):
+    """A --storage value that is not a storage, or a storage that cannot be opened."""
+
+
+class SurplusTrial(Exception):
+    """Raised inside a trial that lost the race for the last slots (the study already has N live trials)."""
+
+
+# ---- storages --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageRef:
+    """A parsed --storage value."""
+
+    kind: Literal["memory", "rdb", "journal"]
+    target: str  # RDB URL or journal file path ('' for memory)
+    text: str  # as the user wrote it
+
+    @property
+    def shared(self) -> bool:
+        """True if other processes can see the study."""
+        return self.kind != "memory"
+
+    @property
+    def display(self) -> str:
+        """The storage for messages, with any password masked."""
+        if self.kind == "rdb":
+            return _mask_password(self.target)
+        return self.text if self.kind == "journal" else "memory"
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+def parse_storage(text: str | None) -> StorageRef:
+    """Parse --storage: nothing/'memory', an RDB URL (sqlite:///, postgresql://, mysql://), or a journal file
+    (``journal:PATH`` or a path ending in .journal/.log/.jsonl)."""
+    t = (text or "").strip()
+    if t in ("", "memory", ":memory:", "inmemory"):
+        return StorageRef("memory", "", "memory")
+    if t.startswith("journal:"):
+        path = t.removeprefix("journal:")
+        _check_parent(path, t)
+        return StorageRef("journal", path, t)
+    scheme = t.split("://", 1)[0].split("+", 1)[0].lower() if "://" in t else ""
+    if scheme in RDB_SCHEMES:
+        if scheme == "postgres":  # SQLAlchemy only knows the long name
+            t = "postgresql" + t[len("postgres"):]
+        if scheme == "sqlite":
+            db = t.split(":///", 1)[1] if ":///" in t else ""
+            if db and db != ":memory:":
+                _check_parent(db, text or t)
+        return StorageRef("rdb", t, text or t)
+    if t.endswith(JOURNAL_SUFFIXES):
+        _check_parent(t, t)
+        return StorageRef("journal", t, t)
+    raise StorageError(f"--storage '{t}' is not a storage: give sqlite:///FILE.db, a journal file (FILE.journal or "
+                       f"journal:FILE), or postgresql://USER@HOST/DB")
+
+
+def _check_parent(path: str, text: str) -> None:
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise StorageError(f"--storage '{text}': folder {parent} does not exist; create it first")
+
+
+def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
+    """An optuna storage object for a parsed --storage (one connection; open one per process)."""
+    if ref.kind == "memory":
+        return optuna.storages.InMemoryStorage()
+    if ref.kind == "journal":
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+        path = str(Path(ref.target).expanduser())
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileSymlinkLock(path, grace_period=10)))
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"--storage '{ref.text}': cannot open the journal file ({_first_line(exc)})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat options are marked experimental
+            return optuna.storages.RDBStorage(ref.target, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    except ModuleNotFoundError as exc:
+        raise StorageError(f"--storage {ref.display}: the database driver is not installed ({exc.name}); "
+                           f"pip install 'librapim[postgres]'") from None
+    except Exception as exc:  # SQLAlchemy's OperationalError & co: one line, not a traceback
+        raise StorageError(f"--storage {ref.display}: cannot connect ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---- samplers --------------------------------------------------------------------------------
+def sampler_name(name: str) -> str:
+    """Canonical sampler name; SpecError for an unknown one."""
+    n = SAMPLER_ALIASES.get(name.lower(), name.lower())
+    if n not in SAMPLERS:
+        raise SpecError(f"--sampler '{name}': choose one of {', '.join(SAMPLERS)} (grid = brute force)")
+    return n
+
+
+def make_sampler(name: str, spec: SweepSpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    """A sampler by name; constraints reach every sampler through ``trial.set_constraint`` in the objective."""
+    n = sampler_name(name)
+    if n == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if n == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if n == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GridSampler(grid(spec), seed=seed)
+
+
+# ---- studies ---------------------------------------------------------------------------------
+def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, study_name: str,
+               sampler: optuna.samplers.BaseSampler | None = None, where: str = "") -> optuna.Study:
+    """Create the study or load it (resume); SpecError if an existing study was made by a different spec."""
+    try:
+        study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name,
+                                    directions=spec.directions, load_if_exists=True)
+    except LibrapimError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot open study '{study_name}' in {where or 'the storage'} ({_first_line(exc)})") from None
+    attrs = study.user_attrs
+    fingerprint = spec.search_fingerprint()
+    if "librapim.search" not in attrs:
+        study.set_user_attr("librapim.search", fingerprint)
+        study.set_user_attr("librapim.objectives", [[o.metric, o.direction] for o in spec.objectives])
+        study.set_user_attr("librapim.spec", spec.model_dump(mode="json"))
+    elif attrs["librapim.search"] != fingerprint or [d.name.lower() for d in study.directions] != spec.directions:
+        raise SpecError(f"study '{study_name}' in {where or 'the storage'} was made by a different sweep spec "
+                        f"(parameters, objectives or base differ); give a new name with --study")
+    return study
+
+
+def _reap_dead_local(study: optuna.Study, storage: optuna.storages.BaseStorage, me: dict[str, Any]) -> None:
+    """Fail RUNNING trials whose worker process on this host is gone (killed, crashed)."""
+    now = time.time()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w = t.user_attrs.get("worker")
+        if not isinstance(w, dict):
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            if now - started < STALE_NO_WORKER_S:
+                continue
+            why = f"stale: RUNNING for over {STALE_NO_WORKER_S:.0f} s without a worker record"
+        else:
+            if w.get("host") != me["host"] or w.get("boot") != me["boot"]:
+                continue  # another machine's trial: the RDB heartbeat covers those
+            pid = int(w.get("pid", -1))
+            if pid != os.getpid() and _alive(pid, str(w.get("start", ""))):
+                continue
+            why = f"worker process {pid} on {me['host']} died before finishing the trial"
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, KeyError, RuntimeError):
+            storage.set_trial_user_attr(t._trial_id, "reason", why)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+def _alive(pid: int, start: str) -> bool:
+    """Is process ``pid`` (started at ``start``, '' if unknown) still running on this host?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not start:  # no /proc to compare start times: trust kill(0)
+        return True
+    return process_start(pid) == start  # '' for a zombie, another value for a reused pid
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+
+
+@dataclass
+class Progress:
+    """What a progress display shows after each trial (or poll)."""
+
+    done: int
+    target: int
+    running: int
+    best: str
+
+
+def best_summary(study: optuna.Study, names: list[str]) -> str:
+    """'metric=value (#n)' of the best feasible trial, or the Pareto front size; '' if none yet."""
+    try:
+        if len(names) == 1:
+            t = study.best_trial
+            return f"{names[0]}={t.values[0]:.4g} (#{t.number})"
+        front = study.best_trials
+        return f"Pareto front: {len(front)} trial(s)" if front else ""
+    except ValueError:
+        return ""
+
+
+def _counts(study: optuna.Study) -> tuple[int, int]:
+    trials = study.get_trials(deepcopy=False, states=LIVE)
+    running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    return len(trials) - running, running
+
+
+def work(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator: Evaluator, target: int, *,
+         shared: bool, stop: Callable[[], bool] = lambda: False,
+         on_trial: Callable[[optuna.Study], None] | None = None) -> int:
+    """Run trials until the study has ``target`` finished trials (or ``stop()``); returns trials run here."""
+    me = worker_identity()
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        if shared:
+            ahead = sum(1 for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number)
+            if ahead >= target:
+                trial.set_user_attr("reason", f"surplus: {target} trials were already finished or running")
+                raise SurplusTrial(trial.number)
+        return evaluator.objective(trial)
+
+    ran = 0
+    while not stop():
+        if shared:
+            _reap_dead_local(study, storage, me)
+        done, running = _counts(study)
+        if done >= target:
+            break
+        if done + running >= target:  # the other workers hold the remaining slots
+            _fail_stale(study)
+            time.sleep(POLL_S)
+            continue
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
+        ran += 1
+        if on_trial is not None:
+            on_trial(study)
+    return ran
+
+
+@dataclass
+class RunResult:
+    """What a run of ``run()`` did and found."""
+
+    study_name: str
+    storage: StorageRef
+    sampler: str
+    target: int
+    finished: int
+    new_trials: int
+    interrupted: bool
+    objectives: list[tuple[str, str]]
+    best: list[dict[str, Any]]
+    sim_seconds: float
+    sim_calls: int
+    wall_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+class _Stop:
+    """Set by SIGINT: finish the running trials, then stop."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: Any = None
+
+    def __call__(self) -> bool:
+        return self.flag
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        if self.flag:  # second Ctrl-C: stop now
+            signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def install(self) -> None:
+        self._old = signal.signal(signal.SIGINT, self._handler)
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", seed: int | None = None,
+        storage: str | None = None, study_name: str | None = None, workers: int = 1,
+        progress: Callable[[Progress], None] | None = None, handle_sigint: bool = False) -> RunResult:
+    """Run (or resume, or join) a study until it has ``trials`` finished trials.
+
+    ``storage``: see :func:`parse_storage`. ``workers`` > 1 starts that many local processes, each with
+    its own storage connection (needs a shared storage). ``handle_sigint``: the first Ctrl-C lets running
+    trials finish and returns with ``interrupted=True``; a second one stops at once.
+    """
+    t0 = time.perf_counter()
+    name = sampler_name(sampler)
+    ref = parse_storage(storage)
+    if workers < 1:
+        raise SpecError(f"--workers {workers}: must be >= 1")
+    if workers > 1 and not ref.shared:
+        raise SpecError(f"--workers {workers} needs a shared storage: add --storage sqlite:///sweep.db, "
+                        f"--storage sweep.journal or --storage postgresql://USER@HOST/DB")
+    check_paths(spec)
+    notes: list[str] = []
+    target = trials if trials is not None else spec.trials
+    if target < 1:
+        raise SpecError(f"--trials {target}: must be >= 1")
+    if name == "grid":
+        size = grid_size(grid(spec))
+        if trials is None or target > size:
+            if trials is not None:
+                notes.append(f"--trials {trials} is more than the {size} grid points; the grid sampler runs {size}")
+            target = size
+    study_name = study_name or spec.name
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    st = open_storage(ref)
+    study = open_study(spec, st, study_name, make_sampler(name, spec, seed), ref.display)
+    names = spec.objective_names
+    stop = _Stop()
+    if handle_sigint:
+        stop.install()
+    evaluator = Evaluator(spec)
+    shown = {"at": 0.0, "best": ""}
+
+    def report(s: optuna.Study, force: bool = False) -> None:
+        if progress is None:
+            return
+        done, running = _counts(s)
+        now = time.perf_counter()
+        if force or now - shown["at"] > 0.25 or done >= target:  # best_trial(s) scans the study: throttle
+            shown["at"], shown["best"] = now, best_summary(s, names)
+        progress(Progress(done, target, running, shown["best"]))
+
+    try:
+        report(study, force=True)
+        if workers == 1:
+            new = work(study, st, evaluator, target, shared=ref.shared, stop=stop, on_trial=report)
+            sim_s, sim_n = evaluator.sim_seconds, evaluator.sim_calls
+        else:
+            new, sim_s, sim_n = _run_workers(spec, ref, study_name, name, seed, target, workers, stop,
+                                             lambda: report(study))
+        report(study, force=True)
+    finally:
+        stop.restore()
+    done, _ = _counts(study)
+    return RunResult(study_name, ref, name, target, done, new, stop.flag and done < target,
+                     objectives_of(study), best_rows(study), sim_s, sim_n, time.perf_counter() - t0, notes)
+
+
+# ---- worker processes ------------------------------------------------------------------------
+def _worker_main(spec_json: str, storage_text: str, study_name: str, sampler: str, seed: int | None,
+                 target: int, stop_event: Any, out: Any, index: int) -> None:
+    """Body of one worker process: its own storage connection, the same loop as a single worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into stop_event
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        spec = SweepSpec.model_validate_json(spec_json)
+        ref = parse_storage(storage_text)
+        st = open_storage(ref)
+        study = open_study(spec, st, study_name, make_sampler(sampler, spec, seed), ref.display)
+        ev = Evaluator(spec)
+        n = work(study, st, ev, target, shared=True, stop=stop_event.is_set)
+        out.put((index, None, 0, n, ev.sim_seconds, ev.sim_calls))
+    except LibrapimError as exc:
+        out.put((index, str(exc), exc.exit_code, 0, 0.0, 0))
+    except Exception as exc:  # a bug: report it rather than die silently
+        out.put((index, f"worker {index} failed: {type(exc).__name__}: {exc}", 1, 0, 0.0, 0))
+
+
+def _run_workers(spec: SweepSpec, ref: StorageRef, study_name: str, sampler: str, seed: int | None, target: int,
+                 workers: int, stop: _Stop, tick: Callable[[], None]) -> tuple[int, float, int]:
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding DB connections or threads
+    stop_event = ctx.Event()
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_worker_main, name=f"librapim-sweep-{i}", daemon=False,
+                         args=(spec.model_dump_json(), ref.text, study_name,
+                               sampler, None if seed is None else seed + i, target, stop_event, out, i))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    reports: list[tuple] = []
+    try:
+        while any(p.is_alive() for p in procs):
+            if stop() and not stop_event.is_set():
+                stop_event.set()
+            while not out.empty():
+                reports.append(out.get())
+            tick()
+            time.sleep(POLL_S)
+    finally:
+        stop_event.set()
+        for p in procs:
+            p.join()
+    while len(reports) < workers:
+        try:
+            reports.append(out.get(timeout=1.0))
+        except Exception:  # a worker that died without reporting (killed)
+            break
+    errors = [(r[1], r[2]) for r in reports if r[1]]
+    if errors:
+        msg, code = errors[0]
+        raise (InputError if code == 2 else ModelError)(msg)
+    return sum(r[3] for r in reports), sum(r[4] for r in reports), sum(r[5] for r in reports)
