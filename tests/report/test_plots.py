@@ -132,6 +132,19 @@ def test_timeline_without_interleaving_alternates_q_m_r():
     assert math.isclose(tl.shown_s + tl.skipped_s, r.iterations[0].time_s, rel_tol=1e-12)
 
 
+def test_timeline_follows_pipeline_micro_batches():
+    r = simulate("librapim", "gpt3-7b", "sharegpt", batch=8, sets=[*SETS, "system.pp=2"], keep_stages=True,
+                 samples=1)
+    tl = pdata.timeline_segments(r, layers=1)
+    one = ["A", "B", "C1", "D1", "E", "F", "H"]
+    assert [s.label for s in tl.segments] == one + one
+    assert [s.micro_batch for s in tl.segments] == [0] * 7 + [1] * 7
+    assert tl.micro_batches == 2 and len(tl.gaps) == 2
+    assert math.isclose(tl.shown_s + tl.skipped_s, r.iterations[0].time_s, rel_tol=1e-12)
+    full = pdata.timeline_segments(r, layers=None)
+    assert math.isclose(full.shown_s, r.iterations[0].time_s, rel_tol=1e-12)
+
+
 def test_timeline_drawn_bars_equal_segments(sims):
     tls = [pdata.timeline_segments(r, layers=2) for r in sims.values()]
     fig = plots.timeline_figure(tls)
@@ -258,6 +271,7 @@ def test_pareto_points_front_and_best():
     d = pdata.pareto_points(table, ("throughput_tokens_per_s", "energy_j_per_token"), ("maximize", "minimize"),
                             study="s")
     assert [p.number for p in d.points] == [0, 1, 2, 3]
+    assert d.skipped == 3
     assert [p.number for p in d.front] == [0, 1]
     assert d.best.number == 1  # best throughput on the front; the infeasible trial 3 is not eligible
     fig = plots.pareto_figure(d)
@@ -271,3 +285,101 @@ def test_pareto_points_front_and_best():
 def test_pareto_needs_two_objectives():
     with pytest.raises(InputError, match="two-objective"):
         pdata.pareto_points([], ("throughput_tokens_per_s",), ("maximize",), study="one")
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from typer.testing import CliRunner
+
+    from librapim_cli.cli.app import app
+
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(app, list(args))
+
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_cli_plot_commands_write_images(cli, fmt, tmp_path):
+    small = ["--batch", "16", "--set", "system.sub_batch_min_batch=2"]
+    runs = {
+        "roofline": ["plot", "roofline", "--system", "librapim", *small],
+        "timeline": ["plot", "timeline", "--systems", "neupims,librapim", "--layers", "2", *small],
+        "compare": ["plot", "compare", "--systems", "neupims,librapim", "--models", "gpt3-7b", "--baseline",
+                    "npu-only", *small],
+    }
+    for name, args in runs.items():
+        out = tmp_path / f"{name}.{fmt}"
+        res = cli(*args, "--out", str(out))
+        assert res.exit_code == 0, res.output
+        assert res.output.strip() == f"wrote {out}"
+        _check_image(out, fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.{fmt}" for n in runs)
+
+
+def _make_study(path, objectives=(("throughput_tokens_per_s", "maximize"), ("energy_j_per_token", "minimize"))):
+    import optuna
+    from optuna.distributions import IntDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = f"sqlite:///{path}"
+    study = optuna.create_study(study_name="demo", storage=storage, directions=[d for _, d in objectives])
+    study.set_user_attr("librapim.objectives", [list(o) for o in objectives])
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        vals = [float(rng.uniform(1e3, 1e4)), float(rng.uniform(0.01, 0.05))][: len(objectives)]
+        study.add_trial(optuna.trial.create_trial(
+            params={"batch": int(rng.integers(8, 64))}, distributions={"batch": IntDistribution(8, 64)},
+            values=vals, user_attrs={"metrics": {}}))
+    return storage, study
+
+
+def test_cli_plot_pareto_from_a_stored_study(cli, tmp_path):
+    storage, study = _make_study(tmp_path / "s.db")
+    out = tmp_path / "pareto.svg"
+    res = cli("plot", "pareto", "--storage", storage, "--study", "demo", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    _check_image(out, "svg")
+    from librapim_cli.sweep.results import trials_table
+
+    data = pdata.pareto_points(trials_table(storage, "demo"), ("throughput_tokens_per_s", "energy_j_per_token"),
+                               ("maximize", "minimize"))
+    assert {p.number for p in data.front} == {t.number for t in study.best_trials}
+
+
+def test_cli_plot_pareto_rejects_one_objective_study(cli, tmp_path):
+    storage, _ = _make_study(tmp_path / "one.db", objectives=(("throughput_tokens_per_s", "maximize"),))
+    res = cli("plot", "pareto", "--storage", storage, "--study", "demo", "--out", str(tmp_path / "p.png"))
+    assert res.exit_code == 2
+    assert "needs exactly two" in res.output
+    res = cli("plot", "pareto", "--storage", storage, "--study", "nope", "--out", str(tmp_path / "p.png"))
+    assert res.exit_code == 2 and "no study 'nope'" in res.output
+
+
+@pytest.mark.parametrize("out, message", [
+    ("plot.jpg", "error: --out {out}: unknown image type ('.jpg'); use a .png, .svg or .pdf file name"),
+    ("plot", "error: --out {out}: unknown image type (no extension); use a .png, .svg or .pdf file name"),
+    ("missing/plot.png", "error: --out {out}: the folder {parent} does not exist; create it or choose another path"),
+])
+def test_cli_plot_bad_out_is_one_line_exit_2(cli, tmp_path, out, message):
+    path = tmp_path / out
+    for sub in ("roofline", "timeline", "compare"):
+        res = cli("plot", sub, "--out", str(path))
+        assert res.exit_code == 2
+        assert res.output.strip() == message.format(out=path, parent=path.parent)
+    assert not (tmp_path / "plot.jpg").exists()
+
+
+def test_cli_plot_bad_input_exit_2(cli, tmp_path):
+    out = str(tmp_path / "p.png")
+    res = cli("plot", "timeline", "--systems", "neupims,neupims", "--out", out)
+    assert res.exit_code == 2 and "more than once" in res.output
+    res = cli("plot", "roofline", "--system", "no-such-system", "--out", out)
+    assert res.exit_code == 2 and res.output.startswith("error:")
+    res = cli("plot", "roofline")
+    assert res.exit_code == 2 and "--out" in res.output

@@ -128,6 +128,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "presets",
     "simulate",
     "reproduce",
+    "plot",
+    "sweep",
 )
 # ---- end of subcommands -----------------------------------------------------------------------------
 

@@ -11,7 +11,16 @@ import typer
 from ..errors import PresetNotFound, SpecError
 from ..report.console import make_console, render_preset, render_presets_list
 from ..report.json_doc import dumps, preset_document, presets_list_document
-from ..spec.loading import FOLDERS, KINDS, _read_toml, list_presets, load, load_raw, parse_set
+from ..spec.loading import (
+    FOLDERS,
+    KINDS,
+    _read_toml,
+    apply_overrides,
+    list_presets,
+    load,
+    load_raw,
+    parse_set,
+)
 
 KIND_LIST = ", ".join(KINDS)
 # keys that only a preset of one kind has at its top level (used when the folder name does not tell)
@@ -20,6 +29,7 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     "hardware": ("npu", "memory"),
     "system": ("placement", "concurrency", "dbo"),
     "workload": ("lengths", "num_requests", "max_batch"),
+    "sweep": ("parameters", "objectives"),
 }
 
 presets_app = typer.Typer(
@@ -80,6 +90,16 @@ def resolve_kind(name: str, kind: str | None) -> str:
     raise PresetNotFound(f"unknown preset '{name}': {hint}see `librapim presets list`")
 
 
+def load_any(kind: str, ref: str, overrides: list[tuple[list[str], Any]] | None = None) -> Any:
+    """Load and validate a preset of any kind (sweeps are validated by the sweep package)."""
+    if KINDS[kind] is not None:
+        return load(kind, ref, overrides)
+    from ..sweep.spec import parse_sweep  # imports optuna: only when a sweep is asked for
+
+    data = load_raw(kind, ref)
+    return parse_sweep(apply_overrides(kind, data, overrides) if overrides else data, ref)
+
+
 def _overrides(kind: str, items: list[str]) -> list[tuple[list[str], Any]]:
     """``--set`` items relative to the preset; a leading ``<kind>.`` is accepted and dropped."""
     out = []
@@ -113,20 +133,13 @@ def show_cmd(
 ) -> None:
     """Show a preset's resolved values and derived quantities.
 
-    Models: params per layer, total params, weight bytes, KV bytes per token. Hardware (and a system's
-    hardware): peak NPU FLOP/s, ridge point, external bandwidth, per-bank column bandwidth, PIM peak
-    FLOP/s, internal/external bandwidth ratio, refresh derate. A name used by several kinds needs --kind.
+    Models: params per layer, total params, weight bytes, KV bytes per token. Hardware (and a system's hardware): peak NPU FLOP/s, ridge point, external bandwidth, per-bank column bandwidth, PIM peak FLOP/s, internal/external bandwidth ratio, refresh derate.
+
+    A name used by several kinds needs --kind.
     """
     k = resolve_kind(name, kind)
-    overrides = _overrides(k, sets or [])
-    if KINDS[k] is None:  # sweeps are validated by the sweep package; show their data as written
-        data = load_raw(k, name)
-        if overrides:
-            raise SpecError(f"--set is not supported for {k} presets; edit the file instead")
-        doc = preset_document(k, str(data.get("name", Path(name).stem)), data)
-    else:
-        spec = load(k, name, overrides)
-        doc = preset_document(k, spec.name, spec)
+    spec = load_any(k, name, _overrides(k, sets or []))
+    doc = preset_document(k, spec.name, spec)
     if json_out:
         typer.echo(dumps(doc))
         return
@@ -140,8 +153,7 @@ def validate_cmd(
 ) -> None:
     """Check a preset file: prints "ok: <kind> '<name>'", or one line naming the first bad field (exit 2).
 
-    The kind comes from --kind, else from the parent folder's name (models/, hardware/, systems/,
-    workloads/, sweeps/), else from the file's top-level keys.
+    The kind comes from --kind, else from the parent folder's name (models/, hardware/, systems/, workloads/, sweeps/), else from the file's top-level keys.
     """
     _check_kind(kind)
     if not file.is_file():
@@ -149,9 +161,5 @@ def validate_cmd(
     data = _read_toml(file)
     k = kind or infer_kind(file, data)
     ref = str(file) if _is_path(str(file)) else f"./{file}"
-    if KINDS[k] is None:
-        typer.echo(f"ok: {k} '{data.get('name', file.stem)}' (TOML syntax only: the sweep package checks "
-                   "its fields when the sweep runs)")
-        return
-    spec = load(k, ref)
+    spec = load_any(k, ref)
     typer.echo(f"ok: {k} '{spec.name}'")

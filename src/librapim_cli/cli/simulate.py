@@ -12,7 +12,13 @@ import typer
 
 from ..cost.pim import snake_channels
 from ..errors import InputError
-from ..report.console import make_console, render_breakdown, render_comparison, render_simulation
+from ..report.console import (
+    make_console,
+    progress_callback,
+    render_breakdown,
+    render_comparison,
+    render_simulation,
+)
 from ..report.json_doc import comparison_document, dumps, simulation_document, speedups
 from ..schedule.breakdown import iteration_time_s, op_breakdown
 from ..simulate import SimResult, simulate, steady_state_batch
@@ -80,19 +86,17 @@ def _breakdown(result: SimResult) -> tuple[list[dict[str, Any]], float]:
 
 def simulate_cmd(
     system: Annotated[str | None, typer.Option(
-        "--system", "-s", show_default=False,
-        help=f"System preset name or TOML path [default: {DEFAULT_SYSTEM}].")] = None,
+        "--system", "-s", show_default=DEFAULT_SYSTEM, help="System preset name or TOML path.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model preset name or TOML path.")] = "gpt3-7b",
     workload: Annotated[str, typer.Option("--workload", "-w", help="Workload preset name or TOML path.")
                         ] = "sharegpt",
     batch: Annotated[int | None, typer.Option(
-        "--batch", "-b", show_default=False,
-        help="Requests decoded together per iteration (serve: the maximum) [default: the workload's max_batch].",
-    )] = None,
+        "--batch", "-b", show_default="the workload's max_batch",
+        help="Requests decoded together per iteration (serve: the maximum).")] = None,
     requests: Annotated[int | None, typer.Option(
-        "--requests", "-n", show_default=False,
+        "--requests", "-n", show_default="the workload's num_requests",
         help="Requests in the workload (serve: requests served; iteration: the pool the steady-state batch "
-             "is drawn from) [default: the workload's num_requests].")] = None,
+             "is drawn from).")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", show_default=False,
         help="Override a field: system.<path>=value, model.<path>=value, workload.<path>=value, or "
@@ -111,11 +115,12 @@ def simulate_cmd(
         help="Comma-separated systems to simulate side by side (instead of --system), "
              "e.g. neupims,librapim.")] = None,
     baseline: Annotated[str | None, typer.Option(
-        "--baseline", show_default=False,
-        help="With --compare: the system speedups are relative to [default: the first].")] = None,
+        "--baseline", show_default="the first compared system",
+        help="With --compare: the system the speedups are relative to.")] = None,
     iterations_csv: Annotated[Path | None, typer.Option(
         "--iterations-csv", show_default=False, dir_okay=False,
-        help="Write one CSV row per decode iteration (--mode serve).")] = None,
+        help="Write one CSV row per step: each decode iteration and prefill step (serve), or each sampled "
+             "iteration laid end to end (iteration).")] = None,
     trace: Annotated[Path | None, typer.Option(
         "--trace", show_default=False, dir_okay=False,
         help="Write a Chrome trace of the NPU/PIM stage timeline (open in chrome://tracing or Perfetto).")
@@ -123,8 +128,7 @@ def simulate_cmd(
 ) -> None:
     """Simulate a system on a model and a workload and print its metrics.
 
-    With no options: LibraPIM on GPT-3 7B serving ShareGPT. Bad input (an unknown preset, a field out of
-    range, a KV cache that does not fit) exits with code 2 and one line on stderr.
+    With no options: LibraPIM on GPT-3 7B serving ShareGPT. Bad input (an unknown preset, a field out of range, a KV cache that does not fit) exits with code 2 and one line on stderr.
     """
     if mode not in MODES:
         raise InputError(f"--mode '{mode}' is not a mode: choose one of {', '.join(MODES)}")
@@ -145,16 +149,15 @@ def simulate_cmd(
         if baseline not in names:
             raise InputError(f"--baseline '{baseline}' is not one of the compared systems "
                              f"({', '.join(names)}); add it to --compare")
-    if iterations_csv is not None and mode != "serve":
-        raise InputError("--iterations-csv needs --mode serve (iteration mode has no iteration timeline)")
     _check_output("--iterations-csv", iterations_csv)
     _check_output("--trace", trace)
 
-    results = {
-        name: simulate(name, model, workload, batch=batch, requests=requests, sets=items, mode=mode,
-                       keep_stages=trace is not None)
-        for name in names
-    }
+    show_progress = mode == "serve" and make_console(stderr=True).is_terminal
+    results: dict[str, SimResult] = {}
+    for name in names:
+        with progress_callback(f"serving ({name})", show_progress) as progress:
+            results[name] = simulate(name, model, workload, batch=batch, requests=requests, sets=items, mode=mode,
+                                     keep_stages=trace is not None, progress=progress)
 
     if compare is not None:
         assert baseline is not None

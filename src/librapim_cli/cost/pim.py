@@ -74,6 +74,23 @@ def gwrite_s(bt: BankTiming, column_bytes: int, nbytes):
     return np.ceil(np.asarray(nbytes, dtype=float) / column_bytes) * bt.t_gwrite_per_col_s
 
 
+def input_vectors_per_row(hw: HardwareSpec) -> int:
+    """Input vectors one open row serves before it must be reopened: the registers the global buffer can
+    fill with row-sized input slices, min(input_registers, global_buffer_bytes // row_bytes), at least 1."""
+    pim = hw.pim
+    assert pim is not None
+    return max(1, min(pim.input_registers, pim.global_buffer_bytes // hw.memory.row_bytes))
+
+
+def mac_commands(elems, row_elems: int, lanes: int):
+    """MAC commands to consume ``elems`` consecutive elements of a bank: a command never straddles two rows,
+    so every full row takes ceil(row_elems / lanes) and the last partial row ceil(rest / lanes)."""
+    elems = np.asarray(elems, dtype=float)
+    full = np.floor(elems / row_elems)
+    rest = elems - full * row_elems
+    return full * (-(-row_elems // lanes)) + np.ceil(rest / lanes)
+
+
 @dataclass(frozen=True, slots=True)
 class AttentionRequests:
     """Per-request PIM attention figures (arrays aligned with the requests)."""
@@ -100,16 +117,16 @@ def attention_requests(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_head
     lanes = pim.mac_lanes_per_unit
     bpu = pim.banks_per_unit
     group = max(1, q_heads // kv_heads)
-    reopen = -(-group // pim.input_registers)
+    reopen = -(-group // input_vectors_per_row(hw))
     kvdim = kv_heads * head_dim
     # score: tokens striped over banks, one token's K (kvdim elements) contiguous in its bank
     elems_pb = np.ceil(L / banks) * kvdim
     rows_k = np.ceil(elems_pb / row_elems) * reopen
-    macs_k = np.ceil(elems_pb / lanes) * group * bpu
+    macs_k = mac_commands(elems_pb, row_elems, lanes) * group * bpu
     # context: head dims striped over banks, rows hold consecutive tokens of one dimension
     dims_pb = -(-kvdim // banks)
     rows_v = dims_pb * np.ceil(L / row_elems) * reopen
-    macs_v = dims_pb * np.ceil(L / lanes) * group * bpu
+    macs_v = dims_pb * mac_commands(L, row_elems, lanes) * group * bpu
     bank = _rows_time(bt, rows_k, macs_k) + _rows_time(bt, rows_v, macs_v)
     q_bytes = q_heads * head_dim * dtype_bytes
     s_bytes = q_heads * L * dtype_bytes
@@ -145,9 +162,10 @@ def fc_on_pim(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0
               bt: BankTiming | None = None) -> FCOnPIM:
     """PIM time of ``rows`` tokens through a k x n weight matrix (``sets`` matrices, MoE).
 
-    Weights are spread over all banks of all channels; each open row is reused for up to
-    ``input_registers`` input vectors (passes = ceil(rows / registers)); every channel receives each
-    input vector by GWRITE and returns its slice of the outputs by READRES.
+    Weights are spread over all banks of all channels; each open row is reused for up to R input vectors,
+    R = min(input_registers, global_buffer_bytes // row_bytes) (at least 1: the global buffer must hold the
+    R input slices that match one row), so passes = ceil(rows / R); every channel receives each input
+    vector by GWRITE and returns its slice of the outputs by READRES.
     """
     mem, pim = hw.memory, hw.pim
     assert pim is not None
@@ -157,9 +175,9 @@ def fc_on_pim(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0
     row_elems = mem.row_bytes // dtype_bytes
     elems_pb = np.ceil(k * n * sets / mem.banks)
     rows_pb = np.ceil(elems_pb / row_elems)
-    regs = pim.input_registers
+    regs = input_vectors_per_row(hw)
     passes = np.ceil(y / regs)
-    macs_per_row_vec = (row_elems / pim.mac_lanes_per_unit) * pim.banks_per_unit
+    macs_per_row_vec = (-(-row_elems // pim.mac_lanes_per_unit)) * pim.banks_per_unit
     full = np.maximum(passes - 1, 0)
     last_vecs = y - full * regs
     bank = (_rows_time(bt, rows_pb * full, rows_pb * full * regs * macs_per_row_vec)

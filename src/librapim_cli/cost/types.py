@@ -12,7 +12,12 @@ BOUNDS = ("compute", "memory", "bank-timing", "link")
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """Time and resources of one op on one device; ``time_s = max(terms) + overhead_s``."""
+    """Time and resources of one op on one device.
+
+    NPU ops overlap their terms: ``time_s = max(compute_s, memory_s) + overhead_s``. PIM ops serialize
+    their bank work and their data-bus transfers on the channel: ``time_s = bank_s + memory_s``. Links:
+    ``time_s = link_s``. ``bound`` names the largest term either way.
+    """
 
     device: str
     time_s: Any

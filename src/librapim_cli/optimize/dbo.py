@@ -7,8 +7,13 @@ The discrete problem for one stage. Decision variables:
   a fixed per-channel order (highest PIM-seconds saved per KV byte the NPU must stream first), so the
   offload set of a channel is a prefix of that order.
 
+A decision moves work in one direction only, from the stage's bottleneck device to the other (LibraPIM's
+description of DBO: "offloads a fine-grained part of the work from the bottleneck device to the idle
+one"): either ``y > 0`` with no attention moved, or some ``k_c > 0`` with ``y = 0``.
+
 Objective: the stage time of :func:`librapim_cli.optimize.stage.stage_time` (max of NPU time and slowest
-channel under the concurrency mode). Each direction is solved exactly and the better is taken:
+channel under the concurrency mode). Each direction is solved exactly and the better is taken, which is
+the exact optimum of this one-direction problem:
 
 - FC rows: every y is scored at once (vectorized over y; over y x channels only for time interleaving,
   whose switch count is not separable over channels).
@@ -58,7 +63,7 @@ def best_fc_offload(t: CostTables, inp: StageInput) -> Decision:
             vec = vec + (a.softmax_flops + float(a.flops.sum())) / t.vector_flops
             extra_mem = float(a.kv_bytes.sum()) / t.npu_bw_bytes_per_s
         z = np.zeros(t.channels)
-        chan = channel_max(t, z, z, 0.0, 0.0, pf.time_s[ys], pf.io_s[ys], mem)
+        chan = channel_max(t, z, z, 0.0, 0.0, pf.time_s[ys], pf.io_s[ys], mem + extra_mem)
         npu = np.maximum(np.maximum(sa, vec), mem + extra_mem) + link
     total = np.maximum(npu, chan)
     y = int(np.argmin(total))

@@ -133,13 +133,6 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
         return StageTime(npu_s, npu_s, sa, 0.0, 0.0, 0.0, npu_flops, 0.0, energy, 0.0, 0.0)
     attn_bytes = a.kv_total
     vec += a.softmax_flops / t.vector_flops
-    if not (inp.attn_on_pim and t.has_pim):
-        # attention placed on the NPU: it streams every request's KV and runs the MACs on the vector units
-        vec += a.flops_total / t.vector_flops
-        npu_s = max(sa, vec, mem + attn_bytes / t.npu_bw_bytes_per_s) + link
-        energy += a.npu_energy_total
-        return StageTime(npu_s, npu_s, sa, 0.0, 0.0, 0.0, npu_flops, 0.0, energy, attn_bytes, attn_bytes)
-    C = t.channels
     if y > 0:
         pf = t.pim_fc[inp.group]
         pim_fc, pim_fc_io = float(pf.time_s[y]), float(pf.io_s[y])
@@ -147,6 +140,19 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
         energy += float(pf.energy_j[y])
     else:
         pim_fc = pim_fc_io = pim_fc_fl = 0.0
+    if not (inp.attn_on_pim and t.has_pim):
+        # attention placed on the NPU: it streams every request's KV and runs the MACs on the vector units;
+        # FC rows DBO moved to the PIM still run there
+        vec += a.flops_total / t.vector_flops
+        kv_s = attn_bytes / t.npu_bw_bytes_per_s
+        npu_s = max(sa, vec, mem + kv_s) + link
+        energy += a.npu_energy_total
+        if y > 0:
+            chan = _channel_max_scalar(t, None, None, 0.0, 0.0, pim_fc, pim_fc_io, mem + kv_s)
+            return StageTime(max(npu_s, chan), npu_s, sa, pim_fc, pim_fc, chan, npu_flops, pim_fc_fl, energy,
+                             attn_bytes, attn_bytes)
+        return StageTime(npu_s, npu_s, sa, 0.0, 0.0, 0.0, npu_flops, 0.0, energy, attn_bytes, attn_bytes)
+    C = t.channels
     off = dec.attn_to_npu
     if off is None:
         npu_s = max(sa, vec, mem) + link

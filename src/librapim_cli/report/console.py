@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -27,9 +29,9 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def _table(title: str) -> Table:
-    """A compact table: header rule, no vertical lines, one space between columns."""
-    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1),
-                 pad_edge=False)
+    """A compact table (fits 80 columns): a rule under the header, one space between columns."""
+    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, padding=0,
+                 pad_edge=False, show_edge=False)
 
 
 # ---- number formatting -------------------------------------------------------------------------
@@ -52,8 +54,20 @@ METRICS: dict[str, tuple[str, Any]] = {
     "offload_fc_share": ("FC rows moved NPU -> PIM (DBO)", fmt_pct),
     "energy_j_per_token": ("Energy per token", lambda v: fmt_si(v, "J")),
     "area_overhead_fraction": ("DRAM area overhead", fmt_pct),
-    "batch": ("Batch (requests per iteration)", lambda v: f"{v:.0f}"),
+    "batch": ("Batch (serve: the maximum)", lambda v: f"{v:.0f}"),
     "devices": ("Devices (tp x pp)", lambda v: f"{v:.0f}"),
+    # serving
+    "iterations": ("Decode iterations", lambda v: f"{v:.0f}"),
+    "prefill_steps": ("Prefill steps", lambda v: f"{v:.0f}"),
+    "peak_batch": ("Peak batch", lambda v: f"{v:.0f}"),
+    "mean_batch": ("Mean batch", lambda v: f"{v:.4g}"),
+    "peak_kv_occupancy": ("Peak KV-cache occupancy", fmt_pct),
+    "prefill_time_s": ("Prefill time (total)", fmt_time),
+    "prefill_energy_j": ("Prefill energy (total)", lambda v: fmt_si(v, "J")),
+    "idle_time_s": ("Idle time (waiting for arrivals)", fmt_time),
+    "total_time_s": ("Wall time", fmt_time),
+    "requests_finished": ("Requests finished", lambda v: f"{v:.0f}"),
+    "output_tokens": ("Output tokens", lambda v: f"{v:.0f}"),
 }
 
 
@@ -87,6 +101,22 @@ def fmt_metric(key: str, value: Any) -> str:
 def metric_label(key: str) -> str:
     """Human label of a metric key."""
     return METRICS[key][0] if key in METRICS else key.replace("_", " ")
+
+
+@contextlib.contextmanager
+def progress_callback(description: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback drawing a transient bar on stderr, or None when not enabled."""
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=make_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 # ---- simulate ----------------------------------------------------------------------------------
@@ -183,30 +213,31 @@ def render_comparison(console: Console, results: Mapping[str, SimResult], baseli
     first = next(iter(results.values()))
     s = first.setup
     console.print(Text(f"model {s.model.name}  workload {s.workload.name}  batch {s.batch}  mode {first.mode}"))
-    table = _table(f"Comparison (baseline {baseline})")
-    cols = (("System", "left"), ("Tokens/s", "right"), ("Speedup", "right"), ("Iteration", "right"),
-            ("NPU busy", "right"), ("PIM busy", "right"), ("J/token", "right"), ("Attn->NPU", "right"),
-            ("FC->PIM", "right"))
+    table = _table(f"Comparison (* = baseline {baseline})")
+    cols = (("System", "left"), ("Tok/s", "right"), ("Speedup", "right"), ("Iter", "right"), ("NPU", "right"),
+            ("PIM", "right"), ("Energy", "right"), ("Attn>NPU", "right"), ("FC>PIM", "right"))
     for col, just in cols:
-        table.add_column(col, justify=just, no_wrap=col != "System")
+        table.add_column(col, justify=just, no_wrap=True)
     best = max(results, key=lambda n: float(results[n].metrics["throughput_tokens_per_s"]))
     for name, r in results.items():
         m = r.metrics
         uses_pim = r.setup.system.uses_pim
         sp = speedup.get(name)
         table.add_row(
-            name + (" (baseline)" if name == baseline else ""),
+            name + (" *" if name == baseline else ""),
             fmt_si(float(m["throughput_tokens_per_s"])),
             "-" if sp is None else f"{sp:.3g}x",
-            fmt_metric("iteration_time_s", m["iteration_time_s"]),
+            fmt_time(float(m["iteration_time_s"])),
             fmt_pct(m["npu_utilization"]),
             fmt_pct(m["pim_utilization"]) if uses_pim else "n/a",
-            fmt_si(float(m["energy_j_per_token"])),
+            fmt_si(float(m["energy_j_per_token"]), "J"),
             fmt_pct(m["offload_attention_share"]),
             fmt_pct(m["offload_fc_share"]),
             style="bold green" if name == best and len(results) > 1 else None,
         )
     console.print(table)
+    console.print(Text("Tok/s: throughput; Iter: mean iteration time; NPU/PIM: busy share of the time; Energy: "
+                       "per token; Attn>NPU, FC>PIM: work DBO moved.", style="dim"))
 
 
 # ---- presets -----------------------------------------------------------------------------------
@@ -218,7 +249,7 @@ def render_presets_list(console: Console, infos: Sequence[PresetInfo]) -> None:
     table.add_column("Summary", ratio=3)
     table.add_column("Source", ratio=2, style="dim", overflow="fold")
     for p in infos:
-        table.add_row(p.name, p.kind, p.summary, p.source)
+        table.add_row(Text(p.name), p.kind, Text(p.summary), Text(p.source))
     console.print(table)
 
 
@@ -259,7 +290,7 @@ def render_preset(console: Console, doc: Mapping[str, Any]) -> None:
     table.add_column("Field", style="bold", no_wrap=True)
     table.add_column("Value")
     for key, value in _flatten(doc["values"]):
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, Text("-" if value is None else str(value)))
     console.print(table)
     if doc["derived"]:
         d = _table("Derived")

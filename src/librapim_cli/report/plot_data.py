@@ -148,6 +148,7 @@ class Segment:
     pim_work: str
     fc_rows_to_pim: int = 0
     attn_to_npu: int = 0  # requests whose attention DBO moved to the NPU
+    micro_batch: int = 0  # pipeline micro-batch (0 without pipeline parallelism)
 
     @property
     def label(self) -> str:
@@ -179,6 +180,7 @@ class Timeline:
     gaps: list[Gap]
     iteration_time_s: float
     has_pim: bool
+    micro_batches: int = 1
 
     @property
     def shown_s(self) -> float:
@@ -189,6 +191,44 @@ class Timeline:
     def skipped_s(self) -> float:
         """Time of the repetitions left out."""
         return float(sum(g.time_s for g in self.gaps))
+
+
+# the stage orders of one micro-batch (schedule.iteration._plan); H (LM head) closes each micro-batch
+_PLANS = {"A": ("A", "B", "C", "D", "E", "F"), "Q": ("Q", "M", "R")}
+
+
+def micro_batch_sequences(stages: Sequence[Any]) -> list[list[Any]]:
+    """Split an iteration's stage records into one execution-ordered list per pipeline micro-batch.
+
+    ``schedule.iteration`` records stage j of every micro-batch together (all A's, then all B's, ...) and
+    the LM heads (H, one per micro-batch) last; this undoes that interleaving. A stage kind with zero
+    repetitions (C, D when a pipeline stage holds one layer) is absent for every micro-batch. Records that
+    do not fit the pattern come back as one sequence in recorded order (the times still add up).
+    """
+    heads = [st for st in stages if st.name == "H"]
+    body = [st for st in stages if st.name != "H"]
+    m = len(heads)
+    if m <= 1:
+        return [list(body) + heads]
+    try:
+        plans = [_PLANS[st.name] for st in body[:m]]
+    except KeyError:
+        return [list(stages)]
+    seqs: list[list[Any]] = [[] for _ in range(m)]
+    k = 0
+    for j in range(max(len(p) for p in plans)):
+        members = [i for i in range(m) if j < len(plans[i])]
+        take = body[k:k + len(members)]
+        if not take or take[0].name != plans[members[0]][j]:
+            continue  # a stage kind with no repetitions: skipped for all micro-batches
+        if len(take) != len(members) or any(st.name != plans[i][j] for st, i in zip(take, members, strict=True)):
+            return [list(stages)]
+        for st, i in zip(take, members, strict=True):
+            seqs[i].append(st)
+        k += len(members)
+    if k != len(body):
+        return [list(stages)]
+    return [seq + [h] for seq, h in zip(seqs, heads, strict=True)]
 
 
 def _blocks(stages) -> list[tuple[int, list]]:
@@ -206,7 +246,8 @@ def timeline_segments(result: SimResult, layers: int | None = 3, iteration: int 
     """Expand iteration ``iteration``'s stages in execution order, showing at most ``layers`` loop repetitions.
 
     Repeating stages run in alternation (C, D, C, D, ... with sub-batch interleaving; Q, M, R, Q, M, R, ...
-    without). Repetitions past ``layers`` are summarised as a :class:`Gap`; ``layers=None`` shows them all.
+    without). With pipeline parallelism the micro-batches follow each other, each closed by its LM head.
+    Repetitions past ``layers`` are summarised as a :class:`Gap`; ``layers=None`` shows them all.
     Needs a result simulated with ``keep_stages=True``.
     """
     if layers is not None and layers < 1:
@@ -221,21 +262,23 @@ def timeline_segments(result: SimResult, layers: int | None = 3, iteration: int 
     segs: list[Segment] = []
     gaps: list[Gap] = []
     t = 0.0
-    for reps, block in _blocks(it.stages):
-        shown = reps if layers is None else min(reps, layers)
-        for r in range(shown):
-            for st in block:
-                d = st.decision
-                moved = 0 if d.attn_to_npu is None else int(np.count_nonzero(d.attn_to_npu))
-                segs.append(Segment(st.name, r + 1 if reps > 1 else 0, t, float(st.time.time_s),
-                                    float(st.time.npu_s), float(st.time.pim_max_s), st.npu_work, st.pim_work,
-                                    int(d.fc_rows_to_pim), moved))
-                t += float(st.time.time_s)
-        if shown < reps:
-            gaps.append(Gap(t, reps - shown, (reps - shown) * float(sum(st.time.time_s for st in block)),
-                            ",".join(st.name for st in block)))
+    seqs = micro_batch_sequences(it.stages)
+    for mb, seq in enumerate(seqs):
+        for reps, block in _blocks(seq):
+            shown = reps if layers is None else min(reps, layers)
+            for r in range(shown):
+                for st in block:
+                    d = st.decision
+                    moved = 0 if d.attn_to_npu is None else int(np.count_nonzero(d.attn_to_npu))
+                    segs.append(Segment(st.name, r + 1 if reps > 1 else 0, t, float(st.time.time_s),
+                                        float(st.time.npu_s), float(st.time.pim_max_s), st.npu_work, st.pim_work,
+                                        int(d.fc_rows_to_pim), moved, mb))
+                    t += float(st.time.time_s)
+            if shown < reps:
+                gaps.append(Gap(t, reps - shown, (reps - shown) * float(sum(st.time.time_s for st in block)),
+                                ",".join(st.name for st in block)))
     s = result.setup
-    return Timeline(s.system.name, s.model.name, s.batch, segs, gaps, float(it.time_s), s.system.uses_pim)
+    return Timeline(s.system.name, s.model.name, s.batch, segs, gaps, float(it.time_s), s.system.uses_pim, len(seqs))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,6 +296,8 @@ class CompareRow:
     pim_utilization: float
     uses_pim: bool
     speedup: float | None = None  # over the baseline system on the same model
+    workload: str = ""
+    batch: int = 0
 
 
 def compare_table(results: Sequence[SimResult], baseline: str | None = None) -> list[CompareRow]:
@@ -275,7 +320,7 @@ def compare_table(results: Sequence[SimResult], baseline: str | None = None) -> 
             sp = m["throughput_tokens_per_s"] / b if b > 0 else math.nan
         rows.append(CompareRow(r.setup.system.name, r.setup.model.name, float(m["throughput_tokens_per_s"]),
                                float(m["npu_utilization"]), float(m["pim_utilization"]),
-                               r.setup.system.uses_pim, sp))
+                               r.setup.system.uses_pim, sp, r.setup.workload.name, r.setup.batch))
     return rows
 
 
@@ -306,6 +351,7 @@ class ParetoData:
     directions: tuple[str, str]  # "minimize" | "maximize"
     points: list[ParetoPoint]
     best: ParetoPoint | None
+    skipped: int = 0  # trials not drawn: not COMPLETE (pruned = infeasible, failed, running) or without values
 
     @property
     def front(self) -> list[ParetoPoint]:
@@ -374,4 +420,5 @@ def pareto_points(table: Sequence[Mapping[str, Any]], objectives: Sequence[str] 
     if front:
         sign = [1.0 if d == "minimize" else -1.0 for d in dirs]
         best = min(front, key=lambda p: (sign[0] * p.values[0], sign[1] * p.values[1]))
-    return ParetoData(study, (str(objectives[0]), str(objectives[1])), dirs, pts, best)  # type: ignore[arg-type]
+    return ParetoData(study, (str(objectives[0]), str(objectives[1])), dirs, pts, best,  # type: ignore[arg-type]
+                      len(table) - len(kept))

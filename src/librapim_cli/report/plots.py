@@ -182,7 +182,13 @@ def timeline_figure(timelines: Sequence[Timeline]) -> Figure:
                 ax.broken_barh(fc, (y - 0.32, 0.64), facecolor=PIM_FC_COLOR, edgecolor="white", lw=0.4)
             else:
                 ax.broken_barh(busy, (y - 0.32, 0.64), facecolor=color, edgecolor="white", lw=0.4)
+        prev_mb = 0
         for seg in tl.segments:
+            if seg.micro_batch != prev_mb:  # pipeline micro-batches follow each other
+                ax.axvline(seg.start_s / MS, color="black", lw=1.4)
+                ax.text(seg.start_s / MS, 1.62, f" micro-batch {seg.micro_batch + 1}", fontsize=7, ha="left",
+                        va="bottom")
+                prev_mb = seg.micro_batch
             ax.axvline(seg.start_s / MS, color="#666666", lw=0.4, alpha=0.6)
             if seg.time_s / MS > 0.012 * x_max:
                 ax.text((seg.start_s + seg.time_s / 2) / MS, 1.42, seg.label, ha="center", va="bottom",
@@ -190,7 +196,8 @@ def timeline_figure(timelines: Sequence[Timeline]) -> Figure:
         for g in tl.gaps:
             ax.axvline(g.at_s / MS, color="black", lw=1.2, ls=(0, (4, 2)))
             ax.text(g.at_s / MS, -0.55 if tl.has_pim else 0.55,
-                    f" {g.reps} more x ({g.stages}) elided: {fmt_time(g.time_s)}", fontsize=7, ha="left",
+                    f" {g.reps} more \u00d7 ({g.stages.replace(',', ', ')}) elided: {fmt_time(g.time_s)}", fontsize=7,
+                    ha="left",
                     va="center", color="black")
         shown = tl.shown_s
         npu_idle = 1.0 - sum(s.npu_s for s in tl.segments) / shown if shown > 0 else 0.0
@@ -198,11 +205,12 @@ def timeline_figure(timelines: Sequence[Timeline]) -> Figure:
         if tl.has_pim:
             pim_idle = 1.0 - sum(s.pim_s for s in tl.segments) / shown if shown > 0 else 0.0
             idle += f", PIM idle {pim_idle:.0%}"
-        ax.set_title(f"{tl.system}: {tl.model}, batch {tl.batch}; iteration {fmt_time(tl.iteration_time_s)}; "
+        mbs = f" in {tl.micro_batches} micro-batches" if tl.micro_batches > 1 else ""
+        ax.set_title(f"{tl.system}: {tl.model}, batch {tl.batch}{mbs}; iteration {fmt_time(tl.iteration_time_s)}; "
                      f"{idle} (shown stages)", fontsize=10, loc="left")
         ticks = [y for _n, y, _c, _a in lanes]
         ax.set_yticks(ticks, [nm for nm, *_ in lanes])
-        ax.set_ylim(-0.75 if tl.has_pim else 0.45, 1.75)
+        ax.set_ylim(-0.75 if tl.has_pim else 0.45, 1.8)
     axes[-1].set_xlim(0, x_max * 1.005)
     axes[-1].set_xlabel("Time within the iteration (ms; elided loop repetitions removed, marked by dashed lines)")
     handles = [Patch(facecolor=NPU_COLOR, label="NPU busy"), Patch(facecolor=PIM_COLOR, label="PIM busy (slowest channel)"),
@@ -223,7 +231,7 @@ def compare_figure(rows: Sequence[CompareRow], baseline: str | None = None) -> F
     models = list(dict.fromkeys(r.model for r in rows))
     systems = list(dict.fromkeys(r.system for r in rows))
     by = {(r.system, r.model): r for r in rows}
-    fig = _figure(max(6.5, 1.3 + 0.55 * len(models) * len(systems) + 0.6 * len(models)), 5.0)
+    fig = _figure(max(6.5, 1.3 + 0.55 * len(models) * len(systems) + 0.6 * len(models)), 5.4)
     ax = fig.add_subplot()
     width = 0.8 / len(systems)
     x = np.arange(len(models))
@@ -238,7 +246,7 @@ def compare_figure(rows: Sequence[CompareRow], baseline: str | None = None) -> F
             h = r.speedup if baseline is not None else r.throughput_tokens_per_s
             heights.append(h)
             xs.append(x[j] - 0.4 + width * (i + 0.5))
-            values.append(f"{h:.2f}x" if baseline is not None else fmt_si(h))
+            values.append(f"{h:.2f}\u00d7" if baseline is not None else fmt_si(h))
             utils.append(f"NPU {r.npu_utilization:.0%}" + (f"\nPIM {r.pim_utilization:.0%}" if r.uses_pim else ""))
         bars = ax.bar(xs, heights, width * 0.92, color=SYSTEM_COLORS[i % len(SYSTEM_COLORS)], label=sysname)
         for b, val, util in zip(bars, values, utils, strict=True):
@@ -251,19 +259,23 @@ def compare_figure(rows: Sequence[CompareRow], baseline: str | None = None) -> F
             else:
                 ax.annotate(util, (cx, h), xytext=(0, 14), textcoords="offset points", ha="center",
                             va="bottom", fontsize=7)
+    wls = sorted({r.workload for r in rows if r.workload})
+    batches = sorted({r.batch for r in rows if r.batch})
+    where = ", ".join(x for x in (" / ".join(wls), "batch " + " / ".join(map(str, batches)) if batches else "") if x)
+    where = f" ({where})" if where else ""
     if baseline is not None:
         ax.axhline(1.0, color="black", lw=0.8, ls="--")
-        ax.set_ylabel(f"Speedup over {baseline} (x, tokens/s ratio)")
-        ax.set_title(f"Decode throughput relative to {baseline}")
+        ax.set_ylabel(f"Speedup over {baseline} (\u00d7, ratio of tokens/s)")
+        ax.set_title(f"Decode throughput relative to {baseline}{where}")
     else:
         ax.set_ylabel("Decode throughput (tokens/s)")
         ax.yaxis.set_major_formatter(_si_formatter())
-        ax.set_title("Decode throughput by system and model")
+        ax.set_title(f"Decode throughput by system and model{where}")
     ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     ax.set_xticks(x, models)
     ax.set_xlabel("Model (in each bar: NPU / PIM utilization, busy time / iteration time)")
     ax.grid(True, axis="y", alpha=0.3)
-    fig.legend(title="System", fontsize=8, loc="outside right upper")
+    fig.legend(title="System", fontsize=8, title_fontsize=8, loc="outside lower center", ncols=min(len(systems), 6))
     return fig
 
 
@@ -290,6 +302,12 @@ def metric_label(name: str) -> str:
         if name.endswith(suffix):
             return f"{name[: -len(suffix)].replace('_', ' ')} ({unit})"
     return name
+
+
+def _fmt_value(v: float) -> str:
+    if abs(v) >= 1e4:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
 
 
 def _fmt_params(params: dict, limit: int = 4) -> str:
@@ -322,7 +340,8 @@ def pareto_figure(data: ParetoData) -> Figure:
         b = data.best
         ax.scatter([b.values[0]], [b.values[1]], s=220, marker="*", color="gold", edgecolor="black", lw=0.8,
                    zorder=6, label=f"best {data.objectives[0]}")
-        text = f"trial {b.number}\n{data.objectives[0]} = {b.values[0]:.4g}\n{data.objectives[1]} = {b.values[1]:.4g}"
+        text = (f"trial {b.number}\n{data.objectives[0]} = {_fmt_value(b.values[0])}\n"
+                f"{data.objectives[1]} = {_fmt_value(b.values[1])}")
         if b.params:
             text += "\n" + _fmt_params(b.params)
         ax.annotate(text, (b.values[0], b.values[1]), xytext=(0.5, 0.97), textcoords="axes fraction",
@@ -332,8 +351,8 @@ def pareto_figure(data: ParetoData) -> Figure:
     arrows = {"minimize": "lower is better", "maximize": "higher is better"}
     ax.set_xlabel(f"{metric_label(data.objectives[0])}  [{arrows[data.directions[0]]}]")
     ax.set_ylabel(f"{metric_label(data.objectives[1])}  [{arrows[data.directions[1]]}]")
-    ax.set_title(f"Pareto front of study '{data.study}' ({len(data.points)} complete trials)" if data.study
-                 else f"Pareto front ({len(data.points)} complete trials)")
+    counts = f"{len(data.points)} complete trials" + (f", {data.skipped} pruned/failed not shown" if data.skipped else "")
+    ax.set_title(f"Pareto front of study '{data.study}' ({counts})" if data.study else f"Pareto front ({counts})")
     if data.points:
         ys = [p.values[1] for p in data.points]
         lo, hi = min(ys), max(ys)

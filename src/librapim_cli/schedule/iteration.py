@@ -32,6 +32,7 @@ from ..optimize.stage import (
     StageInput,
     StageTime,
     attention_set,
+    make_attention_set,
     stage_time,
 )
 from ..spec.system import SystemSpec
@@ -87,11 +88,8 @@ class Schedule:
 def _noisy(a: AttentionSet, t: CostTables, rng: np.random.Generator, err: float) -> AttentionSet:
     """The predictor's view: each request's PIM time off by a uniform relative error in +/- err."""
     f = 1.0 + rng.uniform(-err, err, size=a.size)
-    pim_s, io_s = a.pim_s * f, a.io_s * f
-    C = t.channels
-    return AttentionSet(pim_s, io_s, a.kv_bytes, a.flops, a.channel, a.pim_energy_j, a.npu_energy_j,
-                        np.bincount(a.channel, weights=pim_s, minlength=C),
-                        np.bincount(a.channel, weights=io_s, minlength=C), a.softmax_flops)
+    return make_attention_set(t, a.pim_s * f, a.io_s * f, a.kv_bytes, a.flops, a.channel, a.pim_energy_j,
+                              a.npu_energy_j, a.softmax_flops)
 
 
 def _plan(s: Schedule, lens: np.ndarray, ch: np.ndarray, on_pim: bool):
@@ -102,8 +100,9 @@ def _plan(s: Schedule, lens: np.ndarray, ch: np.ndarray, on_pim: bool):
         s1 = attention_set(t, lens[0::2], ch[0::2])
         s2 = attention_set(t, lens[1::2], ch[1::2])
         b1, b2 = s1.size, s2.size
-        # sub-batch #2 runs the same weights right after #1: if a layer's weights fit in SRAM it reuses them
-        cached = bool(t.npu["both"].bytes[1] <= t.sram_bytes)
+        # sub-batch #2 runs the same weights right after #1: if the layer's weights its rows touch fit in SRAM
+        # it reuses them (MoE: the experts hit by max(b1, b2) rows)
+        cached = bool(t.npu["both"].bytes[max(b1, b2)] <= t.sram_bytes)
         return [
             ("A", 1, StageInput("qkv", b1, None, on_pim), False, "QKV#1", "-"),
             ("B", 1, StageInput("qkv", b2, s1, on_pim, cached), False, "QKV#2", "MHA#1"),

@@ -52,6 +52,9 @@ COLUMNS = ("start_s", "time_s", "batch", "npu_busy_s", "pim_busy_s", "offload_at
            "offload_fc_share", "kind", "kv_tokens", "finished")
 _INT_COLUMNS = ("batch", "kv_tokens", "finished")
 _FIN = COLUMNS.index("finished")
+# rows of the active-request array: request id, context of its next decode iteration, decode iterations
+# left, KV channel, reserved KV tokens
+ID, CTX, REM, CH, NEED = range(5)
 PROGRESS_EVERY = 1000  # decode iterations between progress callbacks
 PERCENTILES = (50, 90, 99)
 
@@ -138,6 +141,22 @@ def decode_segment(sched: Schedule, ctx: np.ndarray, chn: np.ndarray, steps: int
     return out
 
 
+def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.ndarray, t: float
+            ) -> tuple[int, int, int]:
+    """Remove the active requests with no decode iterations left (finishing at ``t``), keeping order.
+
+    Frees their KV tokens and channel load; returns the new active count, KV tokens in use, requests removed.
+    """
+    live = act[:, :n]
+    fin = live[REM] == 0
+    gone = live.compress(fin, axis=1)
+    finish_s[gone[ID]] = t
+    load -= np.bincount(gone[CH], weights=gone[NEED], minlength=load.shape[0])
+    m = n - gone.shape[1]
+    act[:, :m] = live.compress(~fin, axis=1)
+    return m, used - int(gone[NEED].sum()), gone.shape[1]
+
+
 def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
     """Serve the setup's requests through continuous batching (module docstring)."""
     reqs = make_requests(s.workload, s.requests)
@@ -163,12 +182,9 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
     prefill = PrefillCoster(s.model, s.system, s.tp, s.pp)
     rng = np.random.default_rng(s.system.dbo.seed)
     arr_l, need_l = arr.tolist(), need.tolist()  # scalar look-ups without numpy scalars
+    one_token = out == 1
 
-    # the active requests are the first n entries of these arrays, in admission order
-    ids = np.empty(B, dtype=np.int64)
-    ctx = np.empty(B, dtype=np.int64)  # context of the next decode iteration
-    rem = np.empty(B, dtype=np.int64)  # decode iterations left
-    chn = np.empty(B, dtype=np.int64)
+    act = np.empty((5, B), dtype=np.int64)  # the active requests: first n columns, in admission order
     load = np.zeros(C)  # reserved KV tokens per channel (integers, exact in float64)
     first_s = np.full(N, np.nan)
     finish_s = np.full(N, np.nan)
@@ -181,7 +197,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
     report = progress if callable(progress) else None
 
     while done < N:
-        # -- admission + prefill
+        # -- admission + prefill: requests nxt .. nxt + k - 1 (contiguous: FCFS over arrival order)
         room = B - n
         admitted = False
         if room > 0 and nxt < N and arr_l[nxt] <= t:
@@ -192,35 +208,29 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
             k = int(np.searchsorted(cum, cap - used, side="right"))
             if k:
                 admitted = True
-                new = np.arange(nxt, nxt + k)
-                nxt += k
+                a, b = nxt, nxt + k
+                nxt = b
                 used += int(cum[k - 1])
-                chs, rr = place_channels(policy, need[new], load, rr)
-                channel[new] = chs
-                cost = prefill(inp[new])
+                chs, rr = place_channels(policy, need[a:b], load, rr)
+                channel[a:b] = chs
+                cost = prefill(inp[a:b])
                 data = rec.room(1)
                 data[rec.n] = (t, cost.time_s, k, cost.npu_busy_s, 0.0, 0.0, 0.0, PREFILL, used, 0)
                 rec.n += 1
                 t += cost.time_s
                 prefill_e += cost.energy_j
-                first_s[new] = t
-                left = out[new] - 1
-                stay = left > 0
-                m = k
-                if not stay.all():
-                    gone = new[~stay]
-                    finish_s[gone] = t
-                    done += gone.shape[0]
-                    used -= int(need[gone].sum())
-                    load -= np.bincount(chs[~stay], weights=need[gone], minlength=C)
-                    data[rec.n - 1, _FIN] = gone.shape[0]
-                    new, chs, left = new[stay], chs[stay], left[stay]
-                    m = new.shape[0]
-                ids[n:n + m] = new
-                ctx[n:n + m] = inp[new] + 1
-                rem[n:n + m] = left
-                chn[n:n + m] = chs
-                n += m
+                first_s[a:b] = t
+                cols = act[:, n:n + k]
+                cols[ID] = np.arange(a, b)
+                cols[CTX] = inp[a:b] + 1
+                cols[REM] = out[a:b] - 1
+                cols[CH] = chs
+                cols[NEED] = need[a:b]
+                n += k
+                if one_token[a:b].any():  # one-token requests finish with their prefill
+                    n, used, gone = _retire(act, n, used, finish_s, load, t)
+                    done += gone
+                    data[rec.n - 1, _FIN] = gone
         if n == 0:
             if done >= N or admitted:
                 continue
@@ -231,7 +241,8 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
             raise ModelError(f"serving stalled at t={t:.6g} s: request {nxt} waits with nothing active")
         # -- decode segment: until the next finish, or until a waiting request that fits arrives
         stop = arr_l[nxt] if (n < B and nxt < N and need_l[nxt] <= cap - used) else np.inf
-        seg = decode_segment(sched, ctx[:n], chn[:n], int(rem[:n].min()), rng, keep_stages, t, stop)
+        rem_min = int(act[REM, :n].min())
+        seg = decode_segment(sched, act[CTX, :n], act[CH, :n], rem_min, rng, keep_stages, t, stop)
         J = len(seg)
         data = rec.room(J)
         i = rec.n
@@ -243,23 +254,12 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
             i += 1
         rec.n = i
         its.extend(seg)
-        ctx[:n] += J
-        rem[:n] -= J
-        fin = rem[:n] == 0
-        if fin.any():
-            gone = ids[:n][fin]
-            finish_s[gone] = t
-            done += gone.shape[0]
-            used -= int(need[gone].sum())
-            load -= np.bincount(chn[:n][fin], weights=need[gone], minlength=C)
-            data[i - 1, _FIN] = gone.shape[0]
-            keep = ~fin
-            m = n - gone.shape[0]
-            ids[:m] = ids[:n][keep]
-            ctx[:m] = ctx[:n][keep]
-            rem[:m] = rem[:n][keep]
-            chn[:m] = chn[:n][keep]
-            n = m
+        act[CTX, :n] += J
+        act[REM, :n] -= J
+        if J == rem_min:  # the requests with the fewest tokens left are done
+            n, used, gone = _retire(act, n, used, finish_s, load, t)
+            done += gone
+            data[i - 1, _FIN] = gone
         if report is not None and len(its) >= next_report:
             report(done, N)
             next_report = (len(its) // PROGRESS_EVERY + 1) * PROGRESS_EVERY

@@ -97,18 +97,20 @@ class PrefillCoster:
         self._memo: dict[tuple[int, int, int], PrefillCost] = {}
 
     def __call__(self, prompt_lens: np.ndarray) -> PrefillCost:
-        lens = np.asarray(prompt_lens, dtype=np.int64)
-        pp = self.pp
-        total = ZERO
-        for i in range(min(pp, lens.shape[0])):
+        lens = np.asarray(prompt_lens, dtype=np.int64).tolist()  # a few prompts: Python ints beat numpy
+        pp, memo = self.pp, self._memo
+        time_s = busy_s = flops = energy = 0.0
+        for i in range(min(pp, len(lens))):
             mb = lens[i::pp]
-            key = micro_batch_key(mb)
-            c = self._memo.get(key)
+            key = (len(mb), sum(mb), sum(p * (p + 1) // 2 for p in mb))  # == micro_batch_key(mb)
+            c = memo.get(key)
             if c is None:
-                c = micro_batch_cost(self.model, self.system, self.tp, pp, mb)
-                self._memo[key] = c
-            total = _add(total, c)
-        return total
+                c = memo[key] = micro_batch_cost(self.model, self.system, self.tp, pp, np.asarray(mb, np.int64))
+            time_s += c.time_s
+            busy_s += c.npu_busy_s
+            flops += c.flops
+            energy += c.energy_j
+        return PrefillCost(time_s, busy_s, flops, energy)
 
     @property
     def distinct_micro_batches(self) -> int:

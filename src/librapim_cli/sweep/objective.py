@@ -26,6 +26,8 @@ from .spec import SPEEDUP, SweepSpec
 
 #: constraint key of "the configuration runs at all"
 FITS = "fits"
+#: evaluations remembered per process (a point is a few hundred bytes of metrics)
+CACHE_SIZE = 4096
 
 
 def flat_metrics(result: SimResult) -> dict[str, float]:
@@ -90,6 +92,7 @@ class Evaluator:
         self.sim_seconds = 0.0
         self.sim_calls = 0
         self._baseline: dict[tuple, float | str] = {}
+        self._cache: dict[tuple, Evaluation] = {}
         self._worker: dict[str, Any] | None = None
 
     def _simulate(self, p: Point) -> SimResult:
@@ -114,10 +117,25 @@ class Evaluator:
         return self._baseline[key]
 
     def evaluate(self, params: dict[str, Any]) -> Evaluation:
-        """Simulate one parameter assignment; InputErrors make it infeasible, other errors propagate."""
+        """Simulate one parameter assignment; InputErrors make it infeasible, other errors propagate.
+
+        simulate() is deterministic, so a point evaluated before (samplers revisit points of small discrete
+        spaces) is answered from a cache.
+        """
+        p = point(self.spec, params)
+        key = p.key()
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._evaluate(params, p)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = hit
+        return Evaluation(dict(params), dict(hit.metrics), dict(hit.constraints), hit.reason)
+
+    def _evaluate(self, params: dict[str, Any], p: Point) -> Evaluation:
         ev = Evaluation(dict(params))
         try:
-            result = self._simulate(point(self.spec, params))
+            result = self._simulate(p)
         except InputError as exc:
             ev.reason = str(exc)
             ev.constraints = {FITS: 1.0}

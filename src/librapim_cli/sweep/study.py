@@ -103,8 +103,8 @@ def parse_storage(text: str | None) -> StorageRef:
         return StorageRef("journal", path, t)
     scheme = t.split("://", 1)[0].split("+", 1)[0].lower() if "://" in t else ""
     if scheme in RDB_SCHEMES:
-        if scheme == "postgres":  # SQLAlchemy only knows the long name
-            t = "postgresql" + t[len("postgres"):]
+        if scheme in ("postgres", "postgresql"):
+            t = _postgres_driver(t)
         if scheme == "sqlite":
             db = t.split(":///", 1)[1] if ":///" in t else ""
             if db and db != ":memory:":
@@ -115,6 +115,22 @@ def parse_storage(text: str | None) -> StorageRef:
         return StorageRef("journal", t, t)
     raise StorageError(f"--storage '{t}' is not a storage: give sqlite:///FILE.db, a journal file (FILE.journal or "
                        f"journal:FILE), or postgresql://USER@HOST/DB")
+
+
+def _postgres_driver(url: str) -> str:
+    """Name the installed driver in a bare postgresql:// URL.
+
+    SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3); librapim's ``postgres`` extra installs
+    psycopg2, so a bare URL uses psycopg2 unless psycopg 3 is importable. ``postgres://`` (libpq's
+    spelling) is accepted too.
+    """
+    scheme, rest = url.split("://", 1)
+    if "+" in scheme:
+        return url
+    import importlib.util
+
+    driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+    return f"postgresql+{driver}://{rest}"
 
 
 def _check_parent(path: str, text: str) -> None:
@@ -128,22 +144,70 @@ def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
     if ref.kind == "memory":
         return optuna.storages.InMemoryStorage()
     if ref.kind == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+        from optuna.storages.journal import JournalFileBackend
 
         path = str(Path(ref.target).expanduser())
         try:
-            return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileSymlinkLock(path, grace_period=10)))
+            return optuna.storages.JournalStorage(JournalFileBackend(path, _owned_lock(path)))
         except (OSError, ValueError) as exc:
             raise StorageError(f"--storage '{ref.text}': cannot open the journal file ({_first_line(exc)})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat options are marked experimental
             return optuna.storages.RDBStorage(ref.target, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except ModuleNotFoundError as exc:
-        raise StorageError(f"--storage {ref.display}: the database driver is not installed ({exc.name}); "
-                           f"pip install 'librapim[postgres]'") from None
+    except ImportError as exc:
+        missing = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None) or "the driver"
+        raise StorageError(f"--storage {ref.display}: the database driver is not installed ({missing}); "
+                           f"for PostgreSQL: pip install 'librapim[postgres]'") from None
     except Exception as exc:  # SQLAlchemy's OperationalError & co: one line, not a traceback
         raise StorageError(f"--storage {ref.display}: cannot connect ({_first_line(exc)})") from None
+
+
+def _owned_lock(path: str) -> Any:
+    """A journal file lock that records its owner, so a lock left by a killed process is taken over at once.
+
+    optuna's journal locks only break a stale lock after a grace period (30 s); a sweep killed while it
+    held the lock (it holds it for every append + fsync) would make the resuming command wait that long.
+    The lock file here holds the owner's host, boot id, pid and start time: a waiter on the same host whose
+    owner process is gone removes it immediately; any other lock still expires after the grace period.
+    """
+    import errno
+    import json
+
+    from optuna.storages.journal import JournalFileOpenLock
+
+    class OwnedLock(JournalFileOpenLock):
+        def acquire(self) -> bool:
+            me = worker_identity()
+            sleep_s, first_seen, seen = 0.001, time.monotonic(), None
+            while True:
+                try:
+                    fd = os.open(self._lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except OSError as err:
+                    if err.errno != errno.EEXIST:
+                        raise
+                    try:
+                        with open(self._lock_file) as f:
+                            owner = json.loads(f.read() or "{}")
+                    except (OSError, ValueError):
+                        owner = {}
+                    key = json.dumps(owner, sort_keys=True)
+                    if key != seen:
+                        seen, first_seen = key, time.monotonic()
+                    dead_here = (owner.get("host") == me["host"] and owner.get("boot") == me["boot"]
+                                 and not _alive(int(owner.get("pid", -1)), str(owner.get("start", ""))))
+                    if dead_here or (self.grace_period is not None and time.monotonic() - first_seen > self.grace_period):
+                        with contextlib.suppress(RuntimeError):
+                            self.release()
+                        continue
+                    time.sleep(sleep_s)
+                    sleep_s = min(sleep_s * 2, 0.05)
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    f.write(json.dumps(me))
+                return True
+
+    return OwnedLock(path)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -281,13 +345,14 @@ def work(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator: E
         return evaluator.objective(trial)
 
     ran = 0
+    if shared:  # trials a killed run left RUNNING on this host free their slots now
+        _reap_dead_local(study, storage, me)
     while not stop():
-        if shared:
-            _reap_dead_local(study, storage, me)
         done, running = _counts(study)
         if done >= target:
             break
-        if done + running >= target:  # the other workers hold the remaining slots
+        if done + running >= target:  # the other workers hold the remaining slots (or died holding them)
+            _reap_dead_local(study, storage, me)
             _fail_stale(study)
             time.sleep(POLL_S)
             continue
@@ -314,6 +379,7 @@ class RunResult:
     sim_seconds: float
     sim_calls: int
     wall_seconds: float
+    study: optuna.Study  # the study itself (read it with results.study_rows, export.export_best)
     notes: list[str] = field(default_factory=list)
 
 
@@ -402,7 +468,7 @@ def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", see
         stop.restore()
     done, _ = _counts(study)
     return RunResult(study_name, ref, name, target, done, new, stop.flag and done < target,
-                     objectives_of(study), best_rows(study), sim_s, sim_n, time.perf_counter() - t0, notes)
+                     objectives_of(study), best_rows(study), sim_s, sim_n, time.perf_counter() - t0, study, notes)
 
 
 # ---- worker processes ------------------------------------------------------------------------

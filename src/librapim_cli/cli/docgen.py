@@ -1,0 +1,104 @@
+"""Generate docs/cli.md from the real ``--help`` output of every command.
+
+    python -m librapim_cli.cli.docgen > docs/cli.md
+
+The help is rendered the way a terminal shows it, at a fixed width of ``WIDTH`` columns and without
+colour, so the file is the same on every machine; tests/cli/test_docs_cli.py checks it is up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Iterator
+
+import typer
+import typer.rich_utils
+from typer.testing import CliRunner
+
+from .app import PROG_NAME, app
+
+WIDTH = 100
+COMMAND = "python -m librapim_cli.cli.docgen > docs/cli.md"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+@contextlib.contextmanager
+def _plain_help() -> Iterator[None]:
+    """Fixed width, no colour, whatever the environment says (TERMINAL_WIDTH, FORCE_COLOR, ...)."""
+    ru = typer.rich_utils
+    saved = (ru.MAX_WIDTH, ru.FORCE_TERMINAL, ru.COLOR_SYSTEM)
+    ru.MAX_WIDTH, ru.FORCE_TERMINAL, ru.COLOR_SYSTEM = WIDTH, False, None
+    try:
+        yield
+    finally:
+        ru.MAX_WIDTH, ru.FORCE_TERMINAL, ru.COLOR_SYSTEM = saved
+
+
+def command_paths() -> list[list[str]]:
+    """Every command path in the app, depth first in registration order (the root is ``[]``)."""
+    out: list[list[str]] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        if getattr(cmd, "hidden", False):
+            return
+        out.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+def help_text(path: list[str]) -> str:
+    """The ``--help`` output of one command, as plain text with trailing spaces removed."""
+    runner = CliRunner()
+    env = {"COLUMNS": str(WIDTH), "LINES": "50", "NO_COLOR": "1", "TERM": "dumb"}
+    with _plain_help():
+        result = runner.invoke(app, [*path, "--help"], prog_name=PROG_NAME, env=env, color=False)
+    if result.exit_code != 0:
+        raise RuntimeError(f"`{' '.join([PROG_NAME, *path])} --help` exited with {result.exit_code}: "
+                           f"{result.output}")
+    text = _ANSI.sub("", result.stdout)
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def render() -> str:
+    """The whole markdown reference."""
+    paths = command_paths()
+    parts = [
+        "# Command-line reference",
+        "",
+        f"<!-- Generated from the real --help output by `{COMMAND}`; do not edit by hand. -->",
+        "",
+        "Every command prints tables by default and one JSON document on stdout with `--json` (where "
+        "offered). Exit codes: 0 success; 2 bad input (unknown preset, field out of range, design that does "
+        "not fit, bad option), reported as one line on stderr starting with `error:`; 1 a model error or a "
+        "bug (set `LIBRAPIM_DEBUG=1` for the traceback).",
+        "",
+        "Commands:",
+        "",
+    ]
+    for path in paths:
+        full = " ".join([PROG_NAME, *path])
+        anchor = re.sub(r"[^a-z0-9 -]", "", full.lower()).replace(" ", "-")
+        parts.append(f"{'  ' * max(len(path) - 1, 0)}- [`{full}`](#{anchor})")
+    for path in paths:
+        full = " ".join([PROG_NAME, *path])
+        parts += ["", f"{'#' * min(2 + max(len(path) - 1, 0), 4)} {full}", "", "```text", help_text(path), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    """Print the reference on stdout."""
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""``librapim plot roofline | timeline | compare | pareto``: figures as PNG, SVG or PDF (by --out's extension).
+
+The figures come from ``report.plots`` (matplotlib, Agg canvas, headless) over data that ``report.plot_data``
+assembles from simulation results; files are written through a temporary file and a rename.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import InputError
+from ..report.plot_data import compare_table, pareto_points, roofline_points, timeline_segments
+from ..report.plots import (
+    compare_figure,
+    image_format,
+    pareto_figure,
+    roofline_figure,
+    save_figure,
+    timeline_figure,
+)
+from ..simulate import simulate
+
+plot_app = typer.Typer(
+    help="Draw figures: roofline, device timeline, system comparison, Pareto front (PNG/SVG/PDF by --out).",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``plot`` group to the root app."""
+    app.add_typer(plot_app, name="plot")
+
+
+# ---- shared options -------------------------------------------------------------------------------------
+OutOption = Annotated[Path, typer.Option(
+    "--out", "-o", dir_okay=False, show_default=False,
+    help="Image file to write; the extension picks the format: .png, .svg or .pdf.")]
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model preset name or TOML path.")]
+WorkloadOption = Annotated[str, typer.Option("--workload", "-w", help="Workload preset name or TOML path.")]
+BatchOption = Annotated[int | None, typer.Option(
+    "--batch", "-b", show_default="the workload's max_batch", help="Requests decoded together per iteration.")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", show_default=False,
+    help="Override a field: system.<path>=value, model.<path>=value, workload.<path>=value, or "
+         "hardware.<path>=value (short for system.hardware.<path>). Repeatable; applies to every system "
+         "and model drawn.")]
+DpiOption = Annotated[int, typer.Option("--dpi", min=20, max=600, help="Resolution of PNG output (dots per inch).")]
+
+
+def _check_out(out: Path) -> None:
+    """Fail before any simulation if --out cannot be written as an image."""
+    image_format(out)
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a folder; give an image file path")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"--out {out}: the folder {parent} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"--out {out}: the folder {parent} is not writable; choose another path")
+
+
+def _names(option: str, text: str, example: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise InputError(f"{option} '{text}' names nothing; give comma-separated names, e.g. {option} {example}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"{option} names {', '.join(dup)} more than once; list each once")
+    return names
+
+
+def _done(out: Path) -> None:
+    typer.echo(f"wrote {out}")
+
+
+# ---- commands -------------------------------------------------------------------------------------------
+@plot_app.command("roofline")
+def roofline_cmd(
+    out: OutOption,
+    system: Annotated[str, typer.Option("--system", "-s", help="System preset name or TOML path.")] = "librapim",
+    model: ModelOption = "gpt3-7b",
+    workload: WorkloadOption = "sharegpt",
+    batch: BatchOption = None,
+    sets: SetOption = None,
+    dpi: DpiOption = 100,
+) -> None:
+    """NPU and PIM rooflines with one decode layer's ops (and the LM head) placed on them.
+
+    NPU roof: peak FLOP/s and external HBM bandwidth; PIM roof: peak PIM FLOP/s and internal
+    (all-bank) bandwidth. Each op sits at its FLOP/byte and achieved FLOP/s, costed under the static
+    placement at the batch the op sees (half the batch with sub-batch interleaving).
+    """
+    _check_out(out)
+    result = simulate(system, model, workload, batch=batch, sets=list(sets or []), mode="iteration", samples=1)
+    save_figure(roofline_figure(roofline_points(result)), out, dpi=dpi)
+    _done(out)
+
+
+@plot_app.command("timeline")
+def timeline_cmd(
+    out: OutOption,
+    systems: Annotated[str, typer.Option(
+        "--systems", help="Comma-separated systems, one panel each.")] = "neupims,librapim",
+    model: ModelOption = "gpt3-7b",
+    workload: WorkloadOption = "sharegpt",
+    batch: BatchOption = None,
+    sets: SetOption = None,
+    layers: Annotated[int, typer.Option(
+        "--layers", min=1, help="Repetitions of each repeating stage loop to draw (the rest is elided).")] = 3,
+    dpi: DpiOption = 100,
+) -> None:
+    """Gantt chart of NPU and PIM busy and idle time per stage over the first layers of an iteration.
+
+    Stages in execution order: A, B, then C, D per layer, ..., E, F, LM head H (without sub-batch
+    interleaving: Q, M, R per layer, then H). A stage lasts its modelled time, the NPU bar its NPU
+    time, the PIM bar its slowest channel's PIM time; idle time is hatched. One panel per system, so
+    DBO filling idle PIM time shows.
+    """
+    _check_out(out)
+    names = _names("--systems", systems, "neupims,librapim")
+    items = list(sets or [])
+    timelines = [timeline_segments(simulate(n, model, workload, batch=batch, sets=items, mode="iteration",
+                                            samples=1, keep_stages=True), layers=layers) for n in names]
+    save_figure(timeline_figure(timelines), out, dpi=dpi)
+    _done(out)
+
+
+@plot_app.command("compare")
+def compare_cmd(
+    out: OutOption,
+    systems: Annotated[str, typer.Option(
+        "--systems", help="Comma-separated systems, one bar each.")] = "npu-only,neupims,librapim",
+    models: Annotated[str, typer.Option(
+        "--models", help="Comma-separated models, one group of bars each.")] = "gpt3-7b",
+    workload: WorkloadOption = "sharegpt",
+    batch: BatchOption = None,
+    sets: SetOption = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", show_default=False,
+        help="Plot speedup over this system instead of throughput (simulated too if not in --systems).")] = None,
+    dpi: DpiOption = 100,
+) -> None:
+    """Grouped bars of decode throughput (or speedup over --baseline) per system and model.
+
+    Each bar is `simulate --mode iteration` of that system and model: tokens per second of
+    steady-state decode at the full batch. Inside each bar: the NPU and PIM utilization (busy time /
+    iteration time).
+    """
+    _check_out(out)
+    sys_names = _names("--systems", systems, "neupims,librapim")
+    model_names = _names("--models", models, "gpt3-7b,llama2-13b")
+    if baseline is not None and baseline not in sys_names:
+        sys_names = [baseline, *sys_names]
+    items = list(sets or [])
+    results = [simulate(s, m, workload, batch=batch, sets=items, mode="iteration")
+               for m in model_names for s in sys_names]
+    save_figure(compare_figure(compare_table(results, baseline), baseline), out, dpi=dpi)
+    _done(out)
+
+
+@plot_app.command("pareto")
+def pareto_cmd(
+    out: OutOption,
+    storage: Annotated[str, typer.Option(
+        "--storage", show_default=False,
+        help="Storage the sweep wrote: an RDB URL (sqlite:///study.db, postgresql://...) or a journal file.")],
+    study: Annotated[str, typer.Option("--study", show_default=False, help="Name of a two-objective study.")],
+    dpi: DpiOption = 100,
+) -> None:
+    """A two-objective sweep's trials with the Pareto front and the best point labelled.
+
+    Complete trials are points (infeasible ones as crosses); the front of the feasible trials is a
+    staircase; the star marks the front point best on the first objective.
+    """
+    _check_out(out)
+    from ..sweep.results import load_study, objectives_of, trials_table
+
+    objectives = objectives_of(load_study(storage, study))
+    if len(objectives) != 2:
+        raise InputError(f"--study {study}: has {len(objectives)} objective(s) "
+                         f"({', '.join(m for m, _ in objectives)}); the Pareto plot needs exactly two")
+    table = trials_table(storage, study)
+    data = pareto_points(table, [m for m, _ in objectives], [d for _, d in objectives], study=study)
+    save_figure(pareto_figure(data), out, dpi=dpi)
+    _done(out)

@@ -1,0 +1,148 @@
+"""A study's trials as plain rows (for tables, plots and files) and its best trials / Pareto front.
+
+A row is a dict::
+
+    {"number": 3, "state": "COMPLETE", "feasible": True, "reason": None, "duration_s": 0.012,
+     "params": {"batch": 64, ...}, "values": [1234.5, ...], "metrics": {"throughput_tokens_per_s": ...},
+     "constraints": {"fits": 0.0, "area_overhead_fraction<=0.1": -0.99}}
+
+``state`` is optuna's trial state name; PRUNED means infeasible (the configuration cannot run, ``reason``
+says why); ``values`` follow the study's objectives (None unless COMPLETE); ``feasible`` is True only for a
+COMPLETE trial whose constraint values are all <= 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import SpecError
+
+SCHEMA_VERSION = 1
+
+
+def objectives_of(study: optuna.Study) -> list[tuple[str, str]]:
+    """(metric, direction) per objective, as the sweep recorded them (generic names otherwise)."""
+    recorded = study.user_attrs.get("librapim.objectives")
+    if recorded:
+        return [(str(m), str(d)) for m, d in recorded]
+    return [(f"objective {i}", d.name.lower()) for i, d in enumerate(study.directions)]
+
+
+def is_feasible(t: FrozenTrial) -> bool:
+    """COMPLETE and every constraint value <= 0."""
+    return t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+
+
+def trial_row(t: FrozenTrial) -> dict[str, Any]:
+    """One trial as a plain row (see the module docstring)."""
+    dur = t.duration.total_seconds() if t.duration is not None else None
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "feasible": is_feasible(t),
+        "reason": t.user_attrs.get("reason"),
+        "duration_s": dur,
+        "params": dict(t.params),
+        "values": list(t.values) if t.values is not None else None,
+        "metrics": dict(t.user_attrs.get("metrics") or {}),
+        "constraints": dict(t.constraints),
+    }
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best feasible trial (one objective) or the feasible Pareto front (several); [] if none."""
+    try:
+        if len(study.directions) == 1:
+            return [study.best_trial]
+        return sorted(study.best_trials, key=lambda t: t.number)
+    except ValueError:  # no (feasible) complete trial yet
+        return []
+
+
+def best_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Rows of :func:`best_trials`."""
+    return [trial_row(t) for t in best_trials(study)]
+
+
+def load_study(storage: Any, study_name: str) -> optuna.Study:
+    """Load an existing study; ``storage`` is a --storage string or an optuna storage object."""
+    from .study import StorageError, open_storage, parse_storage
+
+    where = storage
+    if isinstance(storage, str) or storage is None:
+        ref = parse_storage(storage)
+        if ref.kind == "memory":
+            raise StorageError("an in-memory study cannot be read back; give the --storage the sweep used")
+        where = ref.display
+        storage = open_storage(ref)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = ", ".join(optuna.get_all_study_names(storage)) or "none"
+        raise StorageError(f"no study '{study_name}' in {where} (studies there: {names})") from None
+
+
+def study_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial of a study as rows, by trial number."""
+    return [trial_row(t) for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
+
+
+def trials_table(storage: Any, study_name: str) -> list[dict[str, Any]]:
+    """Every trial of a stored study as rows (number, state, params, values, metrics, feasible, ...)."""
+    return study_rows(load_study(storage, study_name))
+
+
+# ---- files -----------------------------------------------------------------------------------
+def clean_json(x: Any) -> Any:
+    """Non-finite floats to None, recursively (strict JSON)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: clean_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [clean_json(v) for v in x]
+    return x
+
+
+def flat_row(row: dict[str, Any], objectives: list[tuple[str, str]]) -> dict[str, Any]:
+    """A row with params./values./metrics./constraints. columns (for CSV)."""
+    out = {k: row[k] for k in ("number", "state", "feasible", "reason", "duration_s")}
+    out.update({f"params.{k}": v for k, v in row["params"].items()})
+    vals = row["values"] or [None] * len(objectives)
+    out.update({f"values.{name}": v for (name, _), v in zip(objectives, vals, strict=False)})
+    out.update({f"metrics.{k}": v for k, v in row["metrics"].items()})
+    out.update({f"constraints.{k}": v for k, v in row["constraints"].items()})
+    return out
+
+
+def write_trials(rows: list[dict[str, Any]], path: str | Path, *, study: str,
+                 objectives: list[tuple[str, str]]) -> Path:
+    """Write all trials to ``path``: CSV (.csv, one flat row per trial) or JSON (.json, a document)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise SpecError(f"--out {path}: the file must end in .csv or .json")
+    if not p.parent.is_dir():
+        raise SpecError(f"--out {path}: folder {p.parent} does not exist")
+    if suffix == ".json":
+        doc = {"schema_version": SCHEMA_VERSION, "study": study,
+               "objectives": [{"metric": m, "direction": d} for m, d in objectives], "trials": clean_json(rows)}
+        p.write_text(json.dumps(doc, indent=1) + "\n")
+        return p
+    flat = [flat_row(r, objectives) for r in rows]
+    cols: dict[str, None] = {}
+    for r in flat:
+        cols.update(dict.fromkeys(r))
+    with p.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(cols))
+        w.writeheader()
+        w.writerows(flat)
+    return p

@@ -1,0 +1,163 @@
+"""`librapim presets list | show | validate`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+import librapim_cli.cli.presets as cli_presets
+from librapim_cli.spec import list_presets, load_hardware, load_model, load_system
+from librapim_cli.spec.loading import FOLDERS, PresetInfo, presets_root
+
+
+def test_list_shows_every_kind_and_every_preset(run):
+    r = run("presets", "list", "--json")
+    assert r.exit_code == 0, r.stderr
+    records = json.loads(r.stdout)
+    bundled = list_presets()
+    assert {(p["kind"], p["name"]) for p in records} == {(p.kind, p.name) for p in bundled}
+    assert {"model", "hardware", "system", "workload"} <= {p["kind"] for p in records}
+    assert all(set(p) == {"name", "kind", "summary", "source", "path"} for p in records)
+
+    table = run("presets", "list", env={"COLUMNS": "200"})
+    assert table.exit_code == 0
+    for p in bundled:
+        assert p.name in table.stdout
+    for kind in {p.kind for p in bundled}:
+        assert f" {kind} " in table.stdout
+
+
+def test_list_one_kind(run):
+    r = run("presets", "list", "--kind", "system", "--json")
+    assert r.exit_code == 0
+    names = [p["name"] for p in json.loads(r.stdout)]
+    assert {p["kind"] for p in json.loads(r.stdout)} == {"system"}
+    assert "librapim" in names and "neupims" in names
+
+
+def test_show_model_derived(run):
+    r = run("presets", "show", "gpt3-7b", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    m = load_model("gpt3-7b")
+    assert (doc["kind"], doc["name"]) == ("model", "gpt3-7b")
+    assert doc["values"]["layers"] == 32
+    d = doc["derived"]
+    # GPT-3 6.7B: 4 d^2 attention + 2 * 4 d^2 FFN = 12 d^2 per layer, d = 4096
+    assert d["params_per_layer"] == 12 * 4096**2
+    assert d["total_params"] == m.total_params
+    assert d["weight_bytes"] == 2 * m.total_params
+    # K and V, 32 heads x 128 dims, FP16, 32 layers
+    assert d["kv_bytes_per_token"] == 2 * 32 * 128 * 2 * 32
+
+
+def test_show_with_set_overrides(run):
+    doc = json.loads(run("presets", "show", "gpt3-7b", "--set", "layers=48", "--json").stdout)
+    assert doc["values"]["layers"] == 48
+    assert doc["derived"]["total_params"] == 48 * 12 * 4096**2 + 50304 * 4096
+    same = json.loads(run("presets", "show", "gpt3-7b", "--set", "model.layers=48", "--json").stdout)
+    assert same == doc
+
+
+def test_show_hardware_and_system_derived(run):
+    hw = json.loads(run("presets", "show", "neupims-npu-hbm2pim", "--json").stdout)
+    spec = load_hardware("neupims-npu-hbm2pim")
+    d = hw["derived"]
+    assert d["npu_peak_flops"] == spec.npu.peak_flops
+    assert d["ridge_flop_per_byte"] == pytest.approx(d["npu_peak_flops"] / d["external_bw_bytes_per_s"])
+    assert d["pim_bw_ratio"] == pytest.approx(d["pim_internal_bw_bytes_per_s"] / d["external_bw_bytes_per_s"])
+    assert 0 < d["refresh_derate"] < 1
+    for key in ("bank_column_bw_bytes_per_s", "pim_peak_flops"):
+        assert d[key] > 0
+
+    sysdoc = json.loads(run("presets", "show", "librapim", "--json").stdout)
+    assert sysdoc["kind"] == "system"
+    assert sysdoc["values"]["hardware"]["name"] == load_system("librapim").hardware.name
+    assert sysdoc["derived"]["hardware.npu_peak_flops"] == d["npu_peak_flops"]
+
+    clocked = json.loads(run("presets", "show", "librapim", "--set", "hardware.npu.clock_hz=2e9", "--json").stdout)
+    assert clocked["derived"]["hardware.npu_peak_flops"] == pytest.approx(d["npu_peak_flops"] * 2e9
+                                                                          / spec.npu.clock_hz)
+
+
+def test_show_table(run):
+    r = run("presets", "show", "gpt3-7b")
+    assert r.exit_code == 0
+    assert "total_params" in r.stdout and "6.65 G" in r.stdout
+
+
+def test_ambiguous_name_needs_kind(run, one_line_error, monkeypatch):
+    real = list_presets()
+    model = next(p for p in real if p.name == "gpt3-7b")
+    twin = PresetInfo("gpt3-7b", "workload", model.path, "", "")
+    monkeypatch.setattr(cli_presets, "list_presets", lambda kind=None: [*real, twin])
+    line = one_line_error(run("presets", "show", "gpt3-7b"))
+    assert line == "error: 'gpt3-7b' names presets of several kinds (model, workload); add --kind model (or another of them)"
+    r = run("presets", "show", "gpt3-7b", "--kind", "model", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["kind"] == "model"
+
+
+def test_unknown_name_suggests(run, one_line_error):
+    line = one_line_error(run("presets", "show", "librapin"))
+    assert line.startswith("error: unknown preset 'librapin': did you mean librapim")
+
+
+# ---- validate ----------------------------------------------------------------------------------
+def _copy(kind: str, name: str, dest):
+    src = presets_root() / FOLDERS[kind] / f"{name}.toml"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dest)
+    return dest
+
+
+@pytest.mark.parametrize("kind,name", [("model", "llama2-7b"), ("hardware", "aim-gddr6"), ("system", "neupims"),
+                                       ("workload", "alpaca"), ("sweep", "pim-design")])
+def test_validate_ok_by_folder_and_by_keys(run, tmp_path, kind, name):
+    by_folder = _copy(kind, name, tmp_path / FOLDERS[kind] / f"{name}.toml")
+    r = run("presets", "validate", str(by_folder))
+    assert (r.exit_code, r.stdout) == (0, f"ok: {kind} '{name}'\n"), r.stderr
+    by_keys = _copy(kind, name, tmp_path / "elsewhere" / "mine.toml")
+    r = run("presets", "validate", str(by_keys))
+    assert (r.exit_code, r.stdout) == (0, f"ok: {kind} '{name}'\n"), r.stderr
+
+
+def test_validate_bad_value(run, one_line_error, tmp_path):
+    path = _copy("model", "gpt3-7b", tmp_path / "models" / "bad.toml")
+    path.write_text(path.read_text().replace("layers = 32", "layers = 0"))
+    line = one_line_error(run("presets", "validate", str(path)))
+    assert line == f"error: invalid model '{path}': layers: input should be greater than or equal to 1, got 0 (allowed: >= 1)"
+
+
+def test_validate_unknown_field_and_bad_toml(run, one_line_error, tmp_path):
+    path = _copy("model", "gpt3-7b", tmp_path / "models" / "extra.toml")
+    path.write_text(path.read_text() + "\nlayer_count = 3\n")
+    assert "layer_count: unknown field" in one_line_error(run("presets", "validate", str(path)))
+    broken = tmp_path / "models" / "broken.toml"
+    broken.write_text("layers = = 3\n")
+    assert "not valid TOML" in one_line_error(run("presets", "validate", str(broken)))
+
+
+def test_validate_kind_cannot_be_told(run, one_line_error, tmp_path):
+    path = tmp_path / "x.toml"
+    path.write_text('name = "x"\n')
+    line = one_line_error(run("presets", "validate", str(path)))
+    assert "cannot tell which kind of preset" in line and "--kind" in line
+
+
+def test_validate_with_wrong_kind(run, one_line_error, tmp_path):
+    path = _copy("model", "gpt3-7b", tmp_path / "m.toml")
+    line = one_line_error(run("presets", "validate", str(path), "--kind", "workload"))
+    assert line.startswith("error: invalid workload")
+
+
+def test_sweep_presets_are_validated(run, one_line_error, tmp_path):
+    path = _copy("sweep", "pim-design", tmp_path / "sweeps" / "pim-design.toml")
+    path.write_text(re.sub(r"(?m)^trials\s*=.*$", "trials = 0", path.read_text()) if "trials" in path.read_text()
+                    else path.read_text().replace("[[parameters]]", "trials = 0\n\n[[parameters]]", 1))
+    line = one_line_error(run("presets", "validate", str(path)))
+    assert line == f"error: invalid sweep '{path}': trials: input should be greater than or equal to 1, got 0 (allowed: >= 1)"
+    doc = json.loads(run("presets", "show", "pim-design", "--set", "trials=3", "--json").stdout)
+    assert (doc["kind"], doc["values"]["trials"], doc["derived"]) == ("sweep", 3, {})

@@ -1,0 +1,191 @@
+"""Decode-iteration schedule sanity (librapim_cli.schedule.iteration, facts.md 2.5 / 9.4).
+
+- with sub-batch interleaving the iteration is stages A..F plus the LM head H, C and D repeated L-1 times;
+- the iteration time is exactly the sum over stages of max(NPU, slowest channel), hence >= sum of
+  max(NPU busy, PIM busy);
+- npu-only never touches the PIM; the naive blocked system is the serial sum of its per-layer stages, checked
+  against the cost functions directly (not the tables);
+- metrics: utilizations and offload shares lie in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from librapim_cli.cost import link_cost, npu_cost, pim_cost
+from librapim_cli.cost.pim import snake_channels
+from librapim_cli.graph.decode import attention_ops, fc_ops, lm_head_op
+from librapim_cli.graph.ops import AllReduce, Gemm, Vector
+from librapim_cli.optimize import NO_OFFLOAD, StageInput, attention_set, stage_time
+from librapim_cli.schedule.iteration import run_iteration
+from librapim_cli.simulate import make_schedule, setup, simulate, steady_state_batch
+from librapim_cli.spec import list_presets, load_hardware
+
+REL = 1e-9
+
+
+def _iteration(system="librapim", model="gpt3-7b", batch=512, seed=0, sets=(), hardware=None, **kw):
+    s = setup(system, model, "sharegpt", batch=batch, sets=list(sets))
+    if hardware is not None:
+        s = replace(s, system=s.system.model_copy(update={"hardware": load_hardware(hardware)}))
+    lens = steady_state_batch(s, np.random.default_rng(seed))
+    sched = make_schedule(s, s.batch, int(lens.max()))
+    ch = snake_channels(lens, sched.tables.channels)
+    return s, sched, lens, ch, run_iteration(sched, lens, ch, keep_stages=True, **kw)
+
+
+# ---- stage structure --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("system", ["librapim", "neupims", "librapim-dex-only", "librapim-dbo-only"])
+def test_sub_batch_interleaving_stages(system: str) -> None:
+    s, sched, _, _, r = _iteration(system)
+    L = s.model.layers // s.pp  # 32
+    assert [st.name for st in r.stages] == ["A", "B", "C", "D", "E", "F", "H"]
+    assert [st.repeats for st in r.stages] == [1, 1, L - 1, L - 1, 1, 1, 1]
+    # the PIM column of facts.md 2.5: nothing in A and F, MHA#1 in B and D, MHA#2 in C and E
+    assert [st.pim_work for st in r.stages] == ["-", "MHA#1", "MHA#2", "MHA#1", "MHA#2", "-", "-"]
+    for st in r.stages:
+        if st.pim_work == "-":
+            assert st.time.pim_max_s == 0.0 or st.decision.fc_rows_to_pim > 0
+    # every token row passes the FC layers: (L - 1) times in each of C and D plus once in A/B (QKV) and E/F (rest)
+    assert r.fc_rows == pytest.approx((L - 1) * s.batch)
+
+
+def test_pipeline_parallel_micro_batches() -> None:
+    s, _, _, _, r = _iteration(model="gpt3-30b", batch=512)
+    assert (s.tp, s.pp) == (4, 2)
+    L = s.model.layers // s.pp  # 24 layers per pipeline stage
+    names = [st.name for st in r.stages]
+    for n in "ABCDEFH":
+        assert names.count(n) == s.pp
+    assert list(dict.fromkeys(names)) == list("ABCDEFH")
+    assert all(st.repeats == L - 1 for st in r.stages if st.name in "CD")
+    assert r.time_s == pytest.approx(sum(st.repeats * st.time.time_s for st in r.stages), rel=REL)
+
+
+def test_small_batch_runs_serial_stages() -> None:
+    # sub_batch_min_batch = 256 (NeuPIMs README): a batch of 64 runs QKV, MHA, Proj/FFN per layer
+    s, _, _, _, r = _iteration(batch=64)
+    L = s.model.layers
+    assert [(st.name, st.repeats) for st in r.stages] == [("Q", L), ("M", L), ("R", L), ("H", 1)]
+
+
+# ---- iteration time = sum of stage maxima -----------------------------------------------------------------------
+CASES = [("librapim", "gpt3-7b", None), ("neupims", "gpt3-7b", None), ("librapim-dbo-only", "gpt3-7b", None),
+         ("npu-pim-blocked", "gpt3-7b", None), ("npu-only", "gpt3-7b", None), ("attacc", "gpt3-13b", None),
+         ("librapim", "gpt3-30b", None), ("librapim", "gpt3-7b", "neupims-npu8-hbm2pim"),
+         ("librapim", "llama2-70b", None), ("gpu-only", "gpt3-7b", None)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(x for x in c if x))
+def test_iteration_time_is_sum_of_stage_maxima(case) -> None:
+    system, model, hw = case
+    _, _, _, _, r = _iteration(system, model, hardware=hw)
+    total = 0.0
+    for st in r.stages:
+        tm = st.time
+        if st.name != "H":
+            assert tm.time_s == pytest.approx(max(tm.npu_s, tm.channel_max_s), rel=REL), st.name
+        # a channel under any concurrency mode is busy at least as long as its PIM units
+        assert tm.channel_max_s >= tm.pim_max_s * (1 - REL)
+        assert tm.pim_max_s >= tm.pim_mean_s * (1 - REL)
+        assert tm.time_s >= max(tm.npu_s, tm.pim_max_s) * (1 - REL)
+        total += st.repeats * tm.time_s
+    assert r.time_s == pytest.approx(total, rel=REL)
+    assert r.time_s >= sum(st.repeats * max(st.time.npu_s, st.time.pim_max_s) for st in r.stages) * (1 - REL)
+    assert r.npu_busy_s <= r.time_s * (1 + REL)
+    assert r.pim_busy_max_s <= r.time_s * (1 + REL)
+
+
+# ---- baselines ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch", [64, 512])
+def test_npu_only_never_uses_the_pim(batch: int) -> None:
+    _, _, _, _, r = _iteration("npu-only", batch=batch)
+    assert r.pim_busy_s == 0.0
+    assert r.pim_busy_max_s == 0.0
+    assert r.pim_flops == 0.0
+    assert r.fc_rows_offloaded == 0.0
+    assert r.attn_bytes > 0  # attention still happens, on the NPU
+    for st in r.stages:
+        assert st.time.pim_max_s == 0.0 and st.time.pim_mean_s == 0.0
+
+
+def _npu_time(ops, hw, link) -> float:
+    """NPU time of a group of ops run back to back: the systolic arrays, vector units and DRAM stream overlap
+    (max of their sums); all-reduces follow on the link."""
+    sa = vec = mem = lk = 0.0
+    for op in ops:
+        if isinstance(op, AllReduce):
+            lk += link_cost(op, link, hw).time_s
+        elif isinstance(op, Gemm):
+            c = npu_cost(op, hw)
+            sa += c.compute_s + c.overhead_s
+            mem += c.memory_s
+        elif isinstance(op, Vector):
+            vec += npu_cost(op, hw).time_s
+    return max(sa, vec, mem) + lk
+
+
+@pytest.mark.parametrize("batch", [64, 512])
+def test_blocked_baseline_is_the_serial_sum(batch: int) -> None:
+    """npu-pim-blocked: per layer QKV, then attention on the PIM, then Proj/FFN, one after another."""
+    s, _, lens, ch, r = _iteration("npu-pim-blocked", batch=batch)
+    hw, link, tp, L, n = s.system.hardware, s.system.link, s.tp, s.model.layers, s.batch
+    fc = fc_ops(s.model, tp, float(n))
+    q = _npu_time([o for o in fc if o.phase == "qkv"], hw, link)
+    rest = _npu_time([o for o in fc if o.phase == "rest"], hw, link)
+    score, softmax, context = attention_ops(s.model, tp, lens)
+    # blocked: the NPU streams no weights during the attention stage, so the slowest channel's PIM work and the
+    # softmax on the vector units set it; pim_cost splits that channel's time between score and context
+    pim = pim_cost(score, hw, ch).time_s + pim_cost(context, hw, ch).time_s
+    m = max(pim, npu_cost(softmax, hw).time_s)
+    head = _npu_time([lm_head_op(s.model, tp, float(n))], hw, link)
+    assert [st.name for st in r.stages] == ["Q", "M", "R", "H"]
+    stage = {st.name: st.time.time_s for st in r.stages}
+    assert stage["Q"] == pytest.approx(q, rel=REL)
+    assert stage["M"] == pytest.approx(m, rel=REL)
+    assert stage["R"] == pytest.approx(rest, rel=REL)
+    assert stage["H"] == pytest.approx(head, rel=REL)
+    assert r.time_s == pytest.approx(L * (q + m + rest) + head, rel=REL)
+
+
+# ---- SRAM weight reuse by the second sub-batch -----------------------------------------------------------------
+@pytest.mark.parametrize("model, sets", [("gpt3-7b", ()),
+                                         ("mixtral-8x7b", ("system.tp=8",))])
+def test_second_sub_batch_reuses_weights_only_if_they_fit(model: str, sets) -> None:
+    s, sched, lens, ch, r = _iteration("neupims", model, sets=sets)  # DBO off: every stage is no-offload
+    t = sched.tables
+    n = s.batch
+    b2 = n // 2
+    fits = bool(t.npu["both"].bytes[b2] <= t.sram_bytes)  # the weights sub-batch #2's rows actually touch
+    # sub-batch #1 is requests 0, 2, 4, ...; stage D runs sub-batch #2's FC rows beside sub-batch #1's attention
+    d = StageInput("both", b2, attention_set(t, lens[0::2], ch[0::2]), True, fits)
+    want = stage_time(t, d, NO_OFFLOAD)
+    got = [st for st in r.stages if st.name == "D"][0].time
+    assert got.energy_j == pytest.approx(want.energy_j, rel=REL)
+    assert got.time_s == pytest.approx(want.time_s, rel=REL)
+
+
+# ---- metrics -----------------------------------------------------------------------------------------------------
+SYSTEMS = [p.name for p in list_presets("system")]
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("batch", [48, 512])
+def test_metrics_in_range(system: str, batch: int) -> None:
+    model = "gpt3-13b" if system in ("attacc", "gpu-only") else "gpt3-7b"
+    res = simulate(system, model, "sharegpt", batch=batch, samples=2)
+    m = res.metrics
+    for k in ("npu_utilization", "pim_utilization", "npu_compute_utilization", "pim_mac_utilization",
+              "offload_attention_share", "offload_fc_share"):
+        assert 0.0 <= m[k] <= 1.0 + 1e-12, (k, m[k])
+    assert m["iteration_time_s"] > 0
+    its = res.iterations
+    assert m["throughput_tokens_per_s"] == pytest.approx(sum(i.tokens for i in its) / sum(i.time_s for i in its))
+    assert m["npu_idle_s"] >= -1e-15 and m["pim_idle_s"] >= -1e-15
+    if not res.setup.system.uses_pim:
+        assert m["pim_utilization"] == 0.0 and m["pim_mac_utilization"] == 0.0
+    if not res.setup.system.dbo.enabled:
+        assert m["offload_attention_share"] == 0.0 and m["offload_fc_share"] == 0.0

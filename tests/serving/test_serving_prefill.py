@@ -1,0 +1,62 @@
+"""Prefill cost: the prefill ops costed by npu_cost / link_cost, split into pp micro-batches, memoized exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from librapim_cli.cost import link_cost, npu_cost
+from librapim_cli.graph import AllReduce, lm_head_op, prefill_ops
+from librapim_cli.serving.prefill import PrefillCoster, micro_batch_cost, micro_batch_key, prefill_cost
+from librapim_cli.simulate import setup
+
+
+@pytest.fixture(scope="module")
+def s175():
+    return setup("neupims", "gpt3-175b", "sharegpt")  # tp 8, pp 4
+
+
+def _by_hand(s, lens) -> float:
+    """One micro-batch on one pipeline stage, summed op by op."""
+    hw = s.system.hardware
+    layer = sum(float((link_cost(o, s.system.link, hw) if isinstance(o, AllReduce) else npu_cost(o, hw)).time_s)
+                for o in prefill_ops(s.model, s.tp, np.asarray(lens)))
+    head = float(npu_cost(lm_head_op(s.model, s.tp, float(len(lens))), hw).time_s)
+    hand_off = s.system.link.latency_s + sum(lens) * s.model.d_model * s.model.dtype_bytes / s.system.link.bw_bytes_per_s
+    return (s.model.layers // s.pp) * layer + head + (hand_off if s.pp > 1 else 0.0)
+
+
+def test_micro_batch_cost_by_hand(s175):
+    c = micro_batch_cost(s175.model, s175.system, s175.tp, s175.pp, np.array([17, 300]))
+    assert c.time_s == pytest.approx(_by_hand(s175, [17, 300]), rel=1e-12)
+    assert c.npu_busy_s < c.time_s and c.flops > 0 and c.energy_j > 0
+
+
+def test_step_splits_prompts_like_run_iteration(s175):
+    lens = np.array([5, 40, 300, 7, 1000, 2])  # pp 4: micro-batches [5, 1000], [40, 2], [300], [7]
+    expect = sum(_by_hand(s175, mb) for mb in ([5, 1000], [40, 2], [300], [7]))
+    assert prefill_cost(s175.model, s175.system, s175.tp, s175.pp, lens).time_s == pytest.approx(expect, rel=1e-12)
+    one = setup("neupims", "gpt3-7b", "sharegpt")  # pp 1: one micro-batch, no hand-off
+    assert prefill_cost(one.model, one.system, one.tp, one.pp, lens).time_s == pytest.approx(_by_hand(one, lens))
+
+
+def test_memo_is_exact(s175):
+    coster = PrefillCoster(s175.model, s175.system, s175.tp, s175.pp)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lens = rng.integers(1, 600, size=int(rng.integers(1, 9)))
+        assert coster(lens) == prefill_cost(s175.model, s175.system, s175.tp, s175.pp, lens)
+    assert coster(np.array([33])) == coster(np.array([33]))
+    assert coster.distinct_micro_batches <= 20 * 4 + 1
+
+
+def test_cost_depends_on_count_tokens_and_causal_pairs_only(s175):
+    # {1, 5, 6} and {2, 3, 7}: same count (3), tokens (12) and sum of P (P + 1) / 2 (1+15+21 = 3+6+28 = 37)
+    a, b = np.array([1, 5, 6]), np.array([2, 3, 7])
+    assert micro_batch_key(a) == micro_batch_key(b) == (3, 12, 37)
+    m, sy, tp = s175.model, s175.system, s175.tp
+    assert micro_batch_cost(m, sy, tp, s175.pp, a) == micro_batch_cost(m, sy, tp, s175.pp, b)
+
+
+def test_empty_prefill_costs_nothing(s175):
+    assert prefill_cost(s175.model, s175.system, s175.tp, s175.pp, np.zeros(0, dtype=np.int64)).time_s == 0.0

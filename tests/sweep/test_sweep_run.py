@@ -1,0 +1,195 @@
+"""Running studies in-process: the grid finds the brute-force optimum, fronts hold only non-dominated feasible
+trials, infeasible designs are recorded and never best, counts are exact, seeds reproduce."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections import Counter
+
+import pytest
+
+from librapim_cli.errors import InputError, SpecError
+from librapim_cli.simulate import simulate
+from librapim_cli.sweep import load_sweep, parse_sweep, run, study_rows, trials_table, write_trials
+
+
+def _brute_force(spec_dict) -> dict[tuple, float | None]:
+    """Throughput of every grid point, by calling simulate directly (None where it cannot run)."""
+    out: dict[tuple, float | None] = {}
+    batches = spec_dict["parameters"][0]["values"]
+    lanes = spec_dict["parameters"][1]["values"]
+    for b, n in itertools.product(batches, lanes):
+        try:
+            r = simulate(spec_dict["system"], spec_dict["model"], spec_dict["workload"], batch=b,
+                         sets=[f"hardware.pim.mac_lanes_per_unit={n}"], mode="iteration")
+            out[(b, n)] = r.metrics["throughput_tokens_per_s"]
+        except InputError:
+            out[(b, n)] = None
+    return out
+
+
+def _key(params) -> tuple:
+    return params["batch"], params["hardware.pim.mac_lanes_per_unit"]
+
+
+def test_grid_finds_the_brute_force_optimum(small) -> None:
+    truth = _brute_force(small)
+    best_point = max((k for k, v in truth.items() if v is not None), key=lambda k: truth[k])
+    res = run(parse_sweep(small, "small"), sampler="grid", seed=0)
+    assert res.target == 9 and res.finished == 9  # the grid size, every point once
+    rows = study_rows(res.study)
+    assert sorted(_key(r["params"]) for r in rows) == sorted(truth)  # the full grid, no repeats
+    for r in rows:
+        assert r["values"][0] == pytest.approx(truth[_key(r["params"])], rel=1e-12)
+    assert len(res.best) == 1
+    assert _key(res.best[0]["params"]) == best_point
+    assert res.best[0]["values"][0] == pytest.approx(truth[best_point], rel=1e-12)
+
+
+def _dominates(a, b, directions) -> bool:
+    signs = [1 if d == "maximize" else -1 for d in directions]
+    better_eq = all(s * x >= s * y for s, x, y in zip(signs, a, b, strict=True))
+    better = any(s * x > s * y for s, x, y in zip(signs, a, b, strict=True))
+    return better_eq and better
+
+
+def test_pareto_front_is_the_non_dominated_feasible_trials(small) -> None:
+    spec = copy.deepcopy(small)
+    spec["parameters"].append({"path": "system.concurrency.mode", "type": "choice", "values": ["dex", "blocked"]})
+    spec["derive"] = [{"parameter": "system.concurrency.mode", "description": "area per mode (test)",
+                       "sets": {"dex": {"system.concurrency.area_overhead_fraction": 0.00032},
+                                "blocked": {"system.concurrency.area_overhead_fraction": 0.0}}}]
+    spec["objectives"] = [{"metric": "throughput_tokens_per_s", "direction": "maximize"},
+                          {"metric": "energy_j_per_token", "direction": "minimize"}]
+    spec["constraints"] = [{"metric": "energy_j_per_token", "max": 0.06}]
+    directions = ["maximize", "minimize"]
+    res = run(parse_sweep(spec, "front"), sampler="grid")
+    rows = study_rows(res.study)
+    assert res.finished == 18
+    feasible = [r for r in rows if r["feasible"]]
+    assert any(not r["feasible"] for r in rows if r["state"] == "COMPLETE"), "the constraint should bite"
+    front = {r["number"] for r in res.best}
+    assert front
+    for r in res.best:
+        assert r["feasible"]
+        assert not any(_dominates(o["values"], r["values"], directions) for o in feasible)
+    for r in feasible:  # and every non-dominated feasible trial is on the front
+        if not any(_dominates(o["values"], r["values"], directions) for o in feasible):
+            assert r["number"] in front
+
+
+def test_infeasible_designs_are_recorded_and_never_best(small) -> None:
+    spec = copy.deepcopy(small)
+    # gpt3-13b at batch 512 does not fit its KV cache (it would have the highest throughput if it did)
+    spec.update(model="gpt3-13b", workload="sharegpt")
+    spec["parameters"] = [{"path": "batch", "type": "choice", "values": [32, 64, 512]}]
+    # and a constraint that rules out the best design that does fit
+    top = simulate("librapim", "gpt3-13b", "sharegpt", batch=64).metrics["throughput_tokens_per_s"]
+    spec["constraints"] = [{"metric": "throughput_tokens_per_s", "max": top * 0.999}]
+    res = run(parse_sweep(spec, "infeasible"), sampler="grid")
+    rows = {r["params"]["batch"]: r for r in study_rows(res.study)}
+    assert rows[512]["state"] == "PRUNED" and not rows[512]["feasible"]
+    assert "does not fit" in rows[512]["reason"]
+    assert rows[512]["constraints"]["fits"] > 0
+    assert rows[64]["state"] == "COMPLETE" and not rows[64]["feasible"]
+    assert rows[64]["constraints"]["throughput_tokens_per_s<=" + f"{top * 0.999:g}"] > 0
+    assert [r["params"]["batch"] for r in res.best] == [32]
+    assert res.finished == 3  # an infeasible trial still counts as finished
+
+
+def test_a_design_that_cannot_run_does_not_stop_the_study(small) -> None:
+    spec = copy.deepcopy(small)
+    spec["parameters"] = [{"path": "system.tp", "type": "choice", "values": [3, 4]}]  # 3 does not divide 32 heads
+    res = run(parse_sweep(spec, "tp"), sampler="grid")
+    by_tp = {r["params"]["system.tp"]: r for r in study_rows(res.study)}
+    assert by_tp[3]["state"] == "PRUNED" and "does not divide" in by_tp[3]["reason"]
+    assert by_tp[4]["state"] == "COMPLETE"
+    assert [r["params"]["system.tp"] for r in res.best] == [4]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2"])
+def test_seed_reproduces_a_single_worker_run(small, sampler: str) -> None:
+    spec = copy.deepcopy(small)
+    spec["parameters"] = [{"path": "batch", "type": "int", "low": 2, "high": 24},
+                          {"path": "hardware.pim.mac_interval_ns", "type": "float", "low": 1.0, "high": 4.0}]
+    a = run(parse_sweep(spec, "seeded"), trials=14, sampler=sampler, seed=7)
+    b = run(parse_sweep(spec, "seeded"), trials=14, sampler=sampler, seed=7)
+    pa = [r["params"] for r in study_rows(a.study)]
+    assert pa == [r["params"] for r in study_rows(b.study)]
+    assert len(pa) == 14 and a.finished == 14
+
+
+def test_trials_is_the_total_finished_in_the_study(small, tmp_path) -> None:
+    storage = str(tmp_path / "total.journal")
+    spec = copy.deepcopy(small)
+    spec["parameters"] = [{"path": "batch", "type": "int", "low": 2, "high": 24}]
+    first = run(parse_sweep(spec, "t"), trials=5, storage=storage, seed=1, study_name="total")
+    second = run(parse_sweep(spec, "t"), trials=12, storage=storage, seed=2, study_name="total")  # resume: 7 more
+    third = run(parse_sweep(spec, "t"), trials=12, storage=storage, study_name="total")  # already there
+    assert (first.new_trials, second.new_trials, third.new_trials) == (5, 7, 0)
+    rows = trials_table(storage, "total")
+    assert len(rows) == 12 and sorted(r["number"] for r in rows) == list(range(12))
+
+
+def test_local_workers_end_with_exactly_n(small, tmp_path) -> None:
+    storage = str(tmp_path / "workers.journal")
+    spec = copy.deepcopy(small)
+    spec["parameters"] = [{"path": "batch", "type": "int", "low": 2, "high": 24}]
+    res = run(parse_sweep(spec, "t"), trials=25, storage=storage, workers=3, study_name="workers")
+    rows = trials_table(storage, "workers")
+    states = Counter(r["state"] for r in rows)
+    assert states["COMPLETE"] + states["PRUNED"] == 25 == res.finished
+    assert len({r["number"] for r in rows}) == len(rows)
+    assert all("surplus" in (r["reason"] or "") for r in rows if r["state"] == "FAIL")
+
+
+def test_resuming_with_another_spec_is_refused(small, tmp_path) -> None:
+    storage = str(tmp_path / "other.journal")
+    run(parse_sweep(small, "s"), trials=2, storage=storage, study_name="shared")
+    other = copy.deepcopy(small)
+    other["objectives"] = [{"metric": "energy_j_per_token", "direction": "minimize"}]
+    with pytest.raises(SpecError, match="made by a different sweep spec"):
+        run(parse_sweep(other, "s"), trials=2, storage=storage, study_name="shared")
+
+
+def test_workers_need_a_shared_storage(small) -> None:
+    with pytest.raises(SpecError, match="--workers 2 needs a shared storage"):
+        run(parse_sweep(small, "s"), workers=2)
+
+
+def test_unknown_objective_metric_is_a_spec_error(small) -> None:
+    spec = copy.deepcopy(small)
+    spec["objectives"] = [{"metric": "throughput_tokens_per_sec", "direction": "maximize"}]
+    with pytest.raises(SpecError, match="metric 'throughput_tokens_per_sec' is not produced"):
+        run(parse_sweep(spec, "s"), trials=1)
+
+
+def test_speedup_over_a_baseline_keeps_the_non_system_parameters() -> None:
+    spec = load_sweep("batch-model")
+    res = run(spec, trials=4, sampler="random", seed=3)
+    for r in study_rows(res.study):
+        if r["state"] != "COMPLETE":
+            continue
+        p = r["params"]
+        base = simulate("neupims", p["model"], "sharegpt", batch=p["batch"]).metrics["throughput_tokens_per_s"]
+        assert r["metrics"]["baseline_throughput_tokens_per_s"] == pytest.approx(base, rel=1e-12)
+        assert r["values"][0] == pytest.approx(r["metrics"]["throughput_tokens_per_s"] / base, rel=1e-12)
+
+
+def test_out_files(small, tmp_path) -> None:
+    res = run(parse_sweep(small, "files"), sampler="grid")
+    rows = study_rows(res.study)
+    write_trials(rows, tmp_path / "t.json", study="files", objectives=res.objectives)
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["objectives"] == [{"metric": "throughput_tokens_per_s", "direction": "maximize"}]
+    assert len(doc["trials"]) == 9 and doc["trials"][0]["metrics"]["throughput_tokens_per_s"] > 0
+    write_trials(rows, tmp_path / "t.csv", study="files", objectives=res.objectives)
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert len(lines) == 10
+    head = lines[0].split(",")
+    assert head[:5] == ["number", "state", "feasible", "reason", "duration_s"]
+    assert {"params.batch", "values.throughput_tokens_per_s", "metrics.energy_j_per_token"} <= set(head)
+    with pytest.raises(SpecError, match="must end in .csv or .json"):
+        write_trials(rows, tmp_path / "t.txt", study="files", objectives=res.objectives)
