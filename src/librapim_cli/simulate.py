@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .cost.pim import snake_channels
+from .cost.pim import place_channels
 from .cost.tables import CostTables, build_tables
 from .errors import InfeasibleDesign, SpecError
 from .metrics import iteration_metrics
@@ -163,7 +163,8 @@ def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gp
     sched = make_schedule(s, s.batch, max_len)
     channels = sched.tables.channels
     dbo_rng = np.random.default_rng(s.system.dbo.seed)
-    its = [run_iteration(sched, b, snake_channels(b, channels), dbo_rng, keep_stages=keep_stages)
+    policy = s.system.placement.kv_channel_policy
+    its = [run_iteration(sched, b, place_channels(b, channels, policy), dbo_rng, keep_stages=keep_stages)
            for b in batches]
     metrics = iteration_metrics(its, s)
     return SimResult(s, metrics, its, mode="iteration")

@@ -188,7 +188,8 @@ def test_poisson_arrivals_idle_between_requests():
 def test_trace_arrivals_wait_for_their_time(tmp_path):
     p = tmp_path / "arr.csv"
     p.write_text("input_len,output_len,arrival_s\n8,4,0\n8,4,5.0\n8,4,5.0\n")
-    w = WorkloadSpec(name="arr", source="test", lengths="trace", trace_path=str(p), num_requests=3, max_batch=4)
+    w = WorkloadSpec(name="arr", source="test", lengths="trace", trace_path=str(p), num_requests=3, max_batch=4,
+                     arrival="trace")
     run = loop.run_serving(setup("neupims", "gpt3-7b", w))
     st = run.steps
     assert st["kind"].tolist() == ["prefill"] + ["decode"] * 3 + ["prefill"] + ["decode"] * 3

@@ -177,13 +177,14 @@ def pareto_cmd(
     staircase; the star marks the front point best on the first objective.
     """
     _check_out(out)
-    from ..sweep.results import load_study, objectives_of, trials_table
+    from ..sweep.results import load_study, objectives_of, study_rows  # the sweep's table (trials_table rows)
 
-    objectives = objectives_of(load_study(storage, study))
+    stored = load_study(storage, study)
+    objectives = objectives_of(stored)
     if len(objectives) != 2:
         raise InputError(f"--study {study}: has {len(objectives)} objective(s) "
                          f"({', '.join(m for m, _ in objectives)}); the Pareto plot needs exactly two")
-    table = trials_table(storage, study)
+    table = study_rows(stored)
     data = pareto_points(table, [m for m, _ in objectives], [d for _, d in objectives], study=study)
     save_figure(pareto_figure(data), out, dpi=dpi)
     _done(out)

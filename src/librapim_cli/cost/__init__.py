@@ -15,4 +15,4 @@ from .pim import (
 from .types import BOUNDS, Cost
 
 __all__ = ["BOUNDS", "AttentionRequests", "BankTiming", "Cost", "FCOnPIM", "attention_requests", "bank_timing",
-           "fc_on_pim", "link_cost", "npu_cost", "pim_cost", "snake_channels", "systolic_cycles"]
+           "fc_on_pim", "link_cost", "npu_cost", "pim_cost", "place_channels", "snake_channels", "systolic_cycles"]

@@ -29,10 +29,12 @@ def channel_time(mode: str, pim_attn, pim_fc, pim_io, npu_w, npu_kv, switch_s: f
     time_interleaved : blocked + n_switch * (tRP + tRCD), n_switch = 2 ceil(min(PIM, NPU) / quantum)
     dual_row_buffer  : max(PIM units, data bus)                      (two open rows per bank)
                        PIM units = pim_attn + pim_fc; bus = npu_w + npu_kv + pim_io
-    dex              : max(PIM units, data bus, (PIM units + NPU traffic) / 2)
-                       each bank is two sections with their own paths; rows of every stream are
-                       interleaved over both sections, so the two sections serve at most twice the stage
-                       time of PIM and NPU work together, and a stream never uses both at once
+    dex              : max(KV section, weight section, PIM units, data bus)
+                       KV section = pim_attn + npu_kv; weight section = pim_fc + npu_w
+                       each bank is two sections with their own paths; the KV cache lives in one, the
+                       weights in the other, so the normal pair (PIM attention, NPU weight streaming) runs
+                       concurrently, while work DBO moves across (NPU reading KV, PIM reading weights)
+                       shares a section with the other device's work there and serializes with it
     """
     pim = pim_attn + pim_fc
     npu = npu_w + npu_kv
@@ -46,7 +48,7 @@ def channel_time(mode: str, pim_attn, pim_fc, pim_io, npu_w, npu_kv, switch_s: f
     if mode == "dual_row_buffer":
         return np.maximum(pim, bus)
     if mode == "dex":
-        return np.maximum(np.maximum(pim, bus), 0.5 * (pim + npu))
+        return np.maximum(np.maximum(pim_attn + npu_kv, pim_fc + npu_w), np.maximum(pim, bus))
     raise ValueError(f"unknown concurrency mode {mode!r}")
 
 

@@ -182,7 +182,7 @@ def fc_on_pim(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0
     last_vecs = y - full * regs
     bank = (_rows_time(bt, rows_pb * full, rows_pb * full * regs * macs_per_row_vec)
             + _rows_time(bt, np.where(y > 0, rows_pb, 0.0), rows_pb * last_vecs * macs_per_row_vec))
-    in_bytes = y * k * dtype_bytes
+    in_bytes = y * sets * k * dtype_bytes  # each weight set (expert) receives its own rows' input vectors
     out_bytes = y * np.ceil(n * sets / mem.channels) * dtype_bytes
     io = gwrite_s(bt, mem.column_bytes, in_bytes) + out_bytes / bt.ch_bw_bytes_per_s
     bank_d, io_d = bank / bt.derate, io / bt.derate
@@ -206,6 +206,16 @@ def snake_channels(lens: np.ndarray, channels: int) -> np.ndarray:
     out = np.empty(n, dtype=np.int64)
     out[order] = ch_sorted
     return out
+
+
+def place_channels(lens: np.ndarray, channels: int, policy: str) -> np.ndarray:
+    """Channel of each request's KV for a whole batch: 'round_robin' (request i -> i mod channels) or
+    'least_loaded' (the vectorized snake placement)."""
+    if policy == "round_robin":
+        return np.arange(len(lens), dtype=np.int64) % channels
+    if policy == "least_loaded":
+        return snake_channels(lens, channels)
+    raise ValueError(f"unknown KV channel policy {policy!r}")
 
 
 def pim_cost(op: Op, hw: HardwareSpec, channels: np.ndarray | None = None) -> Cost:

@@ -193,7 +193,7 @@ def _channel_max_scalar(t: CostTables, pim_c, io_c, pim_c_max: float, io_c_max: 
     bus = mem + io_c_max + pfio
     if mode == "dual_row_buffer":
         return max(pim, bus)
-    return max(pim, bus, 0.5 * (pim + mem))  # dex
+    return max(pim, bus, pf + mem)  # dex: the KV section term pim_attn + 0 is below pim
 
 
 def channel_max(t: CostTables, pim_c, io_c, pim_c_max, io_c_max, pf, pfio, mem):
@@ -213,4 +213,4 @@ def channel_max(t: CostTables, pim_c, io_c, pim_c_max, io_c_max, pf, pfio, mem):
     bus = mem + io_c_max + pfio
     if mode == "dual_row_buffer":
         return np.maximum(pim, bus)
-    return np.maximum(np.maximum(pim, bus), 0.5 * (pim + mem))  # dex
+    return np.maximum(np.maximum(pim, bus), pf + mem)  # dex: the weight section holds NPU streaming + PIM FC

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ..cost.npu import npu_cost
 from ..cost.pim import snake_channels
 from ..errors import InputError
+from ..graph.decode import lm_head_op
 from ..schedule.breakdown import op_breakdown
 from ..simulate import Setup, SimResult, steady_state_batch
 
@@ -81,13 +83,14 @@ def _setup_of(x: SimResult | Setup) -> Setup:
     return x.setup if isinstance(x, SimResult) else x
 
 
-def representative_batch(s: Setup, lens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def representative_batch(s: Setup, lens: np.ndarray | None = None,
+                         sub_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The context lengths one layer's ops see, and the channels holding their KV.
 
     Default lengths: the first steady-state batch of iteration mode (the same draw ``simulate`` makes first).
     With pipeline parallelism the batch splits into ``pp`` micro-batches (the first is taken); with sub-batch
-    interleaving each FC / attention op runs on half a micro-batch (the first half is taken), as in
-    ``schedule.iteration``.
+    interleaving (and ``sub_batch``) each FC / attention op runs on half a micro-batch (the first half is
+    taken), as in ``schedule.iteration``.
     """
     if lens is None:
         lens = steady_state_batch(s, np.random.default_rng(s.workload.seed))
@@ -95,7 +98,7 @@ def representative_batch(s: Setup, lens: np.ndarray | None = None) -> tuple[np.n
     channels = snake_channels(lens, s.system.hardware.memory.channels)
     if s.pp > 1:
         lens, channels = lens[0::s.pp], channels[0::s.pp]
-    if s.system.sub_batch_interleaving and lens.shape[0] >= s.system.sub_batch_min_batch:
+    if sub_batch and s.system.sub_batch_interleaving and lens.shape[0] >= s.system.sub_batch_min_batch:
         lens, channels = lens[0::2], channels[0::2]
     return lens, channels
 
@@ -111,8 +114,14 @@ def roofline_points(source: SimResult | Setup, lens: np.ndarray | None = None) -
     """
     s = _setup_of(source)
     hw = s.system.hardware
+    mb_rows = representative_batch(s, lens, sub_batch=False)[0].shape[0]
     lens, channels = representative_batch(s, lens)
     recs = op_breakdown(s, lens, channels)
+    if mb_rows != lens.shape[0]:  # the LM head runs once on the whole micro-batch, not per sub-batch
+        head = npu_cost(lm_head_op(s.model, s.tp, float(mb_rows)), hw)
+        recs = [r if r["op"] != "lm_head" else {**r, "time_s": float(head.time_s), "flops": float(head.flops),
+                                                "bytes": float(head.bytes), "bound": str(head.bound)}
+                for r in recs]
     points: list[RooflinePoint] = []
     omitted: list[str] = []
     for r in recs:
@@ -126,7 +135,7 @@ def roofline_points(source: SimResult | Setup, lens: np.ndarray | None = None) -
     if s.system.uses_pim:  # PIM hardware the system never uses gets no roof
         roofs.append(Roof("pim", "PIM (all banks)", hw.pim_peak_flops, hw.pim_internal_bw_bytes_per_s))
     title = (f"Roofline: {s.model.name} on {s.system.name}, one layer at batch {lens.shape[0]} "
-             f"(of {s.batch}), tp={s.tp}")
+             f"(of {s.batch}), tp={s.tp}" + (f", pp={s.pp}" if s.pp > 1 else ""))
     return RooflineData(title, roofs, points, omitted)
 
 

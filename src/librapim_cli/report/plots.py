@@ -130,9 +130,14 @@ def roofline_figure(data: RooflineData) -> Figure:
                    marker=_BOUND_MARKERS.get(p.bound, "o"), zorder=5,
                    label=None if key in seen else f"{p.device.upper()} op, {p.bound or 'unknown'}-bound")
         seen.add(key)
-    for x, y, text, dev in _merge_labels(data):
-        ax.annotate(text, (x, y), xytext=(0, -9), textcoords="offset points", fontsize=8, ha="center",
-                    va="top", color=colors.get(dev, "k"), zorder=6)
+    placed: list[tuple[float, float, bool]] = []  # (log x, log y, above) of labels drawn so far
+    for x, y, text, dev in sorted(_merge_labels(data)):
+        lx, ly = math.log10(x), math.log10(y)
+        # below the point, unless a nearby label is already there
+        above = any(abs(lx - px) < 0.8 and abs(ly - py) < 0.3 and not pa for px, py, pa in placed)
+        placed.append((lx, ly, above))
+        ax.annotate(text, (x, y), xytext=(0, 9 if above else -9), textcoords="offset points", fontsize=8,
+                    ha="center", va="bottom" if above else "top", color=colors.get(dev, "k"), zorder=6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(x_lo, x_hi)

@@ -1,9 +1,9 @@
 """Request lengths: a seeded log-normal fit to published dataset statistics, fixed lengths, or a CSV trace.
 
-Fit (docs/model/workload.md): a log-normal with mu = ln(median) and sigma chosen so the mean matches,
-sigma = sqrt(2 ln(mean / median)); samples are rounded and clipped to [min, max] and then mean-corrected by
-a second moment-matching pass (scale by the ratio of target to sample mean before rounding) so that the
-generated mean and median match the statistics within a few percent.
+Fit (docs/model/workload.md): a log-normal with mu = ln(median) and sigma = sqrt(2 ln(mean / median)), so
+its median and mean equal the statistics; samples are rounded and clipped to [min, max]. Clipping at max
+removes tail mass, so the samples above the sample median are then stretched away from it (by the factor
+that restores the target mean) and clipped again; the median is unchanged.
 """
 
 from __future__ import annotations
@@ -98,20 +98,22 @@ def make_requests(w: WorkloadSpec, num_requests: int | None = None) -> Requests:
         tr = read_trace(w.trace_path or "")
         if num_requests is not None and num_requests < len(tr):
             tr = Requests(tr.input_len[:n], tr.output_len[:n], tr.arrival_s[:n])
-        ins, outs, arr = tr.input_len, tr.output_len, tr.arrival_s
+        ins, outs = tr.input_len, tr.output_len
+        n = len(tr)
+    elif w.lengths == "fixed":
+        ins = np.full(n, w.input_len, dtype=np.int64)
+        outs = np.full(n, w.output_len, dtype=np.int64)
     else:
-        if w.lengths == "fixed":
-            ins = np.full(n, w.input_len, dtype=np.int64)
-            outs = np.full(n, w.output_len, dtype=np.int64)
-        else:
-            assert w.input_stats is not None and w.output_stats is not None
-            ins = sample_lengths(w.input_stats, n, rng)
-            outs = sample_lengths(w.output_stats, n, rng)
-        if w.arrival == "poisson":
-            assert w.rate_per_s is not None
-            arr = np.cumsum(rng.exponential(1.0 / w.rate_per_s, size=n))
-        else:
-            arr = np.zeros(n)
+        assert w.input_stats is not None and w.output_stats is not None
+        ins = sample_lengths(w.input_stats, n, rng)
+        outs = sample_lengths(w.output_stats, n, rng)
+    if w.arrival == "trace":
+        arr = tr.arrival_s
+    elif w.arrival == "poisson":
+        assert w.rate_per_s is not None
+        arr = np.cumsum(rng.exponential(1.0 / w.rate_per_s, size=n))
+    else:
+        arr = np.zeros(n)
     # cap total length at max_seq_len (NeuPIMs caps seq_len at 2048): trim the prompt first, keep >= 1 token out
     cap = w.max_seq_len
     outs = np.minimum(outs, cap - 1)

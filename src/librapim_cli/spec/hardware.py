@@ -139,7 +139,7 @@ class EnergySpec(Spec):
     """Energy constants, pJ per bit or per op (facts.md 3.4: AttAcc config, citing FGDRAM MICRO'17)."""
 
     source: str = Field(description="Where the constants come from.")
-    dram_act_pj_per_bit: float = Field(ge=0, description="Row activation + precharge energy per bit of the row opened.")
+    dram_act_pj_per_bit: float = Field(ge=0, description="Row activation + precharge energy, charged per bit read (streams open every row they read).")
     dram_cell_read_pj_per_bit: float = Field(ge=0, description="Cell read/write energy per bit (to the bank I/O).")
     dram_bank_to_io_pj_per_bit: float = Field(ge=0, description="Column decoder -> bank-group mux -> global I/O mux, per bit.")
     dram_offchip_pj_per_bit: float = Field(ge=0, description="TSV + interposer per bit leaving the stack.")

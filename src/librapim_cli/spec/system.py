@@ -48,7 +48,7 @@ class DBOSpec(Spec):
     fc_to_pim: bool = Field(default=True, description="Allow moving FC token rows from the NPU to the PIM.")
     prediction_error: float = Field(
         default=0.0, ge=0, lt=1,
-        description="Relative error of DBO's predictor (seeded, uniform in +/- this fraction per quantity).")
+        description="Relative error of DBO's predictor: each request's predicted PIM time is off by a seeded uniform factor in +/- this fraction.")
     seed: int = Field(default=0, description="Seed of the prediction-error noise.")
 
 

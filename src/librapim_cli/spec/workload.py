@@ -35,7 +35,8 @@ class WorkloadSpec(Spec):
     max_seq_len: int = Field(default=2048, ge=2, description="Cap on input + output tokens (NeuPIMs caps at 2048).")
     num_requests: int = Field(ge=1, description="Requests to serve.")
     max_batch: int = Field(ge=1, description="Maximum requests decoded together in one iteration.")
-    arrival: Literal["closed", "poisson"] = Field(default="closed", description="All requests at t=0, or Poisson.")
+    arrival: Literal["closed", "poisson", "trace"] = Field(
+        default="closed", description="All requests at t=0 ('closed'), Poisson at rate_per_s, or the trace's arrival_s.")
     rate_per_s: float | None = Field(default=None, gt=0, description="arrival='poisson': mean arrivals per second.")
     seed: int = Field(default=0, description="Seed for length sampling and arrivals.")
 
@@ -47,6 +48,8 @@ class WorkloadSpec(Spec):
             raise ValueError("lengths='fixed' needs input_len and output_len")
         if self.lengths == "trace" and not self.trace_path:
             raise ValueError("lengths='trace' needs trace_path")
+        if self.arrival == "trace" and self.lengths != "trace":
+            raise ValueError("arrival='trace' needs lengths='trace' (the CSV's arrival_s column)")
         if self.arrival == "poisson" and self.rate_per_s is None:
             raise ValueError("arrival='poisson' needs rate_per_s")
         return self

@@ -333,18 +333,21 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 def work(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator: Evaluator, target: int, *,
          shared: bool, stop: Callable[[], bool] = lambda: False,
          on_trial: Callable[[optuna.Study], None] | None = None) -> int:
-    """Run trials until the study has ``target`` finished trials (or ``stop()``); returns trials run here."""
+    """Run trials until the study has ``target`` finished trials (or ``stop()``); returns the trials this
+    worker evaluated (surplus trials not counted)."""
     me = worker_identity()
+    ran = 0
 
     def objective(trial: optuna.Trial) -> list[float]:
+        nonlocal ran
         if shared:
             ahead = sum(1 for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number)
             if ahead >= target:
                 trial.set_user_attr("reason", f"surplus: {target} trials were already finished or running")
                 raise SurplusTrial(trial.number)
+        ran += 1
         return evaluator.objective(trial)
 
-    ran = 0
     if shared:  # trials a killed run left RUNNING on this host free their slots now
         _reap_dead_local(study, storage, me)
     while not stop():
@@ -357,7 +360,6 @@ def work(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator: E
             time.sleep(POLL_S)
             continue
         study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
-        ran += 1
         if on_trial is not None:
             on_trial(study)
     return ran
