@@ -48,6 +48,7 @@ class StageRecord:
     pim_work: str
     time: StageTime
     decision: Decision
+    micro_batch: int = 0  # which pipeline micro-batch this stage belongs to
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,11 @@ def _noisy(a: AttentionSet, t: CostTables, rng: np.random.Generator, err: float)
                               a.npu_energy_j, a.softmax_flops)
 
 
-def _plan(s: Schedule, lens: np.ndarray, ch: np.ndarray, on_pim: bool):
+def _plan(s: Schedule, lens: np.ndarray, ch: np.ndarray, on_pim: bool, interleave: bool):
     """The stages of one micro-batch: (name, repeats, input, DBO-balanced, NPU label, PIM label)."""
-    t, system, L = s.tables, s.system, s.layers_per_stage
+    t, L = s.tables, s.layers_per_stage
     n = lens.shape[0]
-    if system.sub_batch_interleaving and n >= system.sub_batch_min_batch:
+    if interleave:
         s1 = attention_set(t, lens[0::2], ch[0::2])
         s2 = attention_set(t, lens[1::2], ch[1::2])
         b1, b2 = s1.size, s2.size
@@ -134,7 +135,11 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
     stages: list[StageRecord] = []
     mbs = [(lens, channels)] if s.pp == 1 else [(lens[i::s.pp], channels[i::s.pp]) for i in range(s.pp)]
     mbs = [(ml, mc) for ml, mc in mbs if ml.shape[0] > 0]
-    plans = [_plan(s, ml, mc, on_pim) for ml, mc in mbs]
+    # one interleaving decision for the whole iteration (micro-batches differ by at most one request), so
+    # every micro-batch has the same stage list
+    interleave = system.sub_batch_interleaving and bool(mbs) and \
+        min(ml.shape[0] for ml, _ in mbs) >= system.sub_batch_min_batch
+    plans = [_plan(s, ml, mc, on_pim, interleave) for ml, mc in mbs]
     # stage j of every micro-batch is decided together (vectorized DBO across micro-batches)
     for j in range(max((len(p) for p in plans), default=0)):
         col = [p[j] for p in plans if j < len(p)]
@@ -165,7 +170,7 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
                     decs = decide_many(t, pred, dbo, [stage_time(t, i, NO_OFFLOAD) for i in pred])
                 else:
                     decs = decide_many(t, inps, dbo, bases)
-        for inp, st, dec, c in zip(inps, bases, decs, col, strict=True):
+        for mb, (inp, st, dec, c) in enumerate(zip(inps, bases, decs, col, strict=True)):
             if dec.attn_to_npu is not None or (dec.fc_rows_to_pim and inp.attn is not None):
                 st = stage_time(t, inp, dec)
             T += reps * st.time_s
@@ -182,8 +187,8 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
                 rows += reps * inp.rows
                 rows_off += reps * dec.fc_rows_to_pim
             if keep_stages:
-                stages.append(StageRecord(c[0], reps, c[4], c[5], st, dec))
-    for ml, _ in mbs:
+                stages.append(StageRecord(c[0], reps, c[4], c[5], st, dec, mb))
+    for mb, (ml, _) in enumerate(mbs):
         n = ml.shape[0]
         # LM head on the last pipeline stage (the bottleneck group), plus the activation hand-off from
         # the previous pipeline stage for this micro-batch
@@ -198,7 +203,7 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, rng: np.r
         if keep_stages:
             stages.append(StageRecord("H", 1, "LM head", "-",
                                       StageTime(head_s + p2p, head_s, h.sa_s[n], 0.0, 0.0, 0.0, h.flops[n], 0.0,
-                                                h.energy_j[n], 0.0, 0.0), NO_OFFLOAD))
+                                                h.energy_j[n], 0.0, 0.0), NO_OFFLOAD, mb))
     devices = s.tp * s.pp
     return IterationResult(
         time_s=float(T), tokens=n_all, npu_busy_s=float(npu_busy), npu_sa_busy_s=float(npu_sa),
