@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .inputs import Setup
     from .schedule.iteration import IterationResult
-    from .simulate import Setup
 
 
 def iteration_metrics(its: list[IterationResult], s: Setup) -> dict[str, float]:

@@ -19,7 +19,7 @@ STAGE = {
     "cost": 3,
     "optimize": 4,
     "schedule": 5,
-    "metrics": 6, "result": 6,
+    "metrics": 6, "result": 6, "inputs": 6,
     "serving": 7,
     "simulate": 8,
     "studies": 9, "sweep": 9,

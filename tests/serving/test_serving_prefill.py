@@ -7,7 +7,13 @@ import pytest
 
 from librapim_cli.cost import link_cost, npu_cost
 from librapim_cli.graph import AllReduce, lm_head_op, prefill_ops
-from librapim_cli.serving.prefill import PrefillCoster, micro_batch_cost, micro_batch_key, prefill_cost
+from librapim_cli.serving.prefill import (
+    PrefillCoster,
+    micro_batch_cost,
+    micro_batch_costs,
+    micro_batch_key,
+    prefill_cost,
+)
 from librapim_cli.simulate import setup
 
 
@@ -48,6 +54,24 @@ def test_memo_is_exact(s175):
         assert coster(lens) == prefill_cost(s175.model, s175.system, s175.tp, s175.pp, lens)
     assert coster(np.array([33])) == coster(np.array([33]))
     assert coster.distinct_micro_batches <= 20 * 4 + 1
+
+
+@pytest.mark.parametrize("model", ["gpt3-175b", "mixtral-8x7b"])  # dense, and MoE (array-valued expert sets)
+def test_vectorized_micro_batches_equal_one_at_a_time(model):
+    s = setup("librapim", model, "sharegpt")
+    rng = np.random.default_rng(2)
+    mbs = [rng.integers(1, 2000, size=int(rng.integers(1, 6))) for _ in range(25)] + [np.array([7])]
+    together = micro_batch_costs(s.model, s.system, s.tp, s.pp, mbs)
+    assert together == [micro_batch_cost(s.model, s.system, s.tp, s.pp, mb) for mb in mbs]  # bit for bit
+
+
+def test_warm_costs_single_prompts_exactly(s175):
+    coster = PrefillCoster(s175.model, s175.system, s175.tp, s175.pp)
+    coster.warm(np.array([1, 17, 17, 261, 2047]))
+    assert coster.distinct_micro_batches == 4
+    for p in (1, 17, 261, 2047):
+        assert coster(np.array([p])) == prefill_cost(s175.model, s175.system, s175.tp, s175.pp, np.array([p]))
+    assert coster.distinct_micro_batches == 4  # all hits
 
 
 def test_cost_depends_on_count_tokens_and_causal_pairs_only(s175):

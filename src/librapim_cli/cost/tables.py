@@ -61,6 +61,12 @@ class AttnTable:
     pim_energy_j: np.ndarray
     npu_energy_j: np.ndarray  # if run on the NPU (stream KV + vector MACs)
 
+    @property
+    def stacked(self) -> np.ndarray:
+        """All columns as one (7, max_len + 1) array, rows in field order (one gather per batch)."""
+        return np.stack((self.pim_s, self.pim_io_s, self.kv_bytes, self.flops, self.softmax_flops,
+                         self.pim_energy_j, self.npu_energy_j))
+
 
 @dataclass(frozen=True)
 class CostTables:
@@ -69,6 +75,7 @@ class CostTables:
     npu: dict[str, NPUTable]
     pim_fc: dict[str, PIMFCTable]
     attn: AttnTable
+    attn_stacked: np.ndarray  # attn.stacked, kept for one-gather lookups
     max_rows: int
     max_len: int
     channels: int
@@ -156,7 +163,7 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     mem = hw.memory
     eff = hw.npu.bandwidth_efficiency
     return CostTables(
-        npu=npu, pim_fc=pim_fc, attn=attn, max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
+        npu=npu, pim_fc=pim_fc, attn=attn, attn_stacked=attn.stacked, max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
         npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff,
         vector_flops=hw.npu.vector_flops, sa_peak_flops=hw.npu.peak_flops, pim_peak_flops=hw.pim_peak_flops,
         mode=system.concurrency.mode, switch_s=switch_penalty_s(hw) if has_pim else 0.0,

@@ -45,9 +45,13 @@ class AttentionSet:
 
 def attention_set(t: CostTables, lens: np.ndarray, channel: np.ndarray) -> AttentionSet:
     """Gather the per-request attention figures from the cost tables and aggregate them per channel."""
-    a = t.attn
-    return make_attention_set(t, a.pim_s[lens], a.pim_io_s[lens], a.kv_bytes[lens], a.flops[lens], channel,
-                              a.pim_energy_j[lens], a.npu_energy_j[lens], float(a.softmax_flops[lens].sum()))
+    g = t.attn_stacked[:, lens]  # one gather of every per-request column
+    sums = g.sum(axis=1)
+    C = t.channels
+    pim_c = np.bincount(channel, weights=g[0], minlength=C)
+    io_c = np.bincount(channel, weights=g[1], minlength=C)
+    return AttentionSet(g[0], g[1], g[2], g[3], channel, g[5], g[6], pim_c, io_c, float(sums[4]), float(sums[2]),
+                        float(sums[3]), float(sums[5]), float(sums[6]), float(pim_c.max()), float(io_c.max()))
 
 
 def make_attention_set(t: CostTables, pim_s, io_s, kv_bytes, flops, channel, pim_e, npu_e, softmax_flops: float

@@ -46,6 +46,7 @@ def trace_events(result: SimResult) -> list[dict[str, Any]]:
     kinds, starts, times = t["kind"].tolist(), t["start_s"].tolist(), t["time_s"].tolist()
     batch, npu, pim = t["batch"].tolist(), t["npu_busy_s"].tolist(), t["pim_busy_s"].tolist()
     d = 0  # index of the next decode iteration in result.iterations
+    pipelined = result.setup.pp > 1  # stage names carry their pipeline micro-batch
     for i, kind in enumerate(kinds):
         start, args = starts[i], {"step": i, "batch": batch[i]}
         if kind == "prefill":
@@ -63,11 +64,12 @@ def trace_events(result: SimResult) -> list[dict[str, Any]]:
         s0 = start
         for st in stages:
             reps, tm = st.repeats, st.time
-            sargs = {**args, "stage": st.name, "repeats": reps}
+            sargs = {**args, "stage": st.name, "repeats": reps, "micro_batch": st.micro_batch}
+            label = f"mb{st.micro_batch} {st.name}" if pipelined else st.name
             if tm.npu_s > 0:
-                events.append(_event(f"{st.name} {st.npu_work}", "stage", TID_NPU, s0, reps * tm.npu_s, sargs))
+                events.append(_event(f"{label} {st.npu_work}", "stage", TID_NPU, s0, reps * tm.npu_s, sargs))
             if tm.pim_max_s > 0:
-                events.append(_event(f"{st.name} {st.pim_work}", "stage", TID_PIM, s0, reps * tm.pim_max_s,
+                events.append(_event(f"{label} {st.pim_work}", "stage", TID_PIM, s0, reps * tm.pim_max_s,
                                      {**sargs, "pim_mean_s": tm.pim_mean_s}))
             s0 += reps * tm.time_s
     return events

@@ -36,14 +36,13 @@ import numpy as np
 from ..cost.link import link_cost
 from ..cost.npu import npu_cost
 from ..cost.pim import pim_cost
-from ..cost.tables import build_tables
 from ..cost.types import BOUNDS
 from ..graph.decode import decode_layer_ops, lm_head_op
 from ..graph.ops import AllReduce, Attention
-from .iteration import Schedule, run_iteration
+from .iteration import Schedule, build_schedule, run_iteration
 
 if TYPE_CHECKING:
-    from ..simulate import Setup
+    from ..inputs import Setup
 
 RECORD_KEYS = ("op", "phase", "device", "repeats", "time_s", "share", "bound", "flops", "bytes", "energy_j")
 
@@ -118,14 +117,9 @@ def op_breakdown(setup: Setup, lens: np.ndarray, channels: np.ndarray) -> list[d
 
 
 def _schedule(setup: Setup, lens: np.ndarray) -> Schedule:
-    """The schedule simulate() builds for this setup (``simulate.make_schedule``, which sits above this
-    package in the pipeline; tests/schedule/test_breakdown.py checks the two agree)."""
+    """The schedule simulate() builds for this setup."""
     s = setup
-    tables = build_tables(s.model, s.system, s.tp, int(lens.size), int(lens.max()))
-    link = s.system.link
-    row_bytes = s.model.d_model * s.model.dtype_bytes
-    return Schedule(tables, s.system, s.tp, s.pp, s.model.layers // s.pp, row_bytes / link.bw_bytes_per_s,
-                    link.latency_s)
+    return build_schedule(s.model, s.system, s.tp, s.pp, int(lens.size), int(lens.max()))
 
 
 def _iteration_time(setup: Setup, sched: Schedule, lens: np.ndarray, channels: np.ndarray) -> float:

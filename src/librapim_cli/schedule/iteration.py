@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..cost.tables import CostTables
+from ..cost.tables import CostTables, build_tables
 from ..optimize.dbo import decide_many
 from ..optimize.stage import (
     NO_OFFLOAD,
@@ -35,6 +35,7 @@ from ..optimize.stage import (
     make_attention_set,
     stage_time,
 )
+from ..spec.model import ModelSpec
 from ..spec.system import SystemSpec
 
 
@@ -84,6 +85,14 @@ class Schedule:
     p2p_latency_s: float
     # memo of stages without attention: their time and DBO decision depend only on (group, rows, cached)
     fc_only_memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def build_schedule(model: ModelSpec, system: SystemSpec, tp: int, pp: int, max_rows: int, max_len: int) -> Schedule:
+    """Cost tables over rows 0..max_rows and contexts 0..max_len, and the schedule's run constants."""
+    tables = build_tables(model, system, tp, max_rows, max_len)
+    link = system.link
+    row_bytes = model.d_model * model.dtype_bytes
+    return Schedule(tables, system, tp, pp, model.layers // pp, row_bytes / link.bw_bytes_per_s, link.latency_s)
 
 
 def _noisy(a: AttentionSet, t: CostTables, rng: np.random.Generator, err: float) -> AttentionSet:

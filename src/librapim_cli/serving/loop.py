@@ -33,15 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InfeasibleDesign, ModelError
+from ..inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes, make_schedule
 from ..metrics import iteration_metrics
+from ..result import SimResult
 from ..schedule.iteration import IterationResult, Schedule, run_iteration
-from ..simulate import (
-    Setup,
-    SimResult,
-    kv_bytes_per_token_per_device,
-    kv_capacity_bytes,
-    make_schedule,
-)
 from .lengths import make_requests
 from .prefill import PrefillCoster
 
@@ -180,6 +175,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
     policy = s.system.placement.kv_channel_policy
     attn_share_on = s.system.placement.attention == "pim"
     prefill = PrefillCoster(s.model, s.system, s.tp, s.pp)
+    prefill.warm(inp)  # most prefill micro-batches hold one prompt
     rng = np.random.default_rng(s.system.dbo.seed)
     arr_l, need_l = arr.tolist(), need.tolist()  # scalar look-ups without numpy scalars
     one_token = out == 1

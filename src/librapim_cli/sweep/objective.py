@@ -11,8 +11,6 @@ value. Optuna never returns either as best (``study.best_trial(s)`` filter on co
 from __future__ import annotations
 
 import math
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,31 +57,6 @@ class Evaluation:
         return self.ran and all(v <= 0 for v in self.constraints.values())
 
 
-def worker_identity() -> dict[str, Any]:
-    """Who runs a trial: host, boot id and pid (to tell a dead local worker's trials from live ones)."""
-    return {"host": socket.gethostname(), "boot": boot_id(), "pid": os.getpid(), "start": process_start(os.getpid())}
-
-
-def boot_id() -> str:
-    """Linux boot id ('' elsewhere): with the host name it tells whether a pid is comparable."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def process_start(pid: int) -> str:
-    """Start time of a live process in clock ticks since boot ('' if unknown or a zombie), so that a reused
-    pid or an exited, not yet reaped process is not mistaken for the worker that ran a trial."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    return "" if fields[0] in ("Z", "X") else fields[19]
-
-
 class Evaluator:
     """Evaluates points of a sweep spec; counts the time spent inside ``simulate``."""
 
@@ -93,7 +66,6 @@ class Evaluator:
         self.sim_calls = 0
         self._baseline: dict[tuple, float | str] = {}
         self._cache: dict[tuple, Evaluation] = {}
-        self._worker: dict[str, Any] | None = None
 
     def _simulate(self, p: Point) -> SimResult:
         t0 = time.perf_counter()
@@ -172,9 +144,6 @@ class Evaluator:
     # ---- optuna ------------------------------------------------------------------------------
     def objective(self, trial: optuna.Trial) -> list[float]:
         """Optuna objective: suggest, evaluate, record metrics/constraints in the trial, return the values."""
-        if self._worker is None:
-            self._worker = worker_identity()
-        trial.set_user_attr("worker", self._worker)
         ev = self.evaluate(suggest(trial, self.spec))
         for key, value in ev.constraints.items():
             trial.set_constraint(key, value)

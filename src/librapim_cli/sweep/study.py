@@ -10,10 +10,11 @@ come from the storage in creation order, so at most N trials pass the claim; a t
 FAIL with ``reason`` "surplus" and never counts. ``optuna.study.MaxTrialsCallback`` alone is not exact:
 it stops each worker after the trial that reaches N, so trials already running on other workers overshoot.
 
-Dead workers. A trial left RUNNING by a killed process would hold a slot forever. A worker records who runs
-each trial (host, boot id, pid, process start) and fails RUNNING trials whose process is gone on its own
-host; RDB storages also use optuna's heartbeat, which fails trials of dead workers on any machine after
-:data:`GRACE_S` seconds.
+Dead workers. A trial left RUNNING by a killed process would hold a slot forever. The sampler records
+who runs each trial as soon as the trial exists (host, boot id, pid, process start); a worker fails RUNNING
+trials whose process on its own machine is gone (see :func:`_reap_stale` for the other cases), and RDB
+storages also use optuna's heartbeat, which fails trials of dead workers on any machine after
+:data:`GRACE_S` seconds. The journal file lock names its owner too (:func:`_owned_lock`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +35,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..errors import InputError, LibrapimError, ModelError, SpecError
-from .objective import Evaluator, process_start, worker_identity
+from .objective import Evaluator
 from .results import best_rows, objectives_of
 from .space import check_paths, grid, grid_size
 from .spec import SweepSpec
@@ -45,9 +47,12 @@ LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 #: RDB heartbeat: interval and the silence after which a RUNNING trial is failed as stale
 HEARTBEAT_S = 5
 GRACE_S = 20
-#: a RUNNING trial with no worker record (its process died between creating it and starting it) is
-#: failed after this long
-STALE_NO_WORKER_S = 60.0
+#: a RUNNING trial with no worker record (its process died between creating the trial and recording itself,
+#: a moment later) is failed after this long
+STALE_NO_WORKER_S = 10.0
+#: last resort for RUNNING trials of other machines: failed after max(STALE_MIN_S, STALE_FACTOR x longest trial)
+STALE_MIN_S = 120.0
+STALE_FACTOR = 10.0
 POLL_S = 0.2
 JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
@@ -164,48 +169,50 @@ def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
 
 
 def _owned_lock(path: str) -> Any:
-    """A journal file lock that records its owner, so a lock left by a killed process is taken over at once.
+    """A journal file lock that names its owner, so a lock left by a killed process is taken over at once.
 
     optuna's journal locks only break a stale lock after a grace period (30 s); a sweep killed while it
     held the lock (it holds it for every append + fsync) would make the resuming command wait that long.
-    The lock file here holds the owner's host, boot id, pid and start time: a waiter on the same host whose
-    owner process is gone removes it immediately; any other lock still expires after the grace period.
+    This lock is a symbolic link (as optuna's ``JournalFileSymlinkLock``, so the two exclude each other)
+    whose target is the owner's host, boot id, pid and start time, created in one atomic step: a waiter on
+    the same host whose owner process is gone removes it immediately; any other lock still expires after
+    the grace period.
     """
     import errno
     import json
 
-    from optuna.storages.journal import JournalFileOpenLock
+    from optuna.storages.journal import JournalFileSymlinkLock
 
-    class OwnedLock(JournalFileOpenLock):
+    class OwnedLock(JournalFileSymlinkLock):
         def acquire(self) -> bool:
-            me = worker_identity()
+            me = json.dumps(worker_identity())
             sleep_s, first_seen, seen = 0.001, time.monotonic(), None
             while True:
                 try:
-                    fd = os.open(self._lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                    os.symlink(me, self._lock_file)
+                    return True
                 except OSError as err:
                     if err.errno != errno.EEXIST:
                         raise
-                    try:
-                        with open(self._lock_file) as f:
-                            owner = json.loads(f.read() or "{}")
-                    except (OSError, ValueError):
-                        owner = {}
-                    key = json.dumps(owner, sort_keys=True)
-                    if key != seen:
-                        seen, first_seen = key, time.monotonic()
-                    dead_here = (owner.get("host") == me["host"] and owner.get("boot") == me["boot"]
-                                 and not _alive(int(owner.get("pid", -1)), str(owner.get("start", ""))))
-                    if dead_here or (self.grace_period is not None and time.monotonic() - first_seen > self.grace_period):
-                        with contextlib.suppress(RuntimeError):
-                            self.release()
-                        continue
-                    time.sleep(sleep_s)
-                    sleep_s = min(sleep_s * 2, 0.05)
+                try:
+                    target = os.readlink(self._lock_file)
+                except OSError:
+                    continue  # released meanwhile
+                if target != seen:
+                    seen, first_seen = target, time.monotonic()
+                try:
+                    owner = json.loads(target)
+                except ValueError:
+                    owner = {}  # another program's lock: wait for the grace period
+                dead_here = (isinstance(owner, dict) and owner.get("host") == socket.gethostname()
+                             and owner.get("boot") == boot_id()
+                             and not _alive(int(owner.get("pid", -1)), str(owner.get("start", ""))))
+                if dead_here or (self.grace_period is not None and time.monotonic() - first_seen > self.grace_period):
+                    with contextlib.suppress(RuntimeError):
+                        self.release()
                     continue
-                with os.fdopen(fd, "w") as f:
-                    f.write(json.dumps(me))
-                return True
+                time.sleep(sleep_s)
+                sleep_s = min(sleep_s * 2, 0.05)
 
     return OwnedLock(path)
 
@@ -213,6 +220,48 @@ def _owned_lock(path: str) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---- workers ---------------------------------------------------------------------------------
+def worker_identity() -> dict[str, Any]:
+    """Who runs a trial: host, boot id and pid (to tell a dead local worker's trials from live ones)."""
+    return {"host": socket.gethostname(), "boot": boot_id(), "pid": os.getpid(), "start": process_start(os.getpid())}
+
+
+def boot_id() -> str:
+    """Linux boot id ('' elsewhere): with the host name it tells whether a pid is comparable."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> str:
+    """Start time of a live process in clock ticks since boot ('' if unknown or a zombie), so that a reused
+    pid or an exited, not yet reaped process is not mistaken for the worker that ran a trial."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return "" if fields[0] in ("Z", "X") else fields[19]
+
+
+class _RecordsWorker:
+    """Sampler mixin: record who runs a trial the moment the trial is created.
+
+    ``before_trial`` runs right after the storage creates the trial and before the sampler's (possibly slow)
+    relative sampling, so a process killed at any later point leaves a RUNNING trial that names it.
+    """
+
+    _storage: optuna.storages.BaseStorage | None = None
+    _worker: dict[str, Any] | None = None
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        super().before_trial(study, trial)  # type: ignore[misc]
+        if self._storage is not None and self._worker is not None:
+            self._storage.set_trial_user_attr(trial._trial_id, "worker", self._worker)
 
 
 # ---- samplers --------------------------------------------------------------------------------
@@ -224,16 +273,28 @@ def sampler_name(name: str) -> str:
     return n
 
 
-def make_sampler(name: str, spec: SweepSpec, seed: int | None) -> optuna.samplers.BaseSampler:
-    """A sampler by name; constraints reach every sampler through ``trial.set_constraint`` in the objective."""
-    n = sampler_name(name)
-    if n == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if n == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if n == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GridSampler(grid(spec), seed=seed)
+_SAMPLER_CLASSES: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+    "random": optuna.samplers.RandomSampler, "grid": optuna.samplers.GridSampler,
+}
+
+
+def make_sampler(name: str, spec: SweepSpec, seed: int | None,
+                 storage: optuna.storages.BaseStorage | None = None) -> optuna.samplers.BaseSampler:
+    """A sampler by name (constraints reach every sampler through ``trial.set_constraint`` in the objective).
+
+    With ``storage``, the sampler is a subclass that records this process in each trial it starts (the
+    ``worker`` user attribute), which lets a later run fail the trials of a killed process.
+    """
+    cls = _SAMPLER_CLASSES[sampler_name(name)]
+    kwargs: dict[str, Any] = {"seed": seed}
+    if cls is optuna.samplers.GridSampler:
+        kwargs["search_space"] = grid(spec)
+    if storage is None:
+        return cls(**kwargs)
+    sampler = type(f"Recording{cls.__name__}", (_RecordsWorker, cls), {"__module__": __name__})(**kwargs)
+    sampler._storage, sampler._worker = storage, worker_identity()
+    return sampler
 
 
 # ---- studies ---------------------------------------------------------------------------------
@@ -259,23 +320,40 @@ def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, study_name
     return study
 
 
-def _reap_dead_local(study: optuna.Study, storage: optuna.storages.BaseStorage, me: dict[str, Any]) -> None:
-    """Fail RUNNING trials whose worker process on this host is gone (killed, crashed)."""
+def _reap_stale(study: optuna.Study, storage: optuna.storages.BaseStorage, me: dict[str, Any]) -> None:
+    """Fail RUNNING trials whose worker is certainly or very probably gone, so their slots free up.
+
+    Called when a worker starts and while it waits for the last slots (never while it runs a trial):
+    - the trial's worker is a process of this machine (same host and boot id) that no longer runs, or this
+      very process: dead;
+    - no worker record: its process died between creating the trial and recording itself (milliseconds),
+      once it is :data:`STALE_NO_WORKER_S` old;
+    - a worker on another machine: RDB storages' heartbeat fails it after :data:`GRACE_S`; as a last resort
+      (no heartbeat yet, or a journal shared over NFS) any RUNNING trial older than :data:`STALE_MIN_S` and
+      :data:`STALE_FACTOR` times the longest finished trial.
+    """
+    trials = study.get_trials(deepcopy=False)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    if not running:
+        return
+    longest = max((t.duration.total_seconds() for t in trials if t.state in DONE and t.duration), default=0.0)
+    limit = max(STALE_MIN_S, STALE_FACTOR * longest)
     now = time.time()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in running:
+        age = now - t.datetime_start.timestamp() if t.datetime_start else 0.0
         w = t.user_attrs.get("worker")
+        why = None
         if not isinstance(w, dict):
-            started = t.datetime_start.timestamp() if t.datetime_start else now
-            if now - started < STALE_NO_WORKER_S:
-                continue
-            why = f"stale: RUNNING for over {STALE_NO_WORKER_S:.0f} s without a worker record"
-        else:
-            if w.get("host") != me["host"] or w.get("boot") != me["boot"]:
-                continue  # another machine's trial: the RDB heartbeat covers those
+            if age > STALE_NO_WORKER_S:
+                why = f"stale: RUNNING for {age:.0f} s without a worker record (its process died starting it)"
+        elif w.get("host") == me["host"] and w.get("boot") == me["boot"]:
             pid = int(w.get("pid", -1))
-            if pid != os.getpid() and _alive(pid, str(w.get("start", ""))):
-                continue
-            why = f"worker process {pid} on {me['host']} died before finishing the trial"
+            if pid == os.getpid() or not _alive(pid, str(w.get("start", ""))):
+                why = f"worker process {pid} on {me['host']} died before finishing the trial"
+        elif age > limit:
+            why = f"stale: RUNNING for {age:.0f} s on {w.get('host')} (limit {limit:.0f} s)"
+        if why is None:
+            continue
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, KeyError, RuntimeError):
             storage.set_trial_user_attr(t._trial_id, "reason", why)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -349,13 +427,13 @@ def work(study: optuna.Study, storage: optuna.storages.BaseStorage, evaluator: E
         return evaluator.objective(trial)
 
     if shared:  # trials a killed run left RUNNING on this host free their slots now
-        _reap_dead_local(study, storage, me)
+        _reap_stale(study, storage, me)
     while not stop():
         done, running = _counts(study)
         if done >= target:
             break
         if done + running >= target:  # the other workers hold the remaining slots (or died holding them)
-            _reap_dead_local(study, storage, me)
+            _reap_stale(study, storage, me)
             _fail_stale(study)
             time.sleep(POLL_S)
             continue
@@ -440,7 +518,8 @@ def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", see
     study_name = study_name or spec.name
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     st = open_storage(ref)
-    study = open_study(spec, st, study_name, make_sampler(name, spec, seed), ref.display)
+    study = open_study(spec, st, study_name, make_sampler(name, spec, seed, st if ref.shared else None),
+                       ref.display)
     names = spec.objective_names
     stop = _Stop()
     if handle_sigint:
@@ -483,7 +562,7 @@ def _worker_main(spec_json: str, storage_text: str, study_name: str, sampler: st
         spec = SweepSpec.model_validate_json(spec_json)
         ref = parse_storage(storage_text)
         st = open_storage(ref)
-        study = open_study(spec, st, study_name, make_sampler(sampler, spec, seed), ref.display)
+        study = open_study(spec, st, study_name, make_sampler(sampler, spec, seed, st), ref.display)
         ev = Evaluator(spec)
         n = work(study, st, ev, target, shared=True, stop=stop_event.is_set)
         out.put((index, None, 0, n, ev.sim_seconds, ev.sim_calls))
