@@ -193,3 +193,60 @@ def test_out_files(small, tmp_path) -> None:
     assert {"params.batch", "values.throughput_tokens_per_s", "metrics.energy_j_per_token"} <= set(head)
     with pytest.raises(SpecError, match="must end in .csv or .json"):
         write_trials(rows, tmp_path / "t.txt", study="files", objectives=res.objectives)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_trials_of_dead_workers_are_failed_and_free_their_slots(small, tmp_path) -> None:
+    import datetime
+
+    import optuna
+
+    from librapim_cli.sweep.study import open_storage, parse_storage, worker_identity
+
+    storage = str(tmp_path / "stale.journal")
+    spec = parse_sweep(small, "s")
+    run(spec, trials=2, storage=storage, study_name="stale")
+    st = open_storage(parse_storage(storage))
+    study_id = st.get_study_id_from_name("stale")
+    me = worker_identity()
+    old = datetime.datetime.now() - datetime.timedelta(seconds=30)
+
+    def running(user_attrs: dict, start: datetime.datetime) -> None:
+        st.create_new_trial(study_id, template_trial=optuna.trial.FrozenTrial(
+            number=-1, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=start,
+            datetime_complete=None, params={}, distributions={}, user_attrs=user_attrs, system_attrs={},
+            intermediate_values={}, trial_id=-1))
+
+    running({"worker": {**me, "pid": _dead_pid(), "start": "1"}}, datetime.datetime.now())  # dead, this host
+    running({}, old)  # no worker record for 30 s
+    running({"worker": {**me, "host": "elsewhere"}}, datetime.datetime.now())  # another machine, young
+    res = run(spec, trials=5, storage=storage, study_name="stale")
+    assert res.finished == 5
+    rows = trials_table(storage, "stale")
+    by_state = Counter(r["state"] for r in rows)
+    assert by_state["FAIL"] == 2 and by_state["RUNNING"] == 1
+    reasons = sorted(r["reason"] for r in rows if r["state"] == "FAIL")
+    assert "died before finishing the trial" in reasons[1] and reasons[0].startswith("stale: RUNNING for")
+
+
+def test_a_journal_lock_left_by_a_dead_process_is_taken_over_at_once(small, tmp_path) -> None:
+    import os
+    import time
+
+    from librapim_cli.sweep.study import worker_identity
+
+    storage = tmp_path / "locked.journal"
+    storage.touch()
+    os.symlink(json.dumps({**worker_identity(), "pid": _dead_pid(), "start": "1"}), f"{storage}.lock")
+    t0 = time.monotonic()
+    res = run(parse_sweep(small, "s"), trials=2, storage=str(storage))
+    assert res.finished == 2
+    assert time.monotonic() - t0 < 10  # not optuna's 30 s grace period

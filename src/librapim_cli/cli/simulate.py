@@ -24,7 +24,7 @@ from ..schedule.breakdown import iteration_time_s, op_breakdown
 from ..simulate import SimResult, simulate, steady_state_batch
 
 DEFAULT_SYSTEM = "librapim"
-DEFAULT_MODE = "iteration"  # becomes "serve" once librapim_cli.serving.loop lands
+DEFAULT_MODE = "serve"  # the whole request trace through continuous batching
 MODES = ("serve", "iteration")
 
 

@@ -175,6 +175,20 @@ def best_attention_offload_many(t: CostTables, inps: list[StageInput]) -> list[D
     return out
 
 
+def _attention_can_help(t: CostTables, inp: StageInput) -> bool:
+    """False when no attention offload can shorten the stage, so the sweep can be skipped exactly.
+
+    Under ``blocked`` every channel serializes PIM and NPU work; under ``dex`` (with no FC rows moved) the
+    NPU's KV reads share the KV section with the PIM, and the data bus with GWRITE/READRES. Moving request
+    i off the PIM then changes its channel's binding terms by kv_i / channel_bw - pim_i (or - io_i <= that),
+    so if the NPU reads every request's KV no faster than the PIM processes it, no channel gets shorter.
+    """
+    a = inp.attn
+    if a is None or t.mode not in ("blocked", "dex"):
+        return True
+    return bool(np.any(a.kv_bytes < a.pim_s * t.ch_bw_bytes_per_s))
+
+
 def decide(t: CostTables, inp: StageInput, dbo: DBOSpec, base: StageTime | None = None) -> Decision:
     """DBO's decision for one stage: the better of the exact FC-row and attention offloads, or none.
 
@@ -197,7 +211,7 @@ def decide_many(t: CostTables, inps: list[StageInput], dbo: DBOSpec, bases: list
             if d.predicted_s < best[i].predicted_s:
                 best[i] = d
     if dbo.attention_to_npu:
-        pim_bound = [i for i, b in enumerate(bases) if b.channel_max_s > b.npu_s]
+        pim_bound = [i for i, b in enumerate(bases) if b.channel_max_s > b.npu_s and _attention_can_help(t, inps[i])]
         if pim_bound:
             ds = best_attention_offload_many(t, [inps[i] for i in pim_bound])
             for i, d in zip(pim_bound, ds, strict=True):
