@@ -14,15 +14,15 @@ import typer
 
 from ..errors import InputError
 from ..report.plot_data import compare_table, pareto_points, roofline_points, timeline_segments
-from ..report.plots import (
-    compare_figure,
-    image_format,
-    pareto_figure,
-    roofline_figure,
-    save_figure,
-    timeline_figure,
-)
 from ..simulate import simulate
+
+
+def _plots():
+    """report.plots, imported on first use so that matplotlib does not slow down every other command."""
+    from ..report import plots
+
+    return plots
+
 
 plot_app = typer.Typer(
     help="Draw figures: roofline, device timeline, system comparison, Pareto front (PNG/SVG/PDF by --out).",
@@ -53,7 +53,7 @@ DpiOption = Annotated[int, typer.Option("--dpi", min=20, max=600, help="Resoluti
 
 def _check_out(out: Path) -> None:
     """Fail before any simulation if --out cannot be written as an image."""
-    image_format(out)
+    _plots().image_format(out)
     if out.is_dir():
         raise InputError(f"--out {out}: is a folder; give an image file path")
     parent = out.parent if str(out.parent) else Path(".")
@@ -96,7 +96,7 @@ def roofline_cmd(
     """
     _check_out(out)
     result = simulate(system, model, workload, batch=batch, sets=list(sets or []), mode="iteration", samples=1)
-    save_figure(roofline_figure(roofline_points(result)), out, dpi=dpi)
+    _plots().save_figure(_plots().roofline_figure(roofline_points(result)), out, dpi=dpi)
     _done(out)
 
 
@@ -125,7 +125,7 @@ def timeline_cmd(
     items = list(sets or [])
     timelines = [timeline_segments(simulate(n, model, workload, batch=batch, sets=items, mode="iteration",
                                             samples=1, keep_stages=True), layers=layers) for n in names]
-    save_figure(timeline_figure(timelines), out, dpi=dpi)
+    _plots().save_figure(_plots().timeline_figure(timelines), out, dpi=dpi)
     _done(out)
 
 
@@ -158,7 +158,7 @@ def compare_cmd(
     items = list(sets or [])
     results = [simulate(s, m, workload, batch=batch, sets=items, mode="iteration")
                for m in model_names for s in sys_names]
-    save_figure(compare_figure(compare_table(results, baseline), baseline), out, dpi=dpi)
+    _plots().save_figure(_plots().compare_figure(compare_table(results, baseline), baseline), out, dpi=dpi)
     _done(out)
 
 
@@ -186,5 +186,5 @@ def pareto_cmd(
                          f"({', '.join(m for m, _ in objectives)}); the Pareto plot needs exactly two")
     table = study_rows(stored)
     data = pareto_points(table, [m for m, _ in objectives], [d for _, d in objectives], study=study)
-    save_figure(pareto_figure(data), out, dpi=dpi)
+    _plots().save_figure(_plots().pareto_figure(data), out, dpi=dpi)
     _done(out)
