@@ -36,6 +36,7 @@ class AttentionSet:
     npu_energy_total: float
     pim_c_max: float
     io_c_max: float
+    pim_c_mean: float
 
     @property
     def size(self) -> int:
@@ -51,7 +52,8 @@ def attention_set(t: CostTables, lens: np.ndarray, channel: np.ndarray) -> Atten
     pim_c = np.bincount(channel, weights=g[0], minlength=C)
     io_c = np.bincount(channel, weights=g[1], minlength=C)
     return AttentionSet(g[0], g[1], g[2], g[3], channel, g[5], g[6], pim_c, io_c, float(sums[4]), float(sums[2]),
-                        float(sums[3]), float(sums[5]), float(sums[6]), float(pim_c.max()), float(io_c.max()))
+                        float(sums[3]), float(sums[5]), float(sums[6]), float(pim_c.max()), float(io_c.max()),
+                        float(sums[0]) / C)
 
 
 def make_attention_set(t: CostTables, pim_s, io_s, kv_bytes, flops, channel, pim_e, npu_e, softmax_flops: float
@@ -62,7 +64,8 @@ def make_attention_set(t: CostTables, pim_s, io_s, kv_bytes, flops, channel, pim
     io_c = np.bincount(channel, weights=io_s, minlength=C)
     return AttentionSet(pim_s, io_s, kv_bytes, flops, channel, pim_e, npu_e, pim_c, io_c, softmax_flops,
                         float(kv_bytes.sum()), float(flops.sum()), float(pim_e.sum()), float(npu_e.sum()),
-                        float(pim_c.max()) if C else 0.0, float(io_c.max()) if C else 0.0)
+                        float(pim_c.max()) if C else 0.0, float(io_c.max()) if C else 0.0,
+                        float(pim_s.sum()) / C if C else 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +165,7 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
         npu_s = max(sa, vec, mem) + link
         chan_max = _channel_max_scalar(t, a.pim_c, a.io_c, a.pim_c_max, a.io_c_max, pim_fc, pim_fc_io, mem)
         pim_max = a.pim_c_max + pim_fc
-        pim_mean = float(a.pim_c.sum()) / C + pim_fc
+        pim_mean = a.pim_c_mean + pim_fc
         return StageTime(max(npu_s, chan_max), npu_s, sa, pim_max, pim_mean, chan_max, npu_flops,
                          a.flops_total + pim_fc_fl, energy + a.pim_energy_total, 0.0, attn_bytes)
     on = ~off
