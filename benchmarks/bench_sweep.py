@@ -9,8 +9,8 @@ user waits) and in CPU time of this process (less sensitive to other load on the
 continuous (PIM clock, MAC interval, batch), so samplers rarely revisit a point and the evaluation cache
 barely helps.
 
-Two reference rows split the overhead: the same sweep with the random sampler (the sweep layer alone, no
-model-based sampling), and optuna's TPE on its own with a trivial objective over the same space and
+Reference rows split the overhead: the same sweep with the random sampler (the sweep layer alone, no
+model-based sampling) and with NSGA-II, and optuna's TPE on its own with a trivial objective over the same space and
 constraints (optuna's cost, which grows with the number of finished trials). Prints a markdown table; no
 assertions (timings do not belong in tests).
 """
@@ -104,6 +104,7 @@ def main() -> None:
     sweep_overhead(20, "tpe", args.seed)  # warm-up: imports, preset caches
     tpe_wall, tpe_cpu = sweep_overhead(args.trials, "tpe", args.seed)
     rnd_wall, rnd_cpu = sweep_overhead(args.trials, "random", args.seed)
+    ga_wall, ga_cpu = sweep_overhead(args.trials, "nsga2", args.seed)
     alone = optuna_tpe_alone(args.trials, args.seed)
     print(f"# librapim sweep overhead per trial ({platform.python_version()}, {platform.machine()}, "
           f"{args.trials} trials, in-memory storage)\n")
@@ -111,6 +112,7 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| **sweep, TPE** (goal <= {GOAL_MS:g} ms) | **{tpe_wall:.2f}** | **{tpe_cpu:.2f}** |")
     print(f"| sweep, random sampler (the sweep layer alone) | {rnd_wall:.2f} | {rnd_cpu:.2f} |")
+    print(f"| sweep, NSGA-II | {ga_wall:.2f} | {ga_cpu:.2f} |")
     print(f"| optuna TPE alone, trivial objective (no librapim) | - | {alone:.2f} |")
     print(f"\n(command: {' '.join([sys.executable, *sys.argv])})")
 

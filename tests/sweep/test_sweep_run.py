@@ -204,12 +204,12 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def test_trials_of_dead_workers_are_failed_and_free_their_slots(small, tmp_path) -> None:
+def test_running_trials_of_dead_workers_are_failed(small, tmp_path) -> None:
     import datetime
 
     import optuna
 
-    from librapim_cli.sweep.study import open_storage, parse_storage, worker_identity
+    from librapim_cli.sweep.study import _reap_stale, open_storage, parse_storage, worker_identity
 
     storage = str(tmp_path / "stale.journal")
     spec = parse_sweep(small, "s")
@@ -217,24 +217,27 @@ def test_trials_of_dead_workers_are_failed_and_free_their_slots(small, tmp_path)
     st = open_storage(parse_storage(storage))
     study_id = st.get_study_id_from_name("stale")
     me = worker_identity()
-    old = datetime.datetime.now() - datetime.timedelta(seconds=30)
+    now = datetime.datetime.now()
 
-    def running(user_attrs: dict, start: datetime.datetime) -> None:
+    def running(user_attrs: dict, age_s: float) -> None:
         st.create_new_trial(study_id, template_trial=optuna.trial.FrozenTrial(
-            number=-1, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=start,
-            datetime_complete=None, params={}, distributions={}, user_attrs=user_attrs, system_attrs={},
-            intermediate_values={}, trial_id=-1))
+            number=-1, state=optuna.trial.TrialState.RUNNING, value=None,
+            datetime_start=now - datetime.timedelta(seconds=age_s), datetime_complete=None, params={},
+            distributions={}, user_attrs=user_attrs, system_attrs={}, intermediate_values={}, trial_id=-1))
 
-    running({"worker": {**me, "pid": _dead_pid(), "start": "1"}}, datetime.datetime.now())  # dead, this host
-    running({}, old)  # no worker record for 30 s
-    running({"worker": {**me, "host": "elsewhere"}}, datetime.datetime.now())  # another machine, young
-    res = run(spec, trials=5, storage=storage, study_name="stale")
-    assert res.finished == 5
-    rows = trials_table(storage, "stale")
-    by_state = Counter(r["state"] for r in rows)
-    assert by_state["FAIL"] == 2 and by_state["RUNNING"] == 1
-    reasons = sorted(r["reason"] for r in rows if r["state"] == "FAIL")
-    assert "died before finishing the trial" in reasons[1] and reasons[0].startswith("stale: RUNNING for")
+    running({"worker": {**me, "pid": _dead_pid(), "start": "1"}}, 0)  # #2: a dead process of this machine
+    running({}, 30)  # #3: no worker record for 30 s
+    running({"worker": {**me, "host": "elsewhere"}}, 30)  # #4: another machine, 30 s: may still be running
+    running({"worker": {**me, "host": "elsewhere"}}, 1000)  # #5: another machine, far beyond the limit
+    running({"worker": me}, 0)  # #6: this process, which is not running a trial now
+    running({}, 1)  # #7: no record yet, 1 s old: may be starting
+    study = optuna.load_study(study_name="stale", storage=st)
+    _reap_stale(study, st, me)
+    rows = {r["number"]: r for r in trials_table(storage, "stale")}
+    assert [rows[n]["state"] for n in range(2, 8)] == ["FAIL", "FAIL", "RUNNING", "FAIL", "FAIL", "RUNNING"]
+    assert "died before finishing the trial" in rows[2]["reason"]
+    assert rows[3]["reason"].startswith("stale: RUNNING for 30 s without a worker record")
+    assert rows[5]["reason"].startswith("stale: RUNNING for 1000 s on elsewhere")
 
 
 def test_a_journal_lock_left_by_a_dead_process_is_taken_over_at_once(small, tmp_path) -> None:

@@ -17,11 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import InputError
 from ..report.console import fmt_metric, make_console
 from ..report.json_doc import SCHEMA_VERSION, dumps
 from ..sweep import SAMPLERS, export_best, load_sweep, run, study_rows, write_trials
 from ..sweep import Progress as SweepProgress
+from ..sweep.results import check_out
 from ..sweep.study import RunResult
 
 
@@ -124,21 +124,20 @@ def sweep_cmd(
     spec: Annotated[str, typer.Argument(help="Sweep spec: a bundled name (pim-design, batch-model, "
                                              "throughput-vs-area) or a .toml path.", show_default=False)],
     trials: Annotated[int | None, typer.Option(
-        "--trials", "-t", show_default=False,
-        help="Finished trials the study ends with, counting earlier runs and other workers "
-             "[default: the spec's `trials`; grid: the grid size].")] = None,
+        "--trials", "-t", show_default="the spec's trials; grid: the grid size",
+        help="Finished trials the study ends with, counting earlier runs and other workers.")] = None,
     sampler: Annotated[str, typer.Option(
         "--sampler", help=f"Search algorithm: {', '.join(SAMPLERS)} (grid = brute force over discrete spaces).")
                        ] = "tpe",
     seed: Annotated[int | None, typer.Option(
         "--seed", show_default=False, help="Sampler seed: makes a single-worker run reproducible.")] = None,
     storage: Annotated[str | None, typer.Option(
-        "--storage", show_default=False,
-        help="Where the study lives [default: memory]: sqlite:///FILE.db, a journal file (FILE.journal or "
-             "journal:FILE) or postgresql://USER@HOST/DB. With a storage, the same command resumes the study; "
-             "with PostgreSQL, the same command on several machines shares it.")] = None,
+        "--storage", show_default="memory",
+        help="Where the study lives: sqlite:///FILE.db, a journal file (FILE.journal or journal:FILE) or "
+             "postgresql://USER@HOST/DB. With a storage, the same command resumes the study; with "
+             "PostgreSQL, the same command on several machines shares it.")] = None,
     study: Annotated[str | None, typer.Option(
-        "--study", show_default=False, help="Study name in the storage [default: the spec's name].")] = None,
+        "--study", show_default="the spec's name", help="Study name in the storage.")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", "-j", help="Local worker processes, each with its own storage connection (needs --storage).")
                        ] = 1,
@@ -154,13 +153,12 @@ def sweep_cmd(
 ) -> None:
     """Search the spec's parameters with Optuna for the best design (or the Pareto front).
 
-    Ctrl-C lets running trials finish, keeps everything and prints the command that resumes. Infeasible
-    designs (do not fit, break a constraint) are recorded with their reason and never reported as best.
+    Ctrl-C lets running trials finish, keeps everything and prints the command that resumes.
+    Infeasible designs (do not fit, break a constraint) are recorded with their reason and are
+    never reported as best. See docs/sweep.md.
     """
-    if out is not None and out.suffix.lower() not in (".csv", ".json"):
-        raise InputError(f"--out {out}: the file must end in .csv or .json")
-    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise InputError(f"--out {out}: the folder {out.parent} does not exist; create it or choose another path")
+    if out is not None:
+        check_out(out)  # before a long sweep, not after it
     sweep_spec = load_sweep(spec)
     name = study or sweep_spec.name
     with _Bar(name) as bar:
@@ -199,13 +197,14 @@ def _print_summary(result: RunResult, out: Path | None, exported: list, resume: 
                            style="bold yellow"))
     console.print(f"study '{result.study_name}' ({result.storage.display}): {result.finished}/{result.target} "
                   f"trials finished, {result.new_trials} run now in {result.wall_seconds:.1f} s")
-    for e in exported:
-        console.print(f"exported trial {e.trial}: {e.command}")
+    for e in exported:  # commands are printed unwrapped, to copy them whole
+        console.print(f"exported trial {e.trial}: {e.command}", soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out}")
     if result.interrupted:
         if resume:
-            console.print(Text(f"interrupted; everything so far is kept. Resume with:\n  {resume}", style="bold"))
+            console.print(Text(f"interrupted; everything so far is kept. Resume with:\n  {resume}", style="bold"),
+                          soft_wrap=True)
         else:
             console.print(Text("interrupted; the study was in memory, so it cannot be resumed: add --storage "
                                "FILE.journal (or sqlite:///FILE.db) next time", style="bold"))

@@ -123,16 +123,21 @@ def flat_row(row: dict[str, Any], objectives: list[tuple[str, str]]) -> dict[str
     return out
 
 
+def check_out(path: str | Path) -> Path:
+    """The --out path, checked before any trial runs: a .csv or .json file in an existing folder."""
+    p = Path(path)
+    if p.suffix.lower() not in (".csv", ".json"):
+        raise SpecError(f"--out {path}: the file must end in .csv or .json")
+    if not (p.parent if str(p.parent) else Path(".")).is_dir():
+        raise SpecError(f"--out {path}: the folder {p.parent} does not exist; create it or choose another path")
+    return p
+
+
 def write_trials(rows: list[dict[str, Any]], path: str | Path, *, study: str,
                  objectives: list[tuple[str, str]]) -> Path:
     """Write all trials to ``path``: CSV (.csv, one flat row per trial) or JSON (.json, a document)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise SpecError(f"--out {path}: the file must end in .csv or .json")
-    if not p.parent.is_dir():
-        raise SpecError(f"--out {path}: folder {p.parent} does not exist")
-    if suffix == ".json":
+    p = check_out(path)
+    if p.suffix.lower() == ".json":
         doc = {"schema_version": SCHEMA_VERSION, "study": study,
                "objectives": [{"metric": m, "direction": d} for m, d in objectives], "trials": clean_json(rows)}
         p.write_text(json.dumps(doc, indent=1) + "\n")

@@ -586,10 +586,10 @@ def _run_workers(spec: SweepSpec, ref: StorageRef, study_name: str, sampler: str
     reports: list[tuple] = []
     try:
         while any(p.is_alive() for p in procs):
-            if stop() and not stop_event.is_set():
-                stop_event.set()
             while not out.empty():
                 reports.append(out.get())
+            if (stop() or any(r[1] for r in reports)) and not stop_event.is_set():
+                stop_event.set()  # Ctrl-C, or a worker failed: the others finish their trial and stop
             tick()
             time.sleep(POLL_S)
     finally:
