@@ -157,15 +157,32 @@ def open_storage(ref: StorageRef) -> optuna.storages.BaseStorage:
         except (OSError, ValueError) as exc:
             raise StorageError(f"--storage '{ref.text}': cannot open the journal file ({_first_line(exc)})") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeat options are marked experimental
-            return optuna.storages.RDBStorage(ref.target, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        return _rdb_storage(ref.target)
     except ImportError as exc:
         missing = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None) or "the driver"
         raise StorageError(f"--storage {ref.display}: the database driver is not installed ({missing}); "
                            f"for PostgreSQL: pip install 'librapim[postgres]'") from None
     except Exception as exc:  # SQLAlchemy's OperationalError & co: one line, not a traceback
         raise StorageError(f"--storage {ref.display}: cannot connect ({_first_line(exc)})") from None
+
+
+# workers started together all create the schema on a fresh database; PostgreSQL lets only one CREATE win
+# and the others fail with these messages; the schema exists by then, so opening again succeeds
+_SCHEMA_RACE = ("duplicate key value", "already exists")
+
+
+def _rdb_storage(url: str, attempts: int = 6) -> optuna.storages.RDBStorage:
+    """RDBStorage(url), retried with a short backoff when another worker is creating the same schema."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeat options are marked experimental
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        except Exception as exc:
+            if attempt == attempts - 1 or not any(m in str(exc) for m in _SCHEMA_RACE):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _owned_lock(path: str) -> Any:
