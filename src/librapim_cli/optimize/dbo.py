@@ -90,42 +90,23 @@ def _order(channel, pim_s, kv_bytes, channels: int):
     return order, chs, counts, pos
 
 
-def best_attention_offload(t: CostTables, inp: StageInput) -> Decision:
-    """Exact best per-channel prefixes of requests whose attention moves to the NPU."""
-    return best_attention_offload_many(t, [inp])[0]
+def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: np.ndarray, io_s: np.ndarray,
+                    kvb: np.ndarray, Q: int, sa, vec, mem, link, fpb):
+    """The exact attention-offload sweep for Q independent stages at once (module docstring).
 
-
-def best_attention_offload_many(t: CostTables, inps: list[StageInput]) -> list[Decision]:
-    """best_attention_offload for several independent stages (pipeline micro-batches) in one vectorized pass.
-
-    Stage p's channel c becomes the combined channel p*C + c; the threshold sweep runs per stage on
-    contiguous segments of the sorted event list.
+    Request r belongs to stage ``stage[r]`` and channel ``chan[r]``; stage q's NPU terms are ``sa[q]``,
+    ``vec[q]`` (softmax included), ``mem[q]``, ``link[q]`` and its FLOPs per KV byte ``fpb[q]``. Stage q's
+    channel c becomes the combined channel q*C + c; the threshold sweep runs per stage on contiguous
+    segments of the sorted event list. Returns (predicted stage times (Q,), offload mask over the
+    requests, events taken per stage (Q,)).
     """
-    P, C = len(inps), t.channels
-    live = [i for i, inp in enumerate(inps) if inp.attn is not None and inp.attn.size and t.has_pim
-            and inp.attn_on_pim]
-    out = [NO_OFFLOAD] * P
-    if not live:
-        return out
-    sets = [inps[i].attn for i in live]
-    Q = len(live)
-    sizes = np.array([a.size for a in sets])
-    chan = np.concatenate([a.channel + j * C for j, a in enumerate(sets)])
-    pim_s = np.concatenate([a.pim_s for a in sets])
-    io_s = np.concatenate([a.io_s for a in sets])
-    kvb = np.concatenate([a.kv_bytes for a in sets])
-    order, chs, counts, pos = _order(chan, pim_s, kvb, Q * C)
+    C = t.channels
+    order, chs, counts, pos = _order(stage * C + chan, pim_s, kvb, Q * C)
     M = int(counts.max())
     stacked = np.zeros((3, Q * C, M + 1))
     stacked[:, chs, pos + 1] = np.stack((pim_s, io_s, kvb))[:, order]
     np.cumsum(stacked, axis=2, out=stacked)
     cg, cio, ckv = stacked
-    terms = [_npu_terms(t, inps[i], inps[i].rows) for i in live]
-    sa = np.array([float(x[0]) for x in terms])
-    vec = np.array([float(x[1]) + a.softmax_flops / t.vector_flops for x, a in zip(terms, sets, strict=True)])
-    mem = np.array([float(x[2]) for x in terms])
-    link = np.array([float(x[3]) for x in terms])
-    fpb = np.array([a.flops_total / a.kv_total if a.kv_total > 0 else 0.0 for a in sets])  # FLOPs per KV byte
     mem_row = np.repeat(mem, C)[:, None]
     level = channel_time(t.mode, cg[:, -1:] - cg, 0.0, cio[:, -1:] - cio, mem_row, ckv / t.ch_bw_bytes_per_s,
                          t.switch_s, t.quantum_s)
@@ -164,8 +145,43 @@ def best_attention_offload_many(t: CostTables, inps: list[StageInput]) -> list[D
     taken = (rank < m[seg_s]) & ~term_s
     kmax = np.zeros(Q * C, dtype=np.int64)
     np.maximum.at(kmax, all_c[srt][taken], all_k[srt][taken])
-    mask_all = np.empty(chan.shape[0], dtype=bool)
-    mask_all[order] = pos < kmax[chs]
+    mask = np.empty(order.shape[0], dtype=bool)
+    mask[order] = pos < kmax[chs]
+    return seg_min, mask, m
+
+
+def best_attention_offload(t: CostTables, inp: StageInput) -> Decision:
+    """Exact best per-channel prefixes of requests whose attention moves to the NPU."""
+    return best_attention_offload_many(t, [inp])[0]
+
+
+def best_attention_offload_many(t: CostTables, inps: list[StageInput]) -> list[Decision]:
+    """best_attention_offload for several independent stages (pipeline micro-batches) in one vectorized pass.
+
+    Stage p's channel c becomes the combined channel p*C + c; the threshold sweep runs per stage on
+    contiguous segments of the sorted event list.
+    """
+    P = len(inps)
+    live = [i for i, inp in enumerate(inps) if inp.attn is not None and inp.attn.size and t.has_pim
+            and inp.attn_on_pim]
+    out = [NO_OFFLOAD] * P
+    if not live:
+        return out
+    sets = [inps[i].attn for i in live]
+    Q = len(live)
+    sizes = np.array([a.size for a in sets])
+    stage = np.repeat(np.arange(Q), sizes)
+    chan = np.concatenate([a.channel for a in sets])
+    pim_s = np.concatenate([a.pim_s for a in sets])
+    io_s = np.concatenate([a.io_s for a in sets])
+    kvb = np.concatenate([a.kv_bytes for a in sets])
+    terms = [_npu_terms(t, inps[i], inps[i].rows) for i in live]
+    sa = np.array([float(x[0]) for x in terms])
+    vec = np.array([float(x[1]) + a.softmax_flops / t.vector_flops for x, a in zip(terms, sets, strict=True)])
+    mem = np.array([float(x[2]) for x in terms])
+    link = np.array([float(x[3]) for x in terms])
+    fpb = np.array([a.flops_total / a.kv_total if a.kv_total > 0 else 0.0 for a in sets])  # FLOPs per KV byte
+    seg_min, mask_all, m = attention_sweep(t, stage, chan, pim_s, io_s, kvb, Q, sa, vec, mem, link, fpb)
     offs = np.concatenate([[0], np.cumsum(sizes)])
     for j, i in enumerate(live):
         if m[j] == 0:
