@@ -18,6 +18,8 @@ from .inputs import (
 )
 from .metrics import iteration_metrics
 from .result import SCHEMA_VERSION, SimResult
+from .schedule.batched import run_iterations
+from .schedule.batched import supports as batched_supports
 from .schedule.iteration import run_iteration
 from .serving.lengths import make_requests
 from .spec.model import ModelSpec
@@ -69,7 +71,11 @@ def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gp
     channels = sched.tables.channels
     dbo_rng = np.random.default_rng(s.system.dbo.seed)
     policy = s.system.placement.kv_channel_policy
-    its = [run_iteration(sched, b, place_channels(b, channels, policy), dbo_rng, keep_stages=keep_stages)
-           for b in batches]
+    placed = [place_channels(b, channels, policy) for b in batches]
+    if batched_supports(sched, keep_stages):
+        many = run_iterations(sched, batches, placed)
+        its = [many.result(k) for k in range(len(many))]
+    else:
+        its = [run_iteration(sched, b, c, dbo_rng, keep_stages=keep_stages) for b, c in zip(batches, placed, strict=True)]
     metrics = iteration_metrics(its, s)
     return SimResult(s, metrics, its, mode="iteration")

@@ -5,8 +5,16 @@
 - every concurrency mode appears in docs/model/concurrency.md, and the per-preset area table matches the presets;
 - every field and derived property of the specs appears in backticks somewhere in docs/model/;
 - the worked examples in docs/model/pim.md and docs/model/npu.md (marked tables) recompute from the code;
+- the row-reuse table of docs/model/pim.md (global_buffer_bytes caps input vectors per row) matches
+  ``input_vectors_per_row`` for every PIM preset; MAC commands are whole per row as pim.md says;
 - the derived-values table of docs/model/specs.md matches the hardware presets;
-- the DEX == dual-row-buffer statement of docs/model/concurrency.md holds for the code's formula;
+- the DEX section model of docs/model/concurrency.md holds for the code's formula (dex == dual_row_buffer
+  without offloaded work, never faster with it), and DBO's attention skip rule under blocked/dex is exact;
+- DBO moves work in one direction per stage (docs/model/dbo.md);
+- iteration mode honours placement.kv_channel_policy (docs/model/pim.md), arrivals follow the three
+  arrival modes (docs/model/workload.md), and the interleaving decision is one per iteration
+  (docs/model/schedule.md);
+- no page repeats a statement the code has outgrown (stale phrases);
 - relative links (and their #anchors) between the model docs resolve.
 """
 
@@ -23,10 +31,23 @@ import pytest
 from librapim_cli.cost.concurrency import channel_time
 from librapim_cli.cost.link import link_cost
 from librapim_cli.cost.npu import npu_cost, systolic_cycles
-from librapim_cli.cost.pim import _rows_time, attention_requests, bank_timing
+from librapim_cli.cost.pim import (
+    _rows_time,
+    attention_requests,
+    bank_timing,
+    input_vectors_per_row,
+    mac_commands,
+    place_channels,
+    snake_channels,
+)
 from librapim_cli.cost.tables import build_tables
 from librapim_cli.graph.decode import fc_ops, shard_heads
 from librapim_cli.graph.ops import AllReduce, Gemm, Vector
+from librapim_cli.inputs import make_schedule, setup
+from librapim_cli.optimize.dbo import _attention_can_help, best_attention_offload, decide_many
+from librapim_cli.optimize.stage import NO_OFFLOAD, StageInput, attention_set, stage_time
+from librapim_cli.schedule.iteration import run_iteration
+from librapim_cli.serving.lengths import make_requests, read_trace
 from librapim_cli.simulate import simulate
 from librapim_cli.spec import (
     ConcurrencySpec,
@@ -46,6 +67,7 @@ from librapim_cli.spec import (
     load_hardware,
     load_model,
     load_system,
+    load_workload,
 )
 from librapim_cli.spec.system import ConcurrencyMode
 
@@ -125,8 +147,8 @@ def test_area_table_matches_system_presets():
 
 
 def test_dex_section_model_as_documented():
-    """concurrency.md: without offloaded work dex == dual_row_buffer; work moved across devices serializes in
-    the other device's section under dex only."""
+    """concurrency.md (and overview.md A3): without offloaded work dex == dual_row_buffer; work moved across
+    devices serializes in the other device's section under dex only."""
     rng = np.random.default_rng(0)
     pim_attn, pim_fc, npu_w, npu_kv = rng.exponential(1.0, size=(4, 5000))
     pim_io = pim_attn * rng.random(5000)
@@ -139,6 +161,9 @@ def test_dex_section_model_as_documented():
     np.testing.assert_allclose(dex, np.maximum.reduce([pim_attn + npu_kv, pim_fc + npu_w, drb]))
     text = _text(MODEL / "concurrency.md")
     assert "they serialize" in text and "exactly the dual-row-buffer time" in text
+    a3 = next(line for line in _text(MODEL / "overview.md").splitlines() if line.startswith("| A3 "))
+    assert "max(pim_attn + npu_kv, pim_fc + npu_w, PIM, NPU + pim_io)" in a3
+    assert "without offloaded work `dex` equals `dual_row_buffer`" in a3
 
 
 # ---- spec fields -------------------------------------------------------------------------------------------
@@ -177,6 +202,11 @@ def _check(doc: dict[str, str], computed: dict[str, float], where: str) -> None:
         assert abs(float(shown) - computed[key]) <= tol, f"{where}: {key} shown {shown}, code gives {computed[key]!r}"
 
 
+def _doc_mac(e: int, row_elems: int, lanes: int) -> int:
+    """pim.md: MAC(e) = floor(e / E_row) * ceil(E_row / lanes) + ceil((e mod E_row) / lanes)."""
+    return (e // row_elems) * math.ceil(row_elems / lanes) + math.ceil((e % row_elems) / lanes)
+
+
 def test_pim_worked_example_matches_code():
     p, doc = _marked_table(MODEL / "pim.md", "pim-example")
     hw, model, tp, L = load_hardware(p["hardware"]), load_model(p["model"]), int(p["tp"]), int(p["L"])
@@ -188,12 +218,13 @@ def test_pim_worked_example_matches_code():
     B, e_row, lanes, bpu = mem.banks_per_channel, mem.row_bytes // model.dtype_bytes, pim.mac_lanes_per_unit, \
         pim.banks_per_unit
     group = max(1, q // kv)
-    reopen = math.ceil(group / pim.input_registers)
+    R = max(1, min(pim.input_registers, pim.global_buffer_bytes // mem.row_bytes))
+    reopen = math.ceil(group / R)
     kvdim = kv * model.head_dim
     e_k = math.ceil(L / B) * kvdim
-    rows_k, macs_k = math.ceil(e_k / e_row) * reopen, math.ceil(e_k / lanes) * group * bpu
+    rows_k, macs_k = math.ceil(e_k / e_row) * reopen, _doc_mac(e_k, e_row, lanes) * group * bpu
     d_b = math.ceil(kvdim / B)
-    rows_v, macs_v = d_b * math.ceil(L / e_row) * reopen, d_b * math.ceil(L / lanes) * group * bpu
+    rows_v, macs_v = d_b * math.ceil(L / e_row) * reopen, d_b * _doc_mac(L, e_row, lanes) * group * bpu
     bank_raw = float(_rows_time(bt, rows_k, macs_k) + _rows_time(bt, rows_v, macs_v))
     q_b, s_b = q * model.head_dim * model.dtype_bytes, q * L * model.dtype_bytes
     gw = (math.ceil(q_b / mem.column_bytes) + math.ceil(s_b / mem.column_bytes)) * bt.t_gwrite_per_col_s
@@ -254,6 +285,178 @@ def test_specs_derived_table_matches_presets():
                 continue
             dec = len(cell.split()[0].split(".")[1]) if "." in cell.split()[0] else 0
             assert abs(shown - want) <= 0.5 * 10.0 ** (-dec) + 1e-9, (info.name, cell, want)
+
+
+# ---- PIM row reuse, MAC commands, channel placement ---------------------------------------------------------
+def _plain_table(path: Path, tag: str) -> list[list[str]]:
+    text = _text(path)
+    m = re.search(rf"<!-- {tag} -->\n(.*?)<!-- /{tag} -->", text, re.S)
+    assert m, f"{path.name}: no <!-- {tag} --> table"
+    rows = [[c.strip().strip("`") for c in line.strip().strip("|").split("|")] for line in m.group(1).splitlines()]
+    return [r for r in rows[2:] if r and r[0]]
+
+
+def test_pim_row_reuse_table_matches_presets():
+    """pim.md: R = max(1, min(input_registers, global_buffer_bytes // row_bytes)), per PIM preset."""
+    rows = {r[0]: r[1:] for r in _plain_table(MODEL / "pim.md", "pim-reuse")}
+    pim_presets = [i.name for i in list_presets("hardware") if load_hardware(i.name).pim is not None]
+    assert sorted(rows) == sorted(pim_presets), "pim.md row-reuse table must list exactly the PIM hardware presets"
+    for name in pim_presets:
+        hw = load_hardware(name)
+        regs, gbuf, row, r = (int(x) for x in rows[name])
+        assert (regs, gbuf, row) == (hw.pim.input_registers, hw.pim.global_buffer_bytes, hw.memory.row_bytes), name
+        assert r == max(1, min(regs, gbuf // row)) == input_vectors_per_row(hw), name
+    # the buffer is a real limit: some preset has more registers than row slices in its buffer
+    assert any(hw.pim.input_registers > input_vectors_per_row(hw)
+               for hw in map(load_hardware, pim_presets)), "global_buffer_bytes never binds: revisit pim.md"
+
+
+def test_global_buffer_documented_as_used():
+    specs = _text(MODEL / "specs.md")
+    row = next(line for line in specs.splitlines() if line.startswith("| `global_buffer_bytes`"))
+    assert "not used by the model" not in row and "input_vectors_per_row" in row
+    pim_text = _text(MODEL / "pim.md")
+    assert "global_buffer_bytes // row_bytes" in pim_text and "never limits" not in pim_text
+
+
+def test_mac_commands_whole_per_row():
+    """pim.md: a MAC command never straddles two rows (MAC(e) formula), also when lanes do not divide E_row."""
+    rng = np.random.default_rng(1)
+    for row_elems, lanes in ((512, 16), (1024, 16), (500, 16), (100, 7)):
+        e = rng.integers(0, 20 * row_elems, size=300)
+        got = mac_commands(e, row_elems, lanes)
+        want = [_doc_mac(int(x), row_elems, lanes) for x in e]
+        np.testing.assert_array_equal(got, want)
+        if row_elems % lanes == 0:  # the bundled presets: equal to ceil(e / lanes)
+            np.testing.assert_array_equal(got, np.ceil(e / lanes))
+
+
+def test_kv_channel_policy_as_documented():
+    """pim.md: iteration mode honours kv_channel_policy: round_robin = i mod C, least_loaded = snake."""
+    lens = np.random.default_rng(2).integers(1, 2000, size=100)
+    np.testing.assert_array_equal(place_channels(lens, 32, "round_robin"), np.arange(100) % 32)
+    np.testing.assert_array_equal(place_channels(lens, 32, "least_loaded"), snake_channels(lens, 32))
+    kw = dict(mode="iteration", batch=64, samples=1)
+    rr = simulate("librapim", "gpt3-7b", "sharegpt", sets=["system.placement.kv_channel_policy=round_robin"], **kw)
+    ll = simulate("librapim", "gpt3-7b", "sharegpt", sets=["system.placement.kv_channel_policy=least_loaded"], **kw)
+    assert rr.metrics["iteration_time_s"] != ll.metrics["iteration_time_s"]
+    row = next(line for line in _text(MODEL / "specs.md").splitlines()
+               if line.startswith("| `placement.kv_channel_policy`"))
+    assert "serve mode only" not in row.lower() and "both modes" in row
+
+
+# ---- DBO ---------------------------------------------------------------------------------------------------
+def _stage_m(mode: str, lens: np.ndarray):
+    """Stage M of the Q/M/R schedule (idle NPU, attention on PIM) under ``mode``."""
+    s = setup("librapim", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={mode}"])
+    t = make_schedule(s, 8, int(lens.max())).tables
+    ch = place_channels(lens, t.channels, "least_loaded")
+    return t, StageInput(None, 0, attention_set(t, lens, ch), True)
+
+
+@pytest.mark.parametrize("mode", ["blocked", "dex"])
+def test_attention_skip_rule_is_exact(mode):
+    """dbo.md skip rule 2: under blocked/dex, if no request's KV reads faster at BW_ch*eta than its PIM time,
+    no attention offload shortens the stage; GPT-3 7B tp 4 on the NeuPIMs-class device crosses at 40 tokens."""
+    long_lens = np.random.default_rng(3).integers(40, 2048, size=200)
+    t, inp = _stage_m(mode, long_lens)
+    assert not _attention_can_help(t, inp)
+    base = stage_time(t, inp, NO_OFFLOAD).time_s
+    assert best_attention_offload(t, inp).predicted_s >= base * (1 - 1e-12)
+    t, inp = _stage_m(mode, np.array([39] * 64 + [1000] * 64))
+    assert _attention_can_help(t, inp)
+    t, inp = _stage_m("dual_row_buffer", long_lens)
+    assert _attention_can_help(t, inp)  # the rule applies to blocked and dex only
+
+
+def test_dbo_moves_one_direction_per_stage():
+    """dbo.md: a decision moves FC rows to the PIM or attention to the NPU, never both."""
+    seen_fc = seen_attn = False
+    for system, model, batch in (("librapim", "gpt3-7b", 512), ("librapim", "llama2-70b", 64),
+                                 ("librapim-dbo-only", "gpt3-7b", 64)):
+        r = simulate(system, model, "sharegpt", mode="iteration", batch=batch, samples=1, keep_stages=True)
+        for st in r.iterations[0].stages:
+            d = st.decision
+            moved_attn = d.attn_to_npu is not None and bool(np.any(d.attn_to_npu))
+            assert not (d.fc_rows_to_pim > 0 and moved_attn), (system, model, st.name)
+            seen_fc |= d.fc_rows_to_pim > 0
+            seen_attn |= moved_attn
+    assert seen_fc and seen_attn, "the cases should exercise both directions"
+
+
+def test_decide_many_equals_one_stage_at_a_time():
+    """dbo.md: batching stages across micro-batches gives each stage its own one-stage decision."""
+    rng = np.random.default_rng(4)
+    s = setup("librapim", "llama2-70b", "sharegpt")
+    t = make_schedule(s, 8, 2048).tables
+    inps = []
+    for _ in range(4):
+        lens = rng.integers(1, 2048, size=int(rng.integers(5, 60)))
+        inps.append(StageInput(None, 0, attention_set(t, lens, place_channels(lens, t.channels, "round_robin")), True))
+    bases = [stage_time(t, i, NO_OFFLOAD) for i in inps]
+    many = decide_many(t, inps, s.system.dbo, bases)
+    for inp, b, d in zip(inps, bases, many, strict=True):
+        one = decide_many(t, [inp], s.system.dbo, [b])[0]
+        assert d.predicted_s == pytest.approx(one.predicted_s, rel=1e-12)
+        assert (d.attn_to_npu is None) == (one.attn_to_npu is None)
+        if d.attn_to_npu is not None:
+            np.testing.assert_array_equal(d.attn_to_npu, one.attn_to_npu)
+
+
+# ---- schedule ----------------------------------------------------------------------------------------------
+def test_one_interleaving_decision_per_iteration():
+    """schedule.md: with pp > 1 interleaving is decided once, from the smallest micro-batch."""
+    s = setup("librapim", "gpt3-7b", "sharegpt", sets=["system.pp=2"])
+    sched = make_schedule(s, 512, 300)
+    for n, expect in ((512, "ABCDEF"), (511, "QMR")):
+        lens = np.full(n, 300)
+        it = run_iteration(sched, lens, place_channels(lens, sched.tables.channels, "least_loaded"),
+                           keep_stages=True)
+        for mb in (0, 1):
+            names = "".join(st.name for st in it.stages if st.micro_batch == mb and st.name != "H")
+            assert names == expect, (n, mb, names)
+
+
+# ---- workload ----------------------------------------------------------------------------------------------
+def test_arrival_modes_as_documented():
+    """workload.md: closed = all at 0, poisson = generated, trace = the CSV's arrival_s (needs lengths='trace')."""
+    w = load_workload("sharegpt-trace-sample")
+    assert w.arrival == "trace"
+    base = Path(list_presets("workload")[0].path).parent
+    csv = read_trace(base / w.trace_path)
+    np.testing.assert_array_equal(make_requests(w).arrival_s, csv.arrival_s)
+    closed = make_requests(w.model_copy(update={"arrival": "closed"}))
+    assert not closed.arrival_s.any()
+    np.testing.assert_array_equal(closed.input_len, make_requests(w).input_len)
+    pois = make_requests(w.model_copy(update={"arrival": "poisson", "rate_per_s": 5.0})).arrival_s
+    assert np.all(np.diff(pois) > 0) and not np.allclose(pois, csv.arrival_s)
+    with pytest.raises(Exception, match="lengths='trace'"):
+        WorkloadSpec.model_validate({**load_workload("sharegpt").model_dump(), "arrival": "trace"})
+
+
+# ---- stale statements --------------------------------------------------------------------------------------
+STALE = ("not consulted", "never binding", "ignored for traces", "never limits the model", "equal** `dual_row_buffer`",
+         "Known issue", "simulate.py` `setup", "simulate.py` `kv_capacity_bytes", "simulate.setup")
+
+
+@pytest.mark.parametrize("path", [DOCS / "index.md", METRICS, *sorted(MODEL.glob("*.md"))],
+                         ids=lambda p: str(p.relative_to(DOCS)))
+def test_no_stale_statements(path):
+    text = _text(path)
+    hits = [p for p in STALE if p in text]
+    assert not hits, f"{path.name} still says {hits}"
+
+
+def test_cli_default_mode_documented():
+    """The CLI runs serve mode by default; the library function simulate() defaults to iteration."""
+    import inspect
+
+    from librapim_cli.cli import simulate as cli_simulate
+
+    assert cli_simulate.DEFAULT_MODE == "serve"
+    assert inspect.signature(simulate).parameters["mode"].default == "iteration"
+    for page in (MODEL / "overview.md", MODEL / "serving.md", METRICS):
+        assert "--mode serve" in _text(page), page.name
 
 
 # ---- links -------------------------------------------------------------------------------------------------

@@ -231,6 +231,6 @@ def decide_many(t: CostTables, inps: list[StageInput], dbo: DBOSpec, bases: list
         if pim_bound:
             ds = best_attention_offload_many(t, [inps[i] for i in pim_bound])
             for i, d in zip(pim_bound, ds, strict=True):
-                if d.predicted_s < best[i].predicted_s:
+                if d.attn_to_npu is not None and d.predicted_s < best[i].predicted_s:
                     best[i] = d
     return best

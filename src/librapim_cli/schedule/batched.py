@@ -1,0 +1,354 @@
+"""Many decode iterations in one vectorized pass, with exactly the figures of ``run_iteration``.
+
+``run_iteration`` evaluates one iteration with a few dozen small numpy calls, so its cost is per-call
+overhead. Where many iterations are known before their times are (the steady-state samples of
+``simulate(mode='iteration')``, and every decode iteration of a closed-loop serving run, whose
+membership does not depend on the clock), this module evaluates them together: every request of every
+iteration is one row of the same arrays, every stage of every pipeline micro-batch is one row of the
+stage arrays, and DBO's two directions run for all balanced stages at once (the FC-row direction over a
+stages x rows grid, the attention direction through the shared sweep in ``optimize.dbo``).
+
+The formulas are those of ``optimize.stage.stage_time`` and ``optimize.dbo.decide_many``; a test checks
+the figures equal ``run_iteration``'s for every system preset. Configurations it does not cover (a noisy
+DBO predictor, DBO with attention placed on the NPU, kept stage records) go through ``run_iteration``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cost.concurrency import channel_time
+from ..optimize.dbo import attention_sweep
+from ..optimize.stage import channel_max
+from .iteration import IterationResult, Schedule
+
+FIELDS = ("time_s", "npu_busy_s", "npu_sa_busy_s", "pim_busy_s", "pim_busy_max_s", "npu_flops", "pim_flops",
+          "energy_j", "attn_bytes", "attn_offloaded_bytes", "fc_rows", "fc_rows_offloaded")
+
+
+@dataclass(frozen=True)
+class IterationBatch:
+    """Per-iteration figures of K iterations (arrays of length K, fields as in IterationResult)."""
+
+    tokens: np.ndarray
+    time_s: np.ndarray
+    npu_busy_s: np.ndarray
+    npu_sa_busy_s: np.ndarray
+    pim_busy_s: np.ndarray
+    pim_busy_max_s: np.ndarray
+    npu_flops: np.ndarray
+    pim_flops: np.ndarray
+    energy_j: np.ndarray
+    attn_bytes: np.ndarray
+    attn_offloaded_bytes: np.ndarray
+    fc_rows: np.ndarray
+    fc_rows_offloaded: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.time_s.shape[0])
+
+    def result(self, k: int) -> IterationResult:
+        """Iteration k as an IterationResult (no stage records)."""
+        return IterationResult(tokens=int(self.tokens[k]), **{f: float(getattr(self, f)[k]) for f in FIELDS})
+
+
+def supports(s: Schedule, keep_stages: bool = False) -> bool:
+    """True if run_iterations reproduces run_iteration for this schedule."""
+    system, t = s.system, s.tables
+    dbo_on = system.dbo.enabled and t.has_pim
+    on_pim = system.placement.attention == "pim" and t.has_pim
+    return not keep_stages and not (dbo_on and system.dbo.prediction_error > 0) and not (dbo_on and not on_pim)
+
+
+@dataclass
+class _Groups:
+    """Attention aggregates of every (iteration, micro-batch, sub-batch) group of requests."""
+
+    g: np.ndarray  # group of each request
+    ch: np.ndarray
+    gat: np.ndarray  # (7, R) per-request table columns
+    rows: np.ndarray  # requests per group
+    pim_c: np.ndarray  # (G, C)
+    io_c: np.ndarray
+    pmax: np.ndarray
+    iomax: np.ndarray
+    pmean: np.ndarray
+    soft: np.ndarray
+    kv: np.ndarray
+    flops: np.ndarray
+    pim_e: np.ndarray
+    npu_e: np.ndarray
+
+
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+class _Acc:
+    """Per-iteration sums of stage figures x repeats."""
+
+    def __init__(self, K: int) -> None:
+        self.K = K
+        self.v = {f: np.zeros(K) for f in FIELDS}
+
+    def add(self, k: np.ndarray, reps, **vals: np.ndarray) -> None:
+        for f, x in vals.items():
+            self.v[f] += np.bincount(k, weights=np.broadcast_to(np.asarray(x, dtype=float) * reps, k.shape),
+                                     minlength=self.K)
+
+
+def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list[np.ndarray]) -> IterationBatch:
+    """Evaluate K decode iterations (requests ``lens_list[k]`` in channels ``channels_list[k]``) together."""
+    if not supports(s):
+        raise ValueError("run_iterations does not cover this schedule; use run_iteration")
+    t, system = s.tables, s.system
+    C, pp, L = t.channels, s.pp, s.layers_per_stage
+    K = len(lens_list)
+    n_k = np.array([len(x) for x in lens_list], dtype=np.int64)
+    R = int(n_k.sum())
+    lens = np.concatenate(lens_list).astype(np.int64) if R else np.zeros(0, dtype=np.int64)
+    ch = np.concatenate(channels_list).astype(np.int64) if R else np.zeros(0, dtype=np.int64)
+    kid = np.repeat(np.arange(K), n_k)
+    r = np.arange(R) - np.repeat(np.cumsum(n_k) - n_k, n_k)
+    mb, pos = r % pp, r // pp
+    # requests per micro-batch, and the one interleaving decision per iteration (run_iteration's rule)
+    mbsize = (n_k[:, None] - np.arange(pp)[None, :] + pp - 1) // pp  # (K, pp)
+    smallest = np.where(mbsize > 0, mbsize, np.iinfo(np.int64).max).min(axis=1)
+    interleave = system.sub_batch_interleaving & (n_k > 0) & (smallest >= system.sub_batch_min_batch)
+    sub = np.where(interleave[kid], pos % 2, 0)
+    G = K * pp * 2
+    g = (kid * pp + mb) * 2 + sub
+    gat = t.attn_stacked[:, lens]
+    cnt = np.bincount(g, minlength=G)
+    sums = [np.bincount(g, weights=gat[i], minlength=G) for i in range(7)]
+    pim_c = np.bincount(g * C + ch, weights=gat[0], minlength=G * C).reshape(G, C)
+    io_c = np.bincount(g * C + ch, weights=gat[1], minlength=G * C).reshape(G, C)
+    grp = _Groups(g, ch, gat, cnt, pim_c, io_c, pim_c.max(axis=1), io_c.max(axis=1), sums[0] / C, sums[4],
+                  sums[2], sums[3], sums[5], sums[6])
+    acc = _Acc(K)
+    mbi = np.arange(K * pp)
+    k_of = mbi // pp
+    live = mbsize.reshape(-1) > 0
+    sbi = live & interleave[k_of]
+    flat = live & ~interleave[k_of]
+    on_pim = system.placement.attention == "pim" and t.has_pim
+    dbo = system.dbo if (system.dbo.enabled and t.has_pim) else None
+    ev = _StageEval(s, grp, on_pim, dbo)
+    i_s = mbi[sbi]
+    if i_s.size:
+        g0, g1 = i_s * 2, i_s * 2 + 1
+        b1, b2 = cnt[g0], cnt[g1]
+        cached = t.npu["both"].bytes[np.maximum(b1, b2)] <= t.sram_bytes
+        no = np.zeros(i_s.size, dtype=bool)
+        for group, rows, ag, cach, reps, bal in (
+                ("qkv", b1, None, no, 1, False), ("qkv", b2, g0, cached, 1, False),
+                ("both", b1, g1, no, L - 1, True), ("both", b2, g0, cached, L - 1, True),
+                ("rest", b1, g1, no, 1, False), ("rest", b2, None, cached, 1, False)):
+            if reps > 0:
+                ev.stage(acc, k_of[i_s], group, rows, ag, cach, reps, bal)
+    i_f = mbi[flat]
+    if i_f.size:
+        g0 = i_f * 2
+        n = cnt[g0]
+        no = np.zeros(i_f.size, dtype=bool)
+        for group, rows, ag in (("qkv", n, None), (None, np.zeros_like(n), g0), ("rest", n, None)):
+            ev.stage(acc, k_of[i_f], group, rows, ag, no, L, True)
+    # LM head of every micro-batch, and its hand-off from the previous pipeline stage
+    i_l = mbi[live]
+    n = mbsize.reshape(-1)[live]
+    h = t.npu["head"]
+    head_s = np.maximum(np.maximum(h.sa_s[n], h.vec_s[n]), h.mem_s[n]) + h.link_s[n]
+    p2p = (s.p2p_latency_s + n * s.p2p_s_per_row) if pp > 1 else 0.0
+    kk = k_of[i_l]
+    acc.add(kk, 1.0, time_s=head_s + p2p, npu_busy_s=head_s, npu_sa_busy_s=h.sa_s[n], npu_flops=h.flops[n])
+    head_energy = np.bincount(kk, weights=h.energy_j[n] * s.tp, minlength=K)
+    v = acc.v
+    v["energy_j"] = v["energy_j"] * (s.tp * pp) + head_energy
+    return IterationBatch(tokens=n_k, **v)
+
+
+class _StageEval:
+    """Stage times (and DBO decisions) for arrays of stage instances of one kind."""
+
+    def __init__(self, s: Schedule, grp: _Groups, on_pim: bool, dbo) -> None:
+        self.s, self.t, self.grp, self.on_pim, self.dbo = s, s.tables, grp, on_pim, dbo
+
+    def _npu(self, group, nb, rows, cached):
+        t = self.t
+        if group is None:
+            z = np.zeros(np.shape(nb))
+            return z, z, z, np.zeros(np.shape(rows)), z, z
+        G = t.npu[group]
+        mem = np.where(cached, 0.0, G.mem_s[nb])
+        energy = G.energy_j[nb] - np.where(cached, G.dram_energy_j[nb], 0.0)
+        return G.sa_s[nb], G.vec_s[nb], mem, G.link_s[rows], G.flops[nb], energy
+
+    def stage(self, acc: _Acc, k: np.ndarray, group, rows, ag, cached, reps, balanced: bool) -> None:
+        t, grp, on_pim = self.t, self.grp, self.on_pim
+        n_inst = k.shape[0]
+        sa, vec, mem, link, npu_fl, energy = self._npu(group, rows, rows, cached)
+        zeros = np.zeros(n_inst)
+        if ag is None:
+            npu = np.maximum(np.maximum(sa, vec), mem) + link
+            chan = zeros
+            vals = dict(pim_max=zeros, pim_mean=zeros, pim_fl=zeros, attn_b=zeros, attn_off=zeros)
+        elif not on_pim:
+            # attention on the NPU (no PIM, or placed there): it streams the KV, MACs on the vector units
+            kv = grp.kv[ag]
+            vec = vec + (grp.soft[ag] + grp.flops[ag]) / t.vector_flops
+            npu = np.maximum(np.maximum(sa, vec), mem + kv / t.npu_bw_bytes_per_s) + link
+            energy = energy + grp.npu_e[ag]
+            chan = zeros
+            vals = dict(pim_max=zeros, pim_mean=zeros, pim_fl=zeros, attn_b=kv, attn_off=kv)
+        else:
+            vec = vec + grp.soft[ag] / t.vector_flops
+            npu = np.maximum(np.maximum(sa, vec), mem) + link
+            chan = channel_max(t, grp.pim_c[ag], grp.io_c[ag], grp.pmax[ag], grp.iomax[ag], 0.0, 0.0, mem)
+            energy = energy + grp.pim_e[ag]
+            vals = dict(pim_max=grp.pmax[ag], pim_mean=grp.pmean[ag], pim_fl=grp.flops[ag], attn_b=grp.kv[ag],
+                        attn_off=zeros)
+        time = np.maximum(npu, chan)
+        y = np.zeros(n_inst, dtype=np.int64)
+        if self.dbo is not None and balanced:
+            best = time.copy()
+            if self.dbo.fc_to_pim and group is not None:
+                yb, pred = self._best_fc(group, rows, ag, cached)
+                better = pred < best
+                y = np.where(better, yb, 0)
+                best = np.where(better, pred, best)
+            moved = None
+            if self.dbo.attention_to_npu and ag is not None:
+                moved = self._best_attention(ag, chan > npu, sa, vec, mem, link, best)
+            if moved is not None:
+                sel, mask = moved
+                y[sel] = 0
+                done = np.zeros(n_inst, dtype=bool)
+                done[sel] = True
+                time, npu, energy, vals = self._with_attention(time, npu, energy, vals, sa, vec, mem, link, ag,
+                                                               sel, mask)
+            else:
+                done = np.zeros(n_inst, dtype=bool)
+            fc = (y > 0) & ~done
+            if fc.any():
+                time, npu, sa, npu_fl, energy, vals = self._with_fc(
+                    fc, group, rows, ag, cached, y, time, npu, sa, npu_fl, energy, vals)
+        acc.add(k, reps, time_s=time, npu_busy_s=npu, npu_sa_busy_s=sa, pim_busy_s=vals["pim_mean"],
+                pim_busy_max_s=vals["pim_max"], npu_flops=npu_fl, pim_flops=vals["pim_fl"], energy_j=energy,
+                attn_bytes=vals["attn_b"], attn_offloaded_bytes=vals["attn_off"])
+        if balanced:
+            acc.add(k, reps, fc_rows=rows, fc_rows_offloaded=y)
+
+    # ---- DBO, FC rows to the PIM: every y of every instance at once -------------------------------------
+    def _best_fc(self, group, rows, ag, cached):
+        t, grp = self.t, self.grp
+        ys = np.arange(int(rows.max()) + 1) if rows.size else np.arange(1)
+        valid = ys[None, :] <= rows[:, None]
+        nb = np.clip(rows[:, None] - ys[None, :], 0, None)
+        sa, vec, mem, link, _, _ = self._npu(group, nb, rows[:, None], cached[:, None])
+        pf = t.pim_fc[group]
+        if ag is not None:
+            vec = vec + (grp.soft[ag] / t.vector_flops)[:, None]
+            chan = channel_max(t, grp.pim_c[ag][:, None, :], grp.io_c[ag][:, None, :], grp.pmax[ag][:, None],
+                               grp.iomax[ag][:, None], pf.time_s[ys][None, :], pf.io_s[ys][None, :], mem)
+        else:
+            z = np.zeros((1, 1, t.channels))
+            chan = channel_max(t, z, z, 0.0, 0.0, pf.time_s[ys][None, :], pf.io_s[ys][None, :], mem)
+        npu = np.maximum(np.maximum(sa, vec), mem) + link
+        total = np.where(valid, np.maximum(npu, chan), np.inf)
+        yb = np.argmin(total, axis=1)
+        return yb, total[np.arange(rows.shape[0]), yb]
+
+    def _with_fc(self, fc, group, rows, ag, cached, y, time, npu, sa, npu_fl, energy, vals):
+        """Stage figures of the instances in ``fc`` with y[fc] FC rows on the PIM (no attention moved)."""
+        t, grp = self.t, self.grp
+        time, npu, sa, npu_fl, energy = time.copy(), npu.copy(), sa.copy(), npu_fl.copy(), energy.copy()
+        vals = {key: v.copy() for key, v in vals.items()}
+        yy = y[fc]
+        rr = rows[fc]
+        sa_, vec_, mem_, link_, fl_, en_ = self._npu(group, rr - yy, rr, cached[fc])
+        pf = t.pim_fc[group]
+        pft, pfio, pffl, pfe = pf.time_s[yy], pf.io_s[yy], pf.flops[yy], pf.energy_j[yy]
+        en_ = en_ + pfe
+        if ag is not None:
+            a = ag[fc]
+            vec_ = vec_ + grp.soft[a] / t.vector_flops
+            chan = channel_max(t, grp.pim_c[a], grp.io_c[a], grp.pmax[a], grp.iomax[a], pft, pfio, mem_)
+            vals["pim_max"][fc] = grp.pmax[a] + pft
+            vals["pim_mean"][fc] = grp.pmean[a] + pft
+            vals["pim_fl"][fc] = grp.flops[a] + pffl
+            en_ = en_ + grp.pim_e[a]
+        else:
+            z = np.zeros((1, t.channels))
+            chan = channel_max(t, z, z, 0.0, 0.0, pft, pfio, mem_)
+            vals["pim_max"][fc] = pft
+            vals["pim_mean"][fc] = pft
+            vals["pim_fl"][fc] = pffl
+        npu_ = np.maximum(np.maximum(sa_, vec_), mem_) + link_
+        time[fc] = np.maximum(npu_, chan)
+        npu[fc], sa[fc], npu_fl[fc], energy[fc] = npu_, sa_, fl_, en_
+        return time, npu, sa, npu_fl, energy, vals
+
+    # ---- DBO, attention to the NPU: the shared exact sweep over every PIM-bound instance ------------------
+    def _best_attention(self, ag, pim_bound, sa, vec, mem, link, best):
+        t, grp = self.t, self.grp
+        cand = pim_bound.copy()
+        if t.mode in ("blocked", "dex"):  # optimize.dbo._attention_can_help, per group
+            helps = grp.gat[2] < grp.gat[0] * t.ch_bw_bytes_per_s
+            cand &= np.bincount(grp.g, weights=helps, minlength=grp.rows.shape[0])[ag] > 0
+        cand &= grp.rows[ag] > 0
+        sel = np.flatnonzero(cand)
+        if sel.size == 0:
+            return None
+        Q = sel.size
+        q_of_group = np.full(grp.rows.shape[0], -1, dtype=np.int64)
+        q_of_group[ag[sel]] = np.arange(Q)
+        q_of_req = q_of_group[grp.g]
+        req = q_of_req >= 0
+        kv = grp.kv[ag[sel]]
+        fpb = np.where(kv > 0, grp.flops[ag[sel]] / np.where(kv > 0, kv, 1.0), 0.0)
+        pred, mask, m = attention_sweep(t, q_of_req[req], grp.ch[req], grp.gat[0][req], grp.gat[1][req],
+                                        grp.gat[2][req], Q, sa[sel], vec[sel], mem[sel], link[sel], fpb)
+        win = (m > 0) & (pred < best[sel])
+        if not win.any():
+            return None
+        full = np.zeros(grp.g.shape[0], dtype=bool)
+        full[np.flatnonzero(req)] = mask
+        keep_q = np.flatnonzero(win)
+        full &= np.isin(q_of_req, keep_q)
+        return sel[keep_q], full
+
+    def _with_attention(self, time, npu, energy, vals, sa, vec, mem, link, ag, sel, mask):
+        """Stage figures of the instances ``sel`` with the requests in ``mask`` moved to the NPU."""
+        t, grp = self.t, self.grp
+        C = t.channels
+        time, npu, energy = time.copy(), npu.copy(), energy.copy()
+        vals = {key: v.copy() for key, v in vals.items()}
+        S = sel.shape[0]
+        q_sel = np.full(grp.rows.shape[0], -1, dtype=np.int64)  # position in sel of each moved request's group
+        q_sel[ag[sel]] = np.arange(S)
+        j = q_sel[grp.g[mask]]
+        chm = grp.ch[mask]
+        pim_s, io_s, kvb, fl = grp.gat[0][mask], grp.gat[1][mask], grp.gat[2][mask], grp.gat[3][mask]
+        kv_off = np.bincount(j, weights=kvb, minlength=S)
+        fl_off = np.bincount(j, weights=fl, minlength=S)
+        pe_off = np.bincount(j, weights=grp.gat[5][mask], minlength=S)
+        ne_off = np.bincount(j, weights=grp.gat[6][mask], minlength=S)
+        idx = j * C + chm
+        a = ag[sel]
+        pim_c = grp.pim_c[a] - np.bincount(idx, weights=pim_s, minlength=S * C).reshape(S, C)
+        io_c = grp.io_c[a] - np.bincount(idx, weights=io_s, minlength=S * C).reshape(S, C)
+        npu_kv_c = np.bincount(idx, weights=kvb, minlength=S * C).reshape(S, C) / t.ch_bw_bytes_per_s
+        vec_s = vec[sel] + fl_off / t.vector_flops
+        npu_s = np.maximum(np.maximum(sa[sel], vec_s), mem[sel] + kv_off / t.npu_bw_bytes_per_s) + link[sel]
+        chan = channel_time(t.mode, pim_c, 0.0, io_c, mem[sel][:, None], npu_kv_c, t.switch_s,
+                            t.quantum_s).max(axis=1)
+        time[sel] = np.maximum(npu_s, chan)
+        npu[sel] = npu_s
+        energy[sel] = energy[sel] - pe_off + ne_off  # moved requests' energy on the NPU instead of the PIM
+        vals["pim_max"][sel] = pim_c.max(axis=1)
+        vals["pim_mean"][sel] = pim_c.sum(axis=1) / C
+        vals["pim_fl"][sel] = grp.flops[a] - fl_off
+        vals["attn_off"][sel] = kv_off
+        return time, npu, energy, vals
