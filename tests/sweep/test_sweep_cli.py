@@ -89,8 +89,8 @@ def test_journal_study_killed_mid_run_resumes_to_the_full_count(small, tmp_path)
                                                                         if x["state"] == "COMPLETE"}
     for x in rows:  # a trial the kill left RUNNING is failed with the reason, never counted
         assert x["state"] != "RUNNING"
-        if x["state"] == "FAIL":
-            assert "died before finishing the trial" in x["reason"]
+        if x["state"] == "FAIL":  # killed after or before it recorded its worker process (study.py)
+            assert "died before finishing the trial" in x["reason"] or "its process died starting it" in x["reason"]
 
 
 def test_ctrl_c_finishes_running_trials_and_prints_how_to_resume(small, tmp_path) -> None:
