@@ -90,26 +90,39 @@ def _order(channel, pim_s, kv_bytes, channels: int):
     return order, chs, counts, pos
 
 
+def movable(t: CostTables, pim_s: np.ndarray, kv_bytes: np.ndarray) -> np.ndarray:
+    """Requests whose move to the NPU can lower their channel's level (all of them, except under blocked
+    and dex: there a request whose KV the NPU reads through its channel no faster than the PIM processes
+    it only raises every binding term, so it is never part of an optimal prefix; see _attention_can_help)."""
+    if t.mode in ("blocked", "dex"):
+        return kv_bytes < pim_s * t.ch_bw_bytes_per_s
+    return np.ones(pim_s.shape[0], dtype=bool)
+
+
 def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: np.ndarray, io_s: np.ndarray,
-                    kvb: np.ndarray, Q: int, sa, vec, mem, link, fpb):
+                    kvb: np.ndarray, Q: int, sa, vec, mem, link, fpb, base_pim=None, base_io=None):
     """The exact attention-offload sweep for Q independent stages at once (module docstring).
 
     Request r belongs to stage ``stage[r]`` and channel ``chan[r]``; stage q's NPU terms are ``sa[q]``,
     ``vec[q]`` (softmax included), ``mem[q]``, ``link[q]`` and its FLOPs per KV byte ``fpb[q]``. Stage q's
     channel c becomes the combined channel q*C + c; the threshold sweep runs per stage on contiguous
     segments of the sorted event list. Returns (predicted stage times (Q,), offload mask over the
-    requests, events taken per stage (Q,)).
+    requests, events taken per stage (Q,)). ``base_pim`` / ``base_io`` (Q*C,) are the channels' PIM and
+    data-bus times before any move, when the requests given are only the candidates (see
+    ``movable``); by default they are the given requests' own sums.
     """
     C = t.channels
     order, chs, counts, pos = _order(stage * C + chan, pim_s, kvb, Q * C)
-    M = int(counts.max())
+    M = int(counts.max()) if counts.size else 0
     stacked = np.zeros((3, Q * C, M + 1))
     stacked[:, chs, pos + 1] = np.stack((pim_s, io_s, kvb))[:, order]
     np.cumsum(stacked, axis=2, out=stacked)
     cg, cio, ckv = stacked
+    bp = cg[:, -1:] if base_pim is None else np.asarray(base_pim)[:, None]
+    bi = cio[:, -1:] if base_io is None else np.asarray(base_io)[:, None]
     mem_row = np.repeat(mem, C)[:, None]
-    level = channel_time(t.mode, cg[:, -1:] - cg, 0.0, cio[:, -1:] - cio, mem_row, ckv / t.ch_bw_bytes_per_s,
-                         t.switch_s, t.quantum_s)
+    level = channel_time(t.mode, bp - cg, 0.0, bi - cio, mem_row, ckv / t.ch_bw_bytes_per_s, t.switch_s,
+                         t.quantum_s)
     # beyond a channel's request count the cumulative sums stay flat, so those k are never records
     prev_min = np.empty_like(level)
     prev_min[:, 0] = np.inf
@@ -175,13 +188,19 @@ def best_attention_offload_many(t: CostTables, inps: list[StageInput]) -> list[D
     pim_s = np.concatenate([a.pim_s for a in sets])
     io_s = np.concatenate([a.io_s for a in sets])
     kvb = np.concatenate([a.kv_bytes for a in sets])
+    base_pim = np.concatenate([a.pim_c for a in sets])
+    base_io = np.concatenate([a.io_c for a in sets])
+    keep = movable(t, pim_s, kvb)
     terms = [_npu_terms(t, inps[i], inps[i].rows) for i in live]
     sa = np.array([float(x[0]) for x in terms])
     vec = np.array([float(x[1]) + a.softmax_flops / t.vector_flops for x, a in zip(terms, sets, strict=True)])
     mem = np.array([float(x[2]) for x in terms])
     link = np.array([float(x[3]) for x in terms])
     fpb = np.array([a.flops_total / a.kv_total if a.kv_total > 0 else 0.0 for a in sets])  # FLOPs per KV byte
-    seg_min, mask_all, m = attention_sweep(t, stage, chan, pim_s, io_s, kvb, Q, sa, vec, mem, link, fpb)
+    seg_min, mask_kept, m = attention_sweep(t, stage[keep], chan[keep], pim_s[keep], io_s[keep], kvb[keep], Q, sa,
+                                            vec, mem, link, fpb, base_pim, base_io)
+    mask_all = np.zeros(chan.shape[0], dtype=bool)
+    mask_all[keep] = mask_kept
     offs = np.concatenate([[0], np.cumsum(sizes)])
     for j, i in enumerate(live):
         if m[j] == 0:
@@ -200,9 +219,9 @@ def _attention_can_help(t: CostTables, inp: StageInput) -> bool:
     so if the NPU reads every request's KV no faster than the PIM processes it, no channel gets shorter.
     """
     a = inp.attn
-    if a is None or t.mode not in ("blocked", "dex"):
+    if a is None:
         return True
-    return bool(np.any(a.kv_bytes < a.pim_s * t.ch_bw_bytes_per_s))
+    return bool(np.any(movable(t, a.pim_s, a.kv_bytes)))
 
 
 def decide(t: CostTables, inp: StageInput, dbo: DBOSpec, base: StageTime | None = None) -> Decision:

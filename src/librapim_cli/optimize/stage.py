@@ -191,9 +191,7 @@ def _channel_max_scalar(t: CostTables, pim_c, io_c, pim_c_max: float, io_c_max: 
     """channel_max for scalar pf/pfio/mem with plain-float arithmetic (the hot path)."""
     mode = t.mode
     if mode == "time_interleaved":
-        if pim_c is None:
-            return float(channel_time(mode, 0.0, pf, pfio, mem, 0.0, t.switch_s, t.quantum_s))
-        return float(channel_max(t, pim_c, io_c, pim_c_max, io_c_max, pf, pfio, mem))
+        return float(channel_time(mode, pim_c_max, pf, 0.0, mem, 0.0, t.switch_s, t.quantum_s))
     pim = pim_c_max + pf
     if mode == "blocked":
         return pim + mem
@@ -207,13 +205,13 @@ def channel_max(t: CostTables, pim_c, io_c, pim_c_max, io_c_max, pf, pfio, mem):
     """Slowest channel's busy time when no attention moved to the NPU (pf, pfio, mem may be arrays over y).
 
     Blocked, dual-row-buffer and DEX are max/sum of a per-channel term and a shared term, so the maximum
-    over channels needs only the per-channel maxima; time interleaving is evaluated per channel.
+    over channels needs only the per-channel maxima; time interleaving's channel time is non-decreasing
+    in the channel's PIM time (a sum plus a switch count that grows with min(PIM, NPU)), so its maximum
+    is the value at the busiest channel. ``pim_c`` / ``io_c`` are accepted for symmetry and unused.
     """
     mode = t.mode
     if mode == "time_interleaved":
-        pf_, pfio_, mem_ = (np.asarray(v, dtype=float)[..., None] for v in (pf, pfio, mem))
-        chan = channel_time(mode, pim_c, pf_, io_c + pfio_, mem_, 0.0, t.switch_s, t.quantum_s)
-        return chan.max(axis=-1)
+        return channel_time(mode, pim_c_max, pf, 0.0, mem, 0.0, t.switch_s, t.quantum_s)
     pim = pim_c_max + pf
     if mode == "blocked":
         return pim + mem

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost.concurrency import channel_time
-from ..optimize.dbo import attention_sweep
+from ..optimize.dbo import attention_sweep, movable
 from ..optimize.stage import channel_max
 from .iteration import IterationResult, Schedule
 
@@ -293,11 +293,9 @@ class _StageEval:
     # ---- DBO, attention to the NPU: the shared exact sweep over every PIM-bound instance ------------------
     def _best_attention(self, ag, pim_bound, sa, vec, mem, link, best):
         t, grp = self.t, self.grp
-        cand = pim_bound.copy()
-        if t.mode in ("blocked", "dex"):  # optimize.dbo._attention_can_help, per group
-            helps = grp.gat[2] < grp.gat[0] * t.ch_bw_bytes_per_s
-            cand &= np.bincount(grp.g, weights=helps, minlength=grp.rows.shape[0])[ag] > 0
-        cand &= grp.rows[ag] > 0
+        cand = pim_bound & (grp.rows[ag] > 0)
+        helps = movable(t, grp.gat[0], grp.gat[2])  # only these requests can be in an optimal prefix
+        cand &= np.bincount(grp.g, weights=helps, minlength=grp.rows.shape[0])[ag] > 0
         sel = np.flatnonzero(cand)
         if sel.size == 0:
             return None
@@ -305,11 +303,12 @@ class _StageEval:
         q_of_group = np.full(grp.rows.shape[0], -1, dtype=np.int64)
         q_of_group[ag[sel]] = np.arange(Q)
         q_of_req = q_of_group[grp.g]
-        req = q_of_req >= 0
+        req = (q_of_req >= 0) & helps
         kv = grp.kv[ag[sel]]
         fpb = np.where(kv > 0, grp.flops[ag[sel]] / np.where(kv > 0, kv, 1.0), 0.0)
         pred, mask, m = attention_sweep(t, q_of_req[req], grp.ch[req], grp.gat[0][req], grp.gat[1][req],
-                                        grp.gat[2][req], Q, sa[sel], vec[sel], mem[sel], link[sel], fpb)
+                                        grp.gat[2][req], Q, sa[sel], vec[sel], mem[sel], link[sel], fpb,
+                                        grp.pim_c[ag[sel]].reshape(-1), grp.io_c[ag[sel]].reshape(-1))
         win = (m > 0) & (pred < best[sel])
         if not win.any():
             return None

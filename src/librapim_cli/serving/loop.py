@@ -36,6 +36,8 @@ from ..errors import InfeasibleDesign, ModelError
 from ..inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes, make_schedule
 from ..metrics import iteration_metrics
 from ..result import SimResult
+from ..schedule.batched import run_iterations
+from ..schedule.batched import supports as batched_supports
 from ..schedule.iteration import IterationResult, Schedule, run_iteration
 from .lengths import make_requests
 from .prefill import PrefillCoster
@@ -136,6 +138,65 @@ def decode_segment(sched: Schedule, ctx: np.ndarray, chn: np.ndarray, steps: int
     return out
 
 
+CHUNK_ROWS = 250_000  # request-iterations evaluated per vectorized call (bounds the temporary arrays)
+
+
+def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, first_s: np.ndarray,
+                       finish_s: np.ndarray, attn_share_on: bool, report) -> float:
+    """Evaluate the laid-out decode iterations, fill their rows and the clock; return the end time."""
+    data = rec.data
+    col = {c: i for i, c in enumerate(COLUMNS)}
+    fin_total = int(data[: rec.n, _FIN].sum())
+    batch_l: list[np.ndarray] = []
+    chan_l: list[np.ndarray] = []
+    rows: list[int] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if not rows:
+            return
+        many = run_iterations(sched, batch_l, chan_l)
+        idx = np.asarray(rows)
+        data[idx, col["time_s"]] = many.time_s
+        data[idx, col["npu_busy_s"]] = many.npu_busy_s
+        data[idx, col["pim_busy_s"]] = many.pim_busy_s
+        if attn_share_on:
+            data[idx, col["offload_attention_share"]] = np.divide(
+                many.attn_offloaded_bytes, many.attn_bytes, out=np.zeros(len(many)), where=many.attn_bytes > 0)
+        data[idx, col["offload_fc_share"]] = np.divide(many.fc_rows_offloaded, many.fc_rows,
+                                                       out=np.zeros(len(many)), where=many.fc_rows > 0)
+        for j, row in enumerate(rows):
+            its[row_to_it[row]] = many.result(j)
+        if report is not None:
+            report(int(data[: idx[-1] + 1, _FIN].sum()), fin_total)
+        batch_l.clear()
+        chan_l.clear()
+        rows.clear()
+        size = 0
+
+    kinds = data[: rec.n, col["kind"]]
+    it_rows = np.flatnonzero(kinds == DECODE)
+    row_to_it = {int(r): k for k, r in enumerate(it_rows)}
+    for first, ctx, chn, J in pending:
+        for j in range(J):
+            batch_l.append(ctx + j if j else ctx)
+            chan_l.append(chn)
+            rows.append(first + j)
+            size += ctx.shape[0]
+            if size >= CHUNK_ROWS:
+                flush()
+    flush()
+    times = data[: rec.n, col["time_s"]]
+    end = np.cumsum(times)
+    data[: rec.n, col["start_s"]] = end - times
+    done_first = np.isfinite(first_s)
+    first_s[done_first] = end[first_s[done_first].astype(np.int64)]
+    done_fin = np.isfinite(finish_s)
+    finish_s[done_fin] = end[finish_s[done_fin].astype(np.int64)]
+    return float(end[-1]) if rec.n else 0.0
+
+
 def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.ndarray, t: float
             ) -> tuple[int, int, int]:
     """Remove the active requests with no decode iterations left (finishing at ``t``), keeping order.
@@ -152,8 +213,14 @@ def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.n
     return m, used - int(gone[NEED].sum()), gone.shape[1]
 
 
-def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
-    """Serve the setup's requests through continuous batching (module docstring)."""
+def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: bool = True) -> ServeRun:
+    """Serve the setup's requests through continuous batching (module docstring).
+
+    When every request arrives at t = 0 the order of steps and who is in each does not depend on their
+    times, so (with ``vectorize``) the loop first lays out every step and then evaluates all decode
+    iterations at once (``schedule.batched.run_iterations``, the same figures as ``run_iteration``); the
+    clock, first-token and finish times are filled in afterwards from the step times.
+    """
     reqs = make_requests(s.workload, s.requests)
     N = len(reqs)
     inp, out, arr = reqs.input_len, reqs.output_len, reqs.arrival_s
@@ -178,6 +245,10 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
     prefill.warm(inp)  # most prefill micro-batches hold one prompt
     rng = np.random.default_rng(s.system.dbo.seed)
     arr_l, need_l = arr.tolist(), need.tolist()  # scalar look-ups without numpy scalars
+    # closed loop: lay the steps out first, evaluate the decode iterations together afterwards; until then
+    # first_s / finish_s hold the index of the step that ends at that time
+    deferred = vectorize and batched_supports(sched, keep_stages) and (N == 0 or arr_l[-1] <= 0.0)
+    pending: list[tuple[int, np.ndarray, np.ndarray, int]] = []  # (first row, contexts, channels, iterations)
     one_token = out == 1
 
     act = np.empty((5, B), dtype=np.int64)  # the active requests: first n columns, in admission order
@@ -215,7 +286,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
                 rec.n += 1
                 t += cost.time_s
                 prefill_e += cost.energy_j
-                first_s[a:b] = t
+                first_s[a:b] = rec.n - 1 if deferred else t
                 cols = act[:, n:n + k]
                 cols[ID] = np.arange(a, b)
                 cols[CTX] = inp[a:b] + 1
@@ -224,7 +295,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
                 cols[NEED] = need[a:b]
                 n += k
                 if one_token[a:b].any():  # one-token requests finish with their prefill
-                    n, used, gone = _retire(act, n, used, finish_s, load, t)
+                    n, used, gone = _retire(act, n, used, finish_s, load, rec.n - 1 if deferred else t)
                     done += gone
                     data[rec.n - 1, _FIN] = gone
         if n == 0:
@@ -238,27 +309,39 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None) -> ServeRun:
         # -- decode segment: until the next finish, or until a waiting request that fits arrives
         stop = arr_l[nxt] if (n < B and nxt < N and need_l[nxt] <= cap - used) else np.inf
         rem_min = int(act[REM, :n].min())
-        seg = decode_segment(sched, act[CTX, :n], act[CH, :n], rem_min, rng, keep_stages, t, stop)
-        J = len(seg)
-        data = rec.room(J)
-        i = rec.n
-        for r in seg:
-            a_sh = r.attn_offloaded_bytes / r.attn_bytes if (attn_share_on and r.attn_bytes > 0) else 0.0
-            f_sh = r.fc_rows_offloaded / r.fc_rows if r.fc_rows > 0 else 0.0
-            data[i] = (t, r.time_s, n, r.npu_busy_s, r.pim_busy_s, a_sh, f_sh, DECODE, used, 0)
-            t += r.time_s
-            i += 1
-        rec.n = i
-        its.extend(seg)
+        if deferred:  # stop is inf: nobody arrives later
+            J = rem_min
+            data = rec.room(J)
+            i = rec.n
+            pending.append((i, act[CTX, :n].copy(), act[CH, :n].copy(), J))
+            data[i:i + J] = (0.0, 0.0, n, 0.0, 0.0, 0.0, 0.0, DECODE, used, 0)
+            i += J
+            rec.n = i
+            its.extend([None] * J)
+        else:
+            seg = decode_segment(sched, act[CTX, :n], act[CH, :n], rem_min, rng, keep_stages, t, stop)
+            J = len(seg)
+            data = rec.room(J)
+            i = rec.n
+            for r in seg:
+                a_sh = r.attn_offloaded_bytes / r.attn_bytes if (attn_share_on and r.attn_bytes > 0) else 0.0
+                f_sh = r.fc_rows_offloaded / r.fc_rows if r.fc_rows > 0 else 0.0
+                data[i] = (t, r.time_s, n, r.npu_busy_s, r.pim_busy_s, a_sh, f_sh, DECODE, used, 0)
+                t += r.time_s
+                i += 1
+            rec.n = i
+            its.extend(seg)
         act[CTX, :n] += J
         act[REM, :n] -= J
         if J == rem_min:  # the requests with the fewest tokens left are done
-            n, used, gone = _retire(act, n, used, finish_s, load, t)
+            n, used, gone = _retire(act, n, used, finish_s, load, i - 1 if deferred else t)
             done += gone
             data[i - 1, _FIN] = gone
-        if report is not None and len(its) >= next_report:
+        if report is not None and not deferred and len(its) >= next_report:
             report(done, N)
             next_report = (len(its) // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+    if deferred:
+        t = _evaluate_deferred(sched, rec, pending, its, first_s, finish_s, attn_share_on, report)
     if report is not None:
         report(done, N)
     return ServeRun(rec.columns(), its, inp, out, arr, first_s, finish_s, channel, cap, cap_bytes, kv_tok_bytes,
