@@ -56,7 +56,13 @@ def _tiny_setup(tmp_path: Path, policy: str):
 @pytest.mark.parametrize(("policy", "channels"), [("least_loaded", [0, 1]), ("round_robin", [0, 2])])
 def test_tiny_trace_schedule_by_hand(tmp_path, monkeypatch, policy, channels):
     calls = _recording(monkeypatch)
-    run = loop.run_serving(_tiny_setup(tmp_path, policy))
+    run = loop.run_serving(_tiny_setup(tmp_path, policy), vectorize=False)  # step by step, so calls are seen
+    laid_out = loop.run_serving(_tiny_setup(tmp_path, policy))  # closed loop: evaluated in one pass
+    for k, v in run.steps.items():  # the clock is a cumulative sum there, summed in another order
+        if v.dtype.kind == "f":
+            np.testing.assert_allclose(laid_out.steps[k], v, rtol=1e-12, err_msg=k)
+        else:
+            np.testing.assert_array_equal(laid_out.steps[k], v, err_msg=k)
     st = run.steps
     assert st["kind"].tolist() == ["prefill", "decode", "prefill", "decode"]
     assert st["batch"].tolist() == [2, 1, 1, 2]

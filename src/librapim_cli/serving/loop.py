@@ -184,7 +184,7 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
             chan_l.append(chn)
             rows.append(first + j)
             size += ctx.shape[0]
-            if size >= CHUNK_ROWS:
+            if size >= CHUNK_ROWS or (report is not None and len(rows) >= PROGRESS_EVERY):
                 flush()
     flush()
     times = data[: rec.n, col["time_s"]]
@@ -309,8 +309,8 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
         # -- decode segment: until the next finish, or until a waiting request that fits arrives
         stop = arr_l[nxt] if (n < B and nxt < N and need_l[nxt] <= cap - used) else np.inf
         rem_min = int(act[REM, :n].min())
-        if deferred:  # stop is inf: nobody arrives later
-            J = rem_min
+        if deferred:  # every arrival is at 0: a finite stop has passed, so the segment is one iteration
+            J = rem_min if stop == np.inf else 1
             data = rec.room(J)
             i = rec.n
             pending.append((i, act[CTX, :n].copy(), act[CH, :n].copy(), J))
