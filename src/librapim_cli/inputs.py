@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import InfeasibleDesign, SpecError
 from .schedule.iteration import Schedule, build_schedule
-from .spec.loading import load, split_overrides
+from .spec.loading import load, load_bundled, looks_like_path, split_overrides
 from .spec.model import ModelSpec
 from .spec.system import SystemSpec
 from .spec.workload import WorkloadSpec
@@ -31,6 +31,8 @@ class Setup:
 
 def _resolve(kind: str, ref: Any, sets) -> Any:
     if isinstance(ref, str):
+        if not sets and not looks_like_path(ref):
+            return load_bundled(kind, ref)  # bundled presets are read-only: parsed once per process
         return load(kind, ref, sets)
     if sets:
         from .spec.loading import apply_overrides, validate

@@ -74,7 +74,7 @@ def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gp
     placed = [place_channels(b, channels, policy) for b in batches]
     if batched_supports(sched, keep_stages):
         many = run_iterations(sched, batches, placed)
-        its = [many.result(k) for k in range(len(many))]
+        its = many.results()
     else:
         its = [run_iteration(sched, b, c, dbo_rng, keep_stages=keep_stages) for b, c in zip(batches, placed, strict=True)]
     metrics = iteration_metrics(its, s)

@@ -53,6 +53,13 @@ class IterationBatch:
         """Iteration k as an IterationResult (no stage records)."""
         return IterationResult(tokens=int(self.tokens[k]), **{f: float(getattr(self, f)[k]) for f in FIELDS})
 
+    def results(self) -> list[IterationResult]:
+        """Every iteration as an IterationResult, built from plain lists (no per-element numpy access)."""
+        cols = [getattr(self, f).tolist() for f in FIELDS]
+        toks = self.tokens.tolist()
+        return [IterationResult(tokens=n, **dict(zip(FIELDS, row, strict=True)))
+                for n, row in zip(toks, zip(*cols, strict=True), strict=True)]
+
 
 def supports(s: Schedule, keep_stages: bool = False) -> bool:
     """True if run_iterations reproduces run_iteration for this schedule."""

@@ -166,8 +166,8 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
                 many.attn_offloaded_bytes, many.attn_bytes, out=np.zeros(len(many)), where=many.attn_bytes > 0)
         data[idx, col["offload_fc_share"]] = np.divide(many.fc_rows_offloaded, many.fc_rows,
                                                        out=np.zeros(len(many)), where=many.fc_rows > 0)
-        for j, row in enumerate(rows):
-            its[row_to_it[row]] = many.result(j)
+        for row, r in zip(rows, many.results(), strict=True):
+            its[row_to_it[row]] = r
         if report is not None:
             report(int(data[: idx[-1] + 1, _FIN].sum()), fin_total)
         batch_l.clear()

@@ -83,13 +83,14 @@ def preset_names(kind: str) -> list[str]:
     return [p.name for p in list_presets(kind)]
 
 
-def _looks_like_path(ref: str) -> bool:
+def looks_like_path(ref: str) -> bool:
+    """True if a preset reference is a file path rather than a bundled name."""
     return ref.endswith(".toml") or "/" in ref or "\\" in ref
 
 
 def resolve_preset_path(kind: str, ref: str) -> Path:
     """Path of a preset given by bundled name or by file path; PresetNotFound with close matches otherwise."""
-    if _looks_like_path(ref):
+    if looks_like_path(ref):
         p = Path(ref).expanduser()
         if p.is_file():
             return p
@@ -252,25 +253,26 @@ def load(kind: str, ref: str, sets: list[tuple[list[str], Any]] | None = None) -
 
 
 @lru_cache(maxsize=256)
-def _load_cached(kind: str, ref: str) -> Any:
-    return load(kind, ref)
+def load_bundled(kind: str, name: str) -> Any:
+    """A bundled preset by name, validated once per process (the specs are frozen, so sharing is safe)."""
+    return load(kind, name)
 
 
 def load_model(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> ModelSpec:
     """Load a model preset (name or path)."""
-    return load("model", ref, sets) if sets else _load_cached("model", ref)
+    return load("model", ref, sets) if sets else load_bundled("model", ref)
 
 
 def load_hardware(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> HardwareSpec:
     """Load a hardware preset (name or path)."""
-    return load("hardware", ref, sets) if sets else _load_cached("hardware", ref)
+    return load("hardware", ref, sets) if sets else load_bundled("hardware", ref)
 
 
 def load_system(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> SystemSpec:
     """Load a system preset (name or path), its hardware reference resolved."""
-    return load("system", ref, sets) if sets else _load_cached("system", ref)
+    return load("system", ref, sets) if sets else load_bundled("system", ref)
 
 
 def load_workload(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> WorkloadSpec:
     """Load a workload preset (name or path)."""
-    return load("workload", ref, sets) if sets else _load_cached("workload", ref)
+    return load("workload", ref, sets) if sets else load_bundled("workload", ref)
