@@ -7,8 +7,9 @@ Run from the repository root:
 
 Every case runs in a fresh Python process, so its peak RSS (``ru_maxrss``) is its own; Python-level
 allocations are measured with tracemalloc in a separate run of the same case (tracemalloc slows the run,
-so its time is not reported). The time split wraps ``run_iteration`` and the prefill coster with timers:
-"loop" is everything else in ``simulate`` (setup, admission, bookkeeping, metrics).
+so its time is not reported). The time split wraps the decode-iteration engine (``run_iteration``, one at a
+time, and ``run_iterations``, the vectorized pass a closed-loop run uses) and the prefill coster with
+timers: "loop" is everything else in ``simulate`` (setup, admission, bookkeeping, metrics).
 """
 
 from __future__ import annotations
@@ -53,11 +54,17 @@ def run_case(name: str, trace_memory: bool) -> dict:
         return {"tracemalloc_peak_bytes": peak}
 
     clock = {"run_iteration": 0.0, "prefill": 0.0}
-    real_iter, real_prefill = loop.run_iteration, PrefillCoster.__call__
+    real_iter, real_iters, real_prefill = loop.run_iteration, loop.run_iterations, PrefillCoster.__call__
 
     def timed_iter(*a, **k):
         t0 = time.perf_counter()
         r = real_iter(*a, **k)
+        clock["run_iteration"] += time.perf_counter() - t0
+        return r
+
+    def timed_iters(*a, **k):
+        t0 = time.perf_counter()
+        r = real_iters(*a, **k)
         clock["run_iteration"] += time.perf_counter() - t0
         return r
 
@@ -68,6 +75,7 @@ def run_case(name: str, trace_memory: bool) -> dict:
         return r
 
     loop.run_iteration = timed_iter
+    loop.run_iterations = timed_iters
     PrefillCoster.__call__ = timed_prefill
     best = None
     for _ in range(REPEATS.get(name, 1)):
@@ -113,7 +121,7 @@ def main() -> None:
         print(f"{n}: {r['total_s']:.3f} s", file=sys.stderr)
     print(f"Serving benchmark, {date.today().isoformat()}, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, one core per case\n")
-    print("| case | requests | decode iterations | prefill steps | wall s | run_iteration s | prefill s | loop s "
+    print("| case | requests | decode iterations | prefill steps | wall s | iteration engine s | prefill s | loop s "
           "| µs/iteration (loop) | peak RSS MB | tracemalloc peak MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, r in rows:
