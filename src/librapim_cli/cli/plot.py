@@ -6,13 +6,13 @@ assembles from simulation results; files are written through a temporary file an
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import InputError
+from ..report.files import check_writable
 from ..report.plot_data import compare_table, pareto_points, roofline_points, timeline_segments
 from ..simulate import simulate
 
@@ -54,13 +54,7 @@ DpiOption = Annotated[int, typer.Option("--dpi", min=20, max=600, help="Resoluti
 def _check_out(out: Path) -> None:
     """Fail before any simulation if --out cannot be written as an image."""
     _plots().image_format(out)
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a folder; give an image file path")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: the folder {parent} does not exist; create it or choose another path")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"--out {out}: the folder {parent} is not writable; choose another path")
+    check_writable("--out", out)
 
 
 def _names(option: str, text: str, example: str) -> list[str]:

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import SpecError
 from ..report.console import make_console
+from ..report.files import check_writable, write_atomically
 from ..report.reproduction_md import render
 from ..studies.reproduction import GRID, run_reproduction
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path = path.expanduser()
-    if not path.parent.is_dir():
-        raise SpecError(f"cannot write {path}: folder {path.parent} does not exist; create it or pick another path")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def register(app: typer.Typer) -> None:
@@ -54,9 +38,13 @@ def reproduce(
                   console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("grid", total=None)
         result = run_reproduction(grid, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    _atomic_write(out, render(result))
+    check_writable("--out", out)
     if golden is not None:
-        _atomic_write(golden, json.dumps(result.to_json(), indent=1, sort_keys=True) + "\n")
+        check_writable("--golden", golden)
+    outputs = [(out, render(result))]
+    if golden is not None:
+        outputs.append((golden, json.dumps(result.to_json(), indent=1, sort_keys=True) + "\n"))
+    write_atomically([(p, lambda tmp, text=text: tmp.write_text(text)) for p, text in outputs])
     s = result.variants[0].summary()
     console.print(f"wrote {out}" + (f" and {golden}" if golden else "") +
                   f"; LibraPIM/NeuPIMs mean {s['librapim_over_neupims']['mean']:.2f}x (published 2.1x)")

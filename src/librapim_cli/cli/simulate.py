@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from ..report.console import (
     render_comparison,
     render_simulation,
 )
+from ..report.files import check_writable, write_atomically
 from ..report.json_doc import comparison_document, dumps, simulation_document, speedups
 from ..schedule.breakdown import iteration_time_s, op_breakdown
 from ..simulate import SimResult, simulate, steady_state_batch
@@ -42,38 +42,6 @@ def _compare_names(compare: str) -> list[str]:
     if dup:
         raise InputError(f"--compare names {', '.join(dup)} more than once; list each system once")
     return names
-
-
-def _check_output(option: str, path: Path | None) -> None:
-    """Fail before simulating if an output file cannot be written where asked."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise InputError(f"{option} {path}: is a folder; give a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{option} {path}: the folder {parent} does not exist; create it or choose another path")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{option} {path}: the folder {parent} is not writable; choose another path")
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-
-
-def write_atomically(outputs: list[tuple[Path, Callable[[Path], Any]]]) -> None:
-    """Write every output to a temporary file next to it, then rename all; on failure nothing is left."""
-    done: list[tuple[Path, Path]] = []
-    try:
-        for path, write in outputs:
-            tmp = _tmp_path(path)
-            done.append((tmp, path))
-            write(tmp)
-        for tmp, path in done:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in done:
-            tmp.unlink(missing_ok=True)
 
 
 def _breakdown(result: SimResult) -> tuple[list[dict[str, Any]], float]:
@@ -149,8 +117,10 @@ def simulate_cmd(
         if baseline not in names:
             raise InputError(f"--baseline '{baseline}' is not one of the compared systems "
                              f"({', '.join(names)}); add it to --compare")
-    _check_output("--iterations-csv", iterations_csv)
-    _check_output("--trace", trace)
+    if iterations_csv is not None:
+        check_writable("--iterations-csv", iterations_csv)
+    if trace is not None:
+        check_writable("--trace", trace)
 
     show_progress = mode == "serve" and make_console(stderr=True).is_terminal
     results: dict[str, SimResult] = {}

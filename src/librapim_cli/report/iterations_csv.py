@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .timeline import step_table, write_text_atomically
+from .files import write_text_atomically
+from .timeline import step_table
 
 if TYPE_CHECKING:
     from ..simulate import SimResult

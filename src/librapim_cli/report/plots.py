@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from matplotlib.ticker import FuncFormatter
 
 from ..errors import InputError
 from ..units import MS, fmt_si, fmt_time
+from .files import check_writable, write_atomically
 from .plot_data import CompareRow, ParetoData, RooflineData, Timeline
 
 NPU_COLOR = "#1f77b4"
@@ -64,24 +64,13 @@ def image_format(path: str | os.PathLike) -> str:
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Write ``fig`` to ``path`` (format from the extension) through a temporary file and ``os.replace``."""
     fmt = image_format(path)
-    out = Path(path)
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"--out {path}: folder {folder} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it ordinary permissions
-        with os.fdopen(fd, "wb") as f, matplotlib.rc_context({"svg.hashsalt": "librapim"}):
-            fig.savefig(f, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    out = check_writable("--out", path)
+
+    def write(tmp: Path) -> None:
+        with matplotlib.rc_context({"svg.hashsalt": "librapim"}):
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+
+    write_atomically([(out, write)])
     return out
 
 

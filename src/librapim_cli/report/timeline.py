@@ -6,8 +6,6 @@ iterations are laid back to back from t = 0.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,16 +41,3 @@ def step_table(result: SimResult) -> dict[str, np.ndarray]:
         else np.zeros(len(its)),
         "offload_fc_share": np.divide(rows_off, rows, out=np.zeros_like(rows), where=rows > 0),
     }
-
-
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file in the target folder, then rename it over ``path``."""
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # same folder: the rename is atomic; umask applies
-    try:
-        with tmp.open("w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

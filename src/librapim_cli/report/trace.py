@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .timeline import step_table, write_text_atomically
+from .files import write_text_atomically
+from .timeline import step_table
 
 if TYPE_CHECKING:
     from ..simulate import SimResult
