@@ -10,7 +10,14 @@
 - the derived-values table of docs/model/specs.md matches the hardware presets;
 - the DEX section model of docs/model/concurrency.md holds for the code's formula (dex == dual_row_buffer
   without offloaded work, never faster with it), and DBO's attention skip rule under blocked/dex is exact;
-- DBO moves work in one direction per stage (docs/model/dbo.md);
+- DBO moves work in one direction per stage, its candidate filter (``movable``) keeps every request a
+  brute-force optimum over per-channel prefixes needs, an accepted attention decision moves something, and
+  the shares quoted in docs/model/dbo.md recompute;
+- ``channel_max`` equals the per-channel maximum of ``channel_time`` in every mode, time interleaving
+  included (docs/model/concurrency.md, dbo.md);
+- ``run_iterations`` applies where docs/model/schedule.md says (``supports``), and closed-loop serving laid
+  out first equals the step-by-step loop (docs/model/serving.md);
+- bundled presets are parsed once per process and presets given by path are re-read (docs/model/specs.md);
 - iteration mode honours placement.kv_channel_policy (docs/model/pim.md), arrivals follow the three
   arrival modes (docs/model/workload.md), and the interleaving decision is one per iteration
   (docs/model/schedule.md);
@@ -44,9 +51,25 @@ from librapim_cli.cost.tables import build_tables
 from librapim_cli.graph.decode import fc_ops, shard_heads
 from librapim_cli.graph.ops import AllReduce, Gemm, Vector
 from librapim_cli.inputs import make_schedule, setup
-from librapim_cli.optimize.dbo import _attention_can_help, best_attention_offload, decide_many
-from librapim_cli.optimize.stage import NO_OFFLOAD, StageInput, attention_set, stage_time
+from librapim_cli.optimize.dbo import (
+    _attention_can_help,
+    attention_order,
+    best_attention_offload,
+    decide_many,
+    movable,
+)
+from librapim_cli.optimize.stage import (
+    NO_OFFLOAD,
+    Decision,
+    StageInput,
+    _channel_max_scalar,
+    attention_set,
+    channel_max,
+    stage_time,
+)
+from librapim_cli.schedule import batched
 from librapim_cli.schedule.iteration import run_iteration
+from librapim_cli.serving import loop
 from librapim_cli.serving.lengths import make_requests, read_trace
 from librapim_cli.simulate import simulate
 from librapim_cli.spec import (
@@ -69,6 +92,7 @@ from librapim_cli.spec import (
     load_system,
     load_workload,
 )
+from librapim_cli.spec.loading import load_bundled, presets_root
 from librapim_cli.spec.system import ConcurrencyMode
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -403,6 +427,100 @@ def test_decide_many_equals_one_stage_at_a_time():
             np.testing.assert_array_equal(d.attn_to_npu, one.attn_to_npu)
 
 
+def _prefix_masks(t, inp):
+    """Every per-channel prefix decision of attention_order, as (mask, moved count)."""
+    order, chs, counts, _ = attention_order(inp, t.channels)
+    lists = [order[chs == c] for c in range(t.channels) if counts[c]]
+    for ks in np.ndindex(*(len(x) + 1 for x in lists)):
+        mask = np.zeros(inp.attn.size, dtype=bool)
+        for lst, k in zip(lists, ks, strict=True):
+            mask[lst[:k]] = True
+        yield mask
+
+
+@pytest.mark.parametrize("mode", ["blocked", "dex"])
+def test_movable_keeps_what_a_brute_force_prefix_optimum_moves(mode):
+    """dbo.md, candidates: under blocked/dex a request whose KV reads no faster from the NPU than the PIM
+    processes it never lowers its channel, so dropping it from any decision never lengthens the stage; the
+    smallest optimal per-channel prefixes move only ``movable`` requests, and the sweep finds the optimum."""
+    rng = np.random.default_rng(11)
+    s = setup("librapim", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={mode}"])
+    t = make_schedule(s, 8, 2048).tables
+    gained = mixed = 0
+    for trial in range(8):
+        n = 12
+        lens = np.where(rng.random(n) < 0.5, rng.integers(1, 40, n), rng.integers(40, 1500, n))
+        ch = rng.integers(0, 3, n)  # three busy channels keep the brute force small
+        group, rows = (None, 0) if trial % 2 == 0 else ("qkv", 8)
+        inp = StageInput(group, rows, attention_set(t, lens, ch), True)
+        keep = movable(t, inp.attn.pim_s, inp.attn.kv_bytes)
+        mixed += bool(keep.any() and not keep.all())
+        best_t, best = math.inf, []
+        for mask in _prefix_masks(t, inp):
+            dec = Decision(0, mask if mask.any() else None, math.nan)
+            total = stage_time(t, inp, dec).time_s
+            kept = mask & keep
+            dropped = stage_time(t, inp, Decision(0, kept if kept.any() else None, math.nan)).time_s
+            assert dropped <= total * (1 + 1e-12), (mode, trial, "dropping a non-movable request lengthened")
+            if total < best_t * (1 - 1e-12):
+                best_t, best = total, [mask]
+            elif total <= best_t * (1 + 1e-12):
+                best.append(mask)
+        fewest = min(int(m.sum()) for m in best)
+        for m in best:
+            if m.sum() == fewest:
+                assert not (m & ~keep).any(), (mode, trial, "an optimal prefix needs a request movable drops")
+        base = stage_time(t, inp, NO_OFFLOAD).time_s
+        gained += best_t < base * (1 - 1e-9)
+        assert best_attention_offload(t, inp).predicted_s == pytest.approx(best_t, rel=1e-9)
+        d = decide_many(t, [inp], s.system.dbo, [stage_time(t, inp, NO_OFFLOAD)])[0]
+        if d.attn_to_npu is not None:  # an accepted attention decision moves something, only candidates
+            assert d.attn_to_npu.any() and not (d.attn_to_npu & ~keep).any()
+    assert gained and mixed, "the stages should mix movable and non-movable requests, and some should gain"
+    for other in ("time_interleaved", "dual_row_buffer"):  # no filter in the other modes
+        t2 = make_schedule(setup("librapim", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={other}"]),
+                           8, 2048).tables
+        a = attention_set(t2, np.array([5, 300, 2000]), np.array([0, 1, 2]))
+        assert movable(t2, a.pim_s, a.kv_bytes).all()
+
+
+@pytest.mark.parametrize("mode", list(typing.get_args(ConcurrencyMode)))
+def test_channel_max_is_the_per_channel_maximum(mode):
+    """concurrency.md / dbo.md: with nothing moved to the NPU the slowest channel follows from the per-channel
+    maxima in every mode; time interleaving is non-decreasing in the channel's PIM time."""
+    s = setup("librapim-dbo-only", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={mode}"])
+    t = make_schedule(s, 8, 64).tables
+    assert t.mode == mode
+    rng = np.random.default_rng(12)
+    q = t.quantum_s
+    for _ in range(20):
+        C, Y = 32, 40
+        pim_c = rng.exponential(3 * q, C) * (rng.random(C) < 0.9)  # some idle channels
+        io_c = pim_c * rng.random(C)
+        pf, mem = rng.exponential(q, Y), rng.exponential(3 * q, Y) * (rng.random(Y) < 0.8)
+        pfio = pf * rng.random(Y)
+        want = channel_time(mode, pim_c[None, :], pf[:, None], io_c[None, :] + pfio[:, None], mem[:, None], 0.0,
+                            t.switch_s, t.quantum_s).max(axis=1)
+        got = channel_max(t, pim_c, io_c, pim_c.max(), io_c.max(), pf, pfio, mem)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+        for y in range(0, Y, 7):
+            one = _channel_max_scalar(t, pim_c, io_c, float(pim_c.max()), float(io_c.max()), float(pf[y]),
+                                      float(pfio[y]), float(mem[y]))
+            assert one == pytest.approx(want[y], rel=1e-12, abs=0)
+    text = " ".join(_text(MODEL / "concurrency.md").split())
+    assert "is non-decreasing in the channel's PIM time" in text
+
+
+def test_dbo_quoted_shares_recompute():
+    """dbo.md quotes the attention share DBO moves at batch 64 (ShareGPT, iteration mode, default samples)."""
+    text = " ".join(_text(MODEL / "dbo.md").split())
+    for model, shown, tol in (("gpt3-7b", "0.17 %", 0.005), ("llama2-70b", "about 21 %", 0.5)):
+        assert shown in text, shown
+        r = simulate("librapim", model, "sharegpt", mode="iteration", batch=64)
+        percent = 100 * r.metrics["offload_attention_share"]
+        assert abs(percent - float(shown.split()[-2])) <= tol, (model, percent, shown)
+
+
 # ---- schedule ----------------------------------------------------------------------------------------------
 def test_one_interleaving_decision_per_iteration():
     """schedule.md: with pp > 1 interleaving is decided once, from the smallest micro-batch."""
@@ -415,6 +533,27 @@ def test_one_interleaving_decision_per_iteration():
         for mb in (0, 1):
             names = "".join(st.name for st in it.stages if st.micro_batch == mb and st.name != "H")
             assert names == expect, (n, mb, names)
+
+
+def test_batched_engine_applies_where_documented():
+    """schedule.md: run_iterations covers a schedule unless the DBO predictor is noisy, DBO runs with attention
+    placed on the NPU, or stage records are kept; iteration mode evaluates its samples with it."""
+    def sched(system="librapim", sets=()):
+        return make_schedule(setup(system, "gpt3-7b", "sharegpt", sets=list(sets)), 8, 512)
+
+    assert batched.supports(sched()) and batched.supports(sched("npu-only"))
+    assert not batched.supports(sched(), keep_stages=True)
+    assert not batched.supports(sched(sets=["system.dbo.prediction_error=0.1"]))
+    assert not batched.supports(sched(sets=["system.placement.attention=npu"]))
+    assert batched.supports(sched("neupims", ["system.placement.attention=npu"]))  # no DBO there
+    lens = [np.array([100, 200, 300]), np.array([50])]
+    chans = [np.array([0, 1, 2]), np.array([3])]
+    many = batched.run_iterations(sched(), lens, chans).results()
+    for r, x, c in zip(many, lens, chans, strict=True):
+        one = run_iteration(sched(), x, c)
+        assert r.time_s == pytest.approx(one.time_s, rel=1e-9) and r.tokens == one.tokens
+    with pytest.raises(ValueError):
+        batched.run_iterations(sched(sets=["system.placement.attention=npu"]), lens, chans)
 
 
 # ---- workload ----------------------------------------------------------------------------------------------
@@ -434,9 +573,78 @@ def test_arrival_modes_as_documented():
         WorkloadSpec.model_validate({**load_workload("sharegpt").model_dump(), "arrival": "trace"})
 
 
+# ---- serving: closed loop laid out first ------------------------------------------------------------------
+def _spy(monkeypatch, name):
+    calls = []
+    real = getattr(loop, name)
+
+    def wrapped(*a, **k):
+        calls.append(tuple(list(x) if isinstance(x, list) else x for x in a))  # the loop reuses its lists
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, name, wrapped)
+    return calls
+
+
+def test_closed_loop_laid_out_first_equals_step_by_step(tmp_path, monkeypatch):
+    """serving.md: with every arrival at 0, run_serving (default) lays the steps out, evaluates all decode
+    iterations with run_iterations in chunks, and gives the step-by-step loop's results (one-token requests
+    included, which open one-iteration segments); progress is reported per evaluated chunk."""
+    rng = np.random.default_rng(13)
+    rows = [(int(i), int(o)) for i, o in zip(rng.integers(1, 300, 30), rng.choice([1, 1, 2, 5, 17, 40], 30),
+                                           strict=True)]
+    csv = tmp_path / "closed.csv"
+    csv.write_text("input_len,output_len\n" + "".join(f"{i},{o}\n" for i, o in rows))
+    w = WorkloadSpec(name="closed", source="test", lengths="trace", trace_path=str(csv), num_requests=30,
+                     max_batch=6)
+    s = setup("librapim", "gpt3-7b", w)
+    ref = loop.run_serving(s, vectorize=False)
+    seg = _spy(monkeypatch, "decode_segment")
+    many = _spy(monkeypatch, "run_iterations")
+    monkeypatch.setattr(loop, "CHUNK_ROWS", 16)  # several chunks
+    monkeypatch.setattr(loop, "PROGRESS_EVERY", 4)
+    seen = []
+    got = loop.run_serving(s, progress=lambda d, n: seen.append((d, n)))
+    assert not seg and len(many) > 2, "the closed loop should be laid out and evaluated in chunks"
+    assert sum(len(c[1]) for c in many) == len(ref.iterations)
+    for k, v in ref.steps.items():
+        if v.dtype.kind == "f":
+            np.testing.assert_allclose(got.steps[k], v, rtol=1e-9, atol=1e-15, err_msg=k)
+        else:
+            np.testing.assert_array_equal(got.steps[k], v, err_msg=k)
+    np.testing.assert_allclose(got.first_token_s, ref.first_token_s, rtol=1e-9)
+    np.testing.assert_allclose(got.finish_s, ref.finish_s, rtol=1e-9)
+    assert got.total_time_s == pytest.approx(ref.total_time_s, rel=1e-9) and got.idle_s == 0.0
+    assert len(seen) >= len(many) and seen[-1] == (30, 30)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    # arrivals after 0 keep the step-by-step loop
+    seg.clear()
+    many.clear()
+    loop.run_serving(setup("librapim", "gpt3-7b", w.model_copy(update={"arrival": "poisson", "rate_per_s": 200.0})))
+    assert seg and not many
+
+
+# ---- presets ----------------------------------------------------------------------------------------------
+def test_bundled_presets_parsed_once_paths_reread(tmp_path):
+    """specs.md: a bundled preset named without overrides is parsed once per process; setup() re-reads a path."""
+    assert load_bundled("model", "gpt3-7b") is load_bundled("model", "gpt3-7b")
+    a, b = setup("librapim", "gpt3-7b", "sharegpt"), setup("librapim", "gpt3-7b", "sharegpt")
+    assert a.model is b.model and a.system is b.system and a.workload is b.workload
+    assert setup("librapim", "gpt3-7b", "sharegpt", sets=["model.layers=16"]).model.layers == 16
+    src = (presets_root() / "models" / "gpt3-7b.toml").read_text()
+    path = tmp_path / "m.toml"
+    path.write_text(src)
+    assert setup("librapim", str(path), "sharegpt").model.layers == 32
+    path.write_text(re.sub(r"(?m)^layers = 32", "layers = 16", src))
+    assert setup("librapim", str(path), "sharegpt").model.layers == 16
+    assert load_model(str(path)) is not load_model(str(path)), "specs.md says the exported loaders re-read paths"
+
+
 # ---- stale statements --------------------------------------------------------------------------------------
 STALE = ("not consulted", "never binding", "ignored for traces", "never limits the model", "equal** `dual_row_buffer`",
-         "Known issue", "simulate.py` `setup", "simulate.py` `kv_capacity_bytes", "simulate.setup")
+         "Known issue", "simulate.py` `setup", "simulate.py` `kv_capacity_bytes", "simulate.setup",
+         "O(rows · C) for time interleaving", "a `ceil` that does not separate", "per-channel\n  for time interleaving",
+         "0.24 % of the attention KV bytes", "about 29 %")
 
 
 @pytest.mark.parametrize("path", [DOCS / "index.md", METRICS, *sorted(MODEL.glob("*.md"))],

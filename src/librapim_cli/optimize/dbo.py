@@ -15,8 +15,8 @@ Objective: the stage time of :func:`librapim_cli.optimize.stage.stage_time` (max
 channel under the concurrency mode). Each direction is solved exactly and the better is taken, which is
 the exact optimum of this one-direction problem:
 
-- FC rows: every y is scored at once (vectorized over y; over y x channels only for time interleaving,
-  whose switch count is not separable over channels).
+- FC rows: every y is scored at once (vectorized over y; with nothing moved to the NPU every mode's
+  slowest channel is the busiest one, so no per-channel work is needed).
 - Attention: skipped when the NPU is already the bottleneck (moving work to it cannot help). Otherwise
   each channel's level as a function of k_c is tabulated; only record-breaking k (level below every
   smaller k) can be optimal. Each record is an event "lower channel c from level a to b for d extra NPU

@@ -260,19 +260,19 @@ def load_bundled(kind: str, name: str) -> Any:
 
 def load_model(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> ModelSpec:
     """Load a model preset (name or path)."""
-    return load("model", ref, sets) if sets else load_bundled("model", ref)
+    return load("model", ref, sets) if (sets or looks_like_path(ref)) else load_bundled("model", ref)
 
 
 def load_hardware(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> HardwareSpec:
     """Load a hardware preset (name or path)."""
-    return load("hardware", ref, sets) if sets else load_bundled("hardware", ref)
+    return load("hardware", ref, sets) if (sets or looks_like_path(ref)) else load_bundled("hardware", ref)
 
 
 def load_system(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> SystemSpec:
     """Load a system preset (name or path), its hardware reference resolved."""
-    return load("system", ref, sets) if sets else load_bundled("system", ref)
+    return load("system", ref, sets) if (sets or looks_like_path(ref)) else load_bundled("system", ref)
 
 
 def load_workload(ref: str, sets: list[tuple[list[str], Any]] | None = None) -> WorkloadSpec:
     """Load a workload preset (name or path)."""
-    return load("workload", ref, sets) if sets else load_bundled("workload", ref)
+    return load("workload", ref, sets) if (sets or looks_like_path(ref)) else load_bundled("workload", ref)
