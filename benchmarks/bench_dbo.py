@@ -20,6 +20,7 @@ import numpy as np
 
 from librapim_cli.cost.pim import snake_channels
 from librapim_cli.optimize import NO_OFFLOAD, StageInput, attention_set, decide, stage_time
+from librapim_cli.schedule.batched import run_iterations
 from librapim_cli.schedule.iteration import run_iteration
 from librapim_cli.simulate import make_schedule, setup, steady_state_batch
 from librapim_cli.spec import load_hardware
@@ -89,6 +90,15 @@ def main() -> int:
         med, p90 = timed(lambda sched=sched, lens=lens, ch=ch: run_iteration(sched, lens, ch), its_reps)
         r = run_iteration(sched, lens, ch)
         rows.append(("run_iteration() (batch 512)", label, f"T={r.time_s * 1e3:.3f} ms", med, p90, ITERATION_GOAL_US))
+        if label.startswith("librapim (DEX") or label.startswith("neupims"):
+            # 200 steady-state batches in one vectorized call, as iteration mode and closed-loop serving do
+            rng = np.random.default_rng(1)
+            many = [steady_state_batch(s, rng) for _ in range(200)]
+            chans = [snake_channels(x, sched.tables.channels) for x in many]
+            big = make_schedule(s, s.batch, int(max(x.max() for x in many)))
+            med, p90 = timed(lambda big=big, many=many, chans=chans: run_iterations(big, many, chans), 10, warmup=2)
+            rows.append(("run_iterations(), 200 at once, per iteration", label, "", med / 200, p90 / 200,
+                         ITERATION_GOAL_US))
 
     print(f"DBO benchmark: gpt3-7b, ShareGPT steady state, batch 512, 32 channels; {reps} reps "
           f"(iterations: {max(reps // 4, 50)}); Python {platform.python_version()}, numpy {np.__version__}, "
