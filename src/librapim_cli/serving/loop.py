@@ -237,7 +237,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
             f"of KV cache per device but {s.model.name} on {s.system.hardware.name} (tp={s.tp}, pp={s.pp}) leaves "
             f"{max(cap_bytes, 0.0) / 2**30:.2f} GiB after weights; lower workload.max_seq_len or raise tp/pp")
     B = s.batch
-    sched = make_schedule(s, max_rows=B, max_len=s.workload.max_seq_len)
+    sched = make_schedule(s, max_rows=B, max_len=int(need.max()))  # longest context any request reaches
     C = sched.tables.channels
     policy = s.system.placement.kv_channel_policy
     attn_share_on = s.system.placement.attention == "pim"
