@@ -39,7 +39,3 @@ class Cost:
         labels = np.asarray(BOUNDS)[idx]
         return str(labels) if labels.ndim == 0 else labels
 
-
-def zero(device: str) -> Cost:
-    """A cost of nothing."""
-    return Cost(device, 0.0)
