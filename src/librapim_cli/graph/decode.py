@@ -43,6 +43,8 @@ def fc_ops(model: ModelSpec, tp: int, tokens: np.ndarray | float) -> list:
         rows = np.where(sets > 0, t * model.moe_top_k / np.maximum(sets, 1e-12), 0.0)
     else:
         sets, rows = 1.0, None
+    # vector FLOPs per element are our estimate [I] (docs/model/overview.md W5): LayerNorm 5 (mean, variance,
+    # normalize, scale, shift), residual 1, activation 8 (GELU/ReLU polynomial) or 9 (plus the gate multiply)
     ops: list = [
         Vector("layernorm_1", "qkv", t * d, 5.0),
         Gemm("qkv", "qkv", t, d, (q + 2 * kv) * dh, dt),
@@ -70,7 +72,7 @@ def attention_ops(model: ModelSpec, tp: int, context_lens: np.ndarray) -> list:
     lens = np.asarray(context_lens, dtype=np.int64)
     return [
         Attention("attn_score", "score", lens, q, kv, model.head_dim, model.dtype_bytes),
-        Vector("softmax", "attention", float(q * lens.sum()), 5.0),
+        Vector("softmax", "attention", float(q * lens.sum()), 5.0),  # max, subtract, exp, sum, divide [I]
         Attention("attn_context", "context", lens, q, kv, model.head_dim, model.dtype_bytes),
     ]
 
