@@ -9,22 +9,37 @@ if TYPE_CHECKING:
     from .schedule.iteration import IterationResult
 
 
+SUMMED = ("time_s", "tokens", "npu_busy_s", "pim_busy_s", "npu_flops", "pim_flops", "energy_j", "attn_bytes",
+          "attn_offloaded_bytes", "fc_rows", "fc_rows_offloaded")
+
+
 def iteration_metrics(its: list[IterationResult], s: Setup) -> dict[str, float]:
     """Aggregate iterations: sums of times, tokens, FLOPs, bytes and energy, then ratios of the sums."""
+    # IterationResult is a named tuple: transpose once, then sum each column in iteration order
+    cols = dict(zip(its[0]._fields, zip(*its, strict=True), strict=True)) if its else {}
+    return metrics_from_totals({f: sum(cols[f]) if cols else 0 for f in SUMMED}, len(its), s)
+
+
+def metrics_from_totals(totals: dict[str, float], n_iterations: int, s: Setup) -> dict[str, float]:
+    """The metrics of ``n_iterations`` iterations whose SUMMED fields add up to ``totals``."""
     hw = s.system.hardware
-    T = sum(i.time_s for i in its)
-    tokens = sum(i.tokens for i in its)
-    npu_busy = sum(i.npu_busy_s for i in its)
-    pim_busy = sum(i.pim_busy_s for i in its)
-    npu_fl = sum(i.npu_flops for i in its)
-    pim_fl = sum(i.pim_flops for i in its)
-    energy = sum(i.energy_j for i in its)
-    attn = sum(i.attn_bytes for i in its)
-    attn_off = sum(i.attn_offloaded_bytes for i in its)
-    rows = sum(i.fc_rows for i in its)
-    rows_off = sum(i.fc_rows_offloaded for i in its)
+
+    def total(name: str) -> float:
+        return totals[name]
+
+    T = total("time_s")
+    tokens = total("tokens")
+    npu_busy = total("npu_busy_s")
+    pim_busy = total("pim_busy_s")
+    npu_fl = total("npu_flops")
+    pim_fl = total("pim_flops")
+    energy = total("energy_j")
+    attn = total("attn_bytes")
+    attn_off = total("attn_offloaded_bytes")
+    rows = total("fc_rows")
+    rows_off = total("fc_rows_offloaded")
     uses_pim = s.system.uses_pim
-    n = max(len(its), 1)
+    n = max(n_iterations, 1)
     return {
         "iteration_time_s": T / n,
         "throughput_tokens_per_s": tokens / T if T > 0 else 0.0,

@@ -55,10 +55,9 @@ class IterationBatch:
 
     def results(self) -> list[IterationResult]:
         """Every iteration as an IterationResult, built from plain lists (no per-element numpy access)."""
-        cols = [getattr(self, f).tolist() for f in FIELDS]
-        toks = self.tokens.tolist()
-        return [IterationResult(tokens=n, **dict(zip(FIELDS, row, strict=True)))
-                for n, row in zip(toks, zip(*cols, strict=True), strict=True)]
+        order = IterationResult._fields[:-1]  # every field but the stage records, in declaration order
+        cols = [self.tokens.tolist() if f == "tokens" else getattr(self, f).tolist() for f in order]
+        return [IterationResult(*row) for row in zip(*cols, strict=True)]
 
 
 def supports(s: Schedule, keep_stages: bool = False) -> bool:
@@ -105,6 +104,12 @@ class _Acc:
             self.v[f] += np.bincount(k, weights=np.broadcast_to(np.asarray(x, dtype=float) * reps, k.shape),
                                      minlength=self.K)
 
+    def add_rows(self, k: np.ndarray, vals: dict[str, np.ndarray]) -> None:
+        """Add already repeat-weighted per-instance values (every field) to their iterations."""
+        for f, x in vals.items():
+            if x.any():
+                self.v[f] += np.bincount(k, weights=x, minlength=self.K)
+
 
 def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list[np.ndarray]) -> IterationBatch:
     """Evaluate K decode iterations (requests ``lens_list[k]`` in channels ``channels_list[k]``) together."""
@@ -124,12 +129,13 @@ def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list
     mbsize = (n_k[:, None] - np.arange(pp)[None, :] + pp - 1) // pp  # (K, pp)
     smallest = np.where(mbsize > 0, mbsize, np.iinfo(np.int64).max).min(axis=1)
     interleave = system.sub_batch_interleaving & (n_k > 0) & (smallest >= system.sub_batch_min_batch)
+    nsub = 2 if bool(interleave.any()) else 1  # sub-batches per micro-batch (group ids stay dense)
     sub = np.where(interleave[kid], pos % 2, 0)
-    G = K * pp * 2
-    g = (kid * pp + mb) * 2 + sub
+    G = K * pp * nsub
+    g = (kid * pp + mb) * nsub + sub
     gat = t.attn_stacked[:, lens]
     cnt = np.bincount(g, minlength=G)
-    sums = [np.bincount(g, weights=gat[i], minlength=G) for i in range(7)]
+    sums = np.bincount((g + G * np.arange(7)[:, None]).ravel(), weights=gat.ravel(), minlength=7 * G).reshape(7, G)
     pim_c = np.bincount(g * C + ch, weights=gat[0], minlength=G * C).reshape(G, C)
     io_c = np.bincount(g * C + ch, weights=gat[1], minlength=G * C).reshape(G, C)
     grp = _Groups(g, ch, gat, cnt, pim_c, io_c, pim_c.max(axis=1), io_c.max(axis=1), sums[0] / C, sums[4],
@@ -145,7 +151,7 @@ def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list
     ev = _StageEval(s, grp, on_pim, dbo)
     i_s = mbi[sbi]
     if i_s.size:
-        g0, g1 = i_s * 2, i_s * 2 + 1
+        g0, g1 = i_s * nsub, i_s * nsub + 1
         b1, b2 = cnt[g0], cnt[g1]
         cached = t.npu["both"].bytes[np.maximum(b1, b2)] <= t.sram_bytes
         no = np.zeros(i_s.size, dtype=bool)
@@ -157,7 +163,7 @@ def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list
                 ev.stage(acc, k_of[i_s], group, rows, ag, cach, reps, bal)
     i_f = mbi[flat]
     if i_f.size:
-        g0 = i_f * 2
+        g0 = i_f * nsub
         n = cnt[g0]
         no = np.zeros(i_f.size, dtype=bool)
         for group, rows, ag in (("qkv", n, None), (None, np.zeros_like(n), g0), ("rest", n, None)):
@@ -193,6 +199,15 @@ class _StageEval:
         return G.sa_s[nb], G.vec_s[nb], mem, G.link_s[rows], G.flops[nb], energy
 
     def stage(self, acc: _Acc, k: np.ndarray, group, rows, ag, cached, reps, balanced: bool) -> None:
+        if ag is None and rows.size > 1:
+            # an FC-only stage depends only on (rows, cached): evaluate each distinct pair once
+            key = rows * 2 + cached.astype(np.int64)
+            uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            if uniq.size < rows.size:
+                sub = _Acc(uniq.size)
+                self.stage(sub, np.arange(uniq.size), group, rows[first], None, cached[first], reps, balanced)
+                acc.add_rows(k, {f: v[inv] for f, v in sub.v.items()})
+                return
         t, grp, on_pim = self.t, self.grp, self.on_pim
         n_inst = k.shape[0]
         sa, vec, mem, link, npu_fl, energy = self._npu(group, rows, rows, cached)
@@ -212,7 +227,7 @@ class _StageEval:
         else:
             vec = vec + grp.soft[ag] / t.vector_flops
             npu = np.maximum(np.maximum(sa, vec), mem) + link
-            chan = channel_max(t, grp.pim_c[ag], grp.io_c[ag], grp.pmax[ag], grp.iomax[ag], 0.0, 0.0, mem)
+            chan = channel_max(t, None, None, grp.pmax[ag], grp.iomax[ag], 0.0, 0.0, mem)
             energy = energy + grp.pim_e[ag]
             vals = dict(pim_max=grp.pmax[ag], pim_mean=grp.pmean[ag], pim_fl=grp.flops[ag], attn_b=grp.kv[ag],
                         attn_off=zeros)
@@ -257,11 +272,10 @@ class _StageEval:
         pf = t.pim_fc[group]
         if ag is not None:
             vec = vec + (grp.soft[ag] / t.vector_flops)[:, None]
-            chan = channel_max(t, grp.pim_c[ag][:, None, :], grp.io_c[ag][:, None, :], grp.pmax[ag][:, None],
-                               grp.iomax[ag][:, None], pf.time_s[ys][None, :], pf.io_s[ys][None, :], mem)
+            chan = channel_max(t, None, None, grp.pmax[ag][:, None], grp.iomax[ag][:, None], pf.time_s[ys][None, :],
+                               pf.io_s[ys][None, :], mem)
         else:
-            z = np.zeros((1, 1, t.channels))
-            chan = channel_max(t, z, z, 0.0, 0.0, pf.time_s[ys][None, :], pf.io_s[ys][None, :], mem)
+            chan = channel_max(t, None, None, 0.0, 0.0, pf.time_s[ys][None, :], pf.io_s[ys][None, :], mem)
         npu = np.maximum(np.maximum(sa, vec), mem) + link
         total = np.where(valid, np.maximum(npu, chan), np.inf)
         yb = np.argmin(total, axis=1)
@@ -281,14 +295,13 @@ class _StageEval:
         if ag is not None:
             a = ag[fc]
             vec_ = vec_ + grp.soft[a] / t.vector_flops
-            chan = channel_max(t, grp.pim_c[a], grp.io_c[a], grp.pmax[a], grp.iomax[a], pft, pfio, mem_)
+            chan = channel_max(t, None, None, grp.pmax[a], grp.iomax[a], pft, pfio, mem_)
             vals["pim_max"][fc] = grp.pmax[a] + pft
             vals["pim_mean"][fc] = grp.pmean[a] + pft
             vals["pim_fl"][fc] = grp.flops[a] + pffl
             en_ = en_ + grp.pim_e[a]
         else:
-            z = np.zeros((1, t.channels))
-            chan = channel_max(t, z, z, 0.0, 0.0, pft, pfio, mem_)
+            chan = channel_max(t, None, None, 0.0, 0.0, pft, pfio, mem_)
             vals["pim_max"][fc] = pft
             vals["pim_mean"][fc] = pft
             vals["pim_fl"][fc] = pffl

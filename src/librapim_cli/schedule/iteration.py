@@ -20,6 +20,8 @@ every pipeline stage, so an iteration costs the sum of the micro-batches' stage 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,9 +54,8 @@ class StageRecord:
     micro_batch: int = 0  # which pipeline micro-batch this stage belongs to
 
 
-@dataclass(frozen=True)
-class IterationResult:
-    """Figures of one decode iteration (per device; all TP devices are symmetric)."""
+class IterationResult(NamedTuple):
+    """Figures of one decode iteration (per device; all TP devices are symmetric). An immutable record."""
 
     time_s: float
     tokens: int
@@ -69,7 +70,7 @@ class IterationResult:
     attn_offloaded_bytes: float
     fc_rows: float  # FC token rows in DBO-balanced stages
     fc_rows_offloaded: float
-    stages: list[StageRecord] = field(default_factory=list)
+    stages: tuple[StageRecord, ...] | list[StageRecord] = ()  # kept only when asked (keep_stages)
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,13 @@ class Schedule:
     fc_only_memo: dict = field(default_factory=dict, compare=False, repr=False)
 
 
+@lru_cache(maxsize=32)
 def build_schedule(model: ModelSpec, system: SystemSpec, tp: int, pp: int, max_rows: int, max_len: int) -> Schedule:
-    """Cost tables over rows 0..max_rows and contexts 0..max_len, and the schedule's run constants."""
+    """Cost tables over rows 0..max_rows and contexts 0..max_len, and the schedule's run constants.
+
+    A pure function of frozen specs, so it is cached: repeated runs of one configuration (sweeps,
+    comparisons, benchmarks) share the tables.
+    """
     tables = build_tables(model, system, tp, max_rows, max_len)
     link = system.link
     row_bytes = model.d_model * model.dtype_bytes

@@ -34,13 +34,13 @@ import numpy as np
 
 from ..errors import InfeasibleDesign, ModelError
 from ..inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes, make_schedule
-from ..metrics import iteration_metrics
+from ..metrics import SUMMED, iteration_metrics, metrics_from_totals
 from ..result import SimResult
 from ..schedule.batched import run_iterations
 from ..schedule.batched import supports as batched_supports
 from ..schedule.iteration import IterationResult, Schedule, run_iteration
 from .lengths import make_requests
-from .prefill import PrefillCoster
+from .prefill import prefill_coster
 
 KINDS = ("decode", "prefill")
 DECODE, PREFILL = 0, 1
@@ -99,7 +99,7 @@ class ServeRun:
     total_time_s: float
     idle_s: float  # time the clock advanced with nothing to run
     prefill_energy_j: float
-    prefill_shapes: int  # distinct prefill micro-batches costed
+    decode_totals: dict[str, float] | None = None  # sums of the decode iterations' fields, when known
 
 
 def place_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int) -> tuple[np.ndarray, int]:
@@ -142,11 +142,13 @@ CHUNK_ROWS = 250_000  # request-iterations evaluated per vectorized call (bounds
 
 
 def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, first_s: np.ndarray,
-                       finish_s: np.ndarray, attn_share_on: bool, report) -> float:
-    """Evaluate the laid-out decode iterations, fill their rows and the clock; return the end time."""
+                       finish_s: np.ndarray, attn_share_on: bool, report) -> tuple[float, dict[str, float]]:
+    """Evaluate the laid-out decode iterations, fill their rows and the clock; return the end time and the
+    sums of the iterations' fields."""
     data = rec.data
     col = {c: i for i, c in enumerate(COLUMNS)}
     fin_total = int(data[: rec.n, _FIN].sum())
+    totals = dict.fromkeys(SUMMED, 0.0)
     batch_l: list[np.ndarray] = []
     chan_l: list[np.ndarray] = []
     rows: list[int] = []
@@ -168,6 +170,8 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
                                                        out=np.zeros(len(many)), where=many.fc_rows > 0)
         for row, r in zip(rows, many.results(), strict=True):
             its[row_to_it[row]] = r
+        for f in SUMMED:
+            totals[f] += float(getattr(many, f).sum())
         if report is not None:
             report(int(data[: idx[-1] + 1, _FIN].sum()), fin_total)
         batch_l.clear()
@@ -179,11 +183,18 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
     it_rows = np.flatnonzero(kinds == DECODE)
     row_to_it = {int(r): k for k, r in enumerate(it_rows)}
     for first, ctx, chn, J in pending:
-        for j in range(J):
-            batch_l.append(ctx + j if j else ctx)
-            chan_l.append(chn)
-            rows.append(first + j)
-            size += ctx.shape[0]
+        done_j = 0
+        while done_j < J:  # the segment's iterations j see contexts ctx + j; add as many as the chunk takes
+            room = max(1, (CHUNK_ROWS - size) // max(ctx.shape[0], 1))
+            if report is not None:
+                room = min(room, max(1, PROGRESS_EVERY - len(rows)))
+            take = min(J - done_j, room)
+            block = ctx[None, :] + np.arange(done_j, done_j + take)[:, None]
+            batch_l.extend(block)
+            chan_l.extend([chn] * take)
+            rows.extend(range(first + done_j, first + done_j + take))
+            size += take * ctx.shape[0]
+            done_j += take
             if size >= CHUNK_ROWS or (report is not None and len(rows) >= PROGRESS_EVERY):
                 flush()
     flush()
@@ -194,7 +205,7 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
     first_s[done_first] = end[first_s[done_first].astype(np.int64)]
     done_fin = np.isfinite(finish_s)
     finish_s[done_fin] = end[finish_s[done_fin].astype(np.int64)]
-    return float(end[-1]) if rec.n else 0.0
+    return (float(end[-1]) if rec.n else 0.0), totals
 
 
 def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.ndarray, t: float
@@ -241,13 +252,14 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
     C = sched.tables.channels
     policy = s.system.placement.kv_channel_policy
     attn_share_on = s.system.placement.attention == "pim"
-    prefill = PrefillCoster(s.model, s.system, s.tp, s.pp)
+    prefill = prefill_coster(s.model, s.system, s.tp, s.pp)  # shared per configuration: a pure memo
     prefill.warm(inp)  # most prefill micro-batches hold one prompt
     rng = np.random.default_rng(s.system.dbo.seed)
     arr_l, need_l = arr.tolist(), need.tolist()  # scalar look-ups without numpy scalars
     # closed loop: lay the steps out first, evaluate the decode iterations together afterwards; until then
     # first_s / finish_s hold the index of the step that ends at that time
     deferred = vectorize and batched_supports(sched, keep_stages) and (N == 0 or arr_l[-1] <= 0.0)
+    totals = None
     pending: list[tuple[int, np.ndarray, np.ndarray, int]] = []  # (first row, contexts, channels, iterations)
     one_token = out == 1
 
@@ -341,11 +353,11 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
             report(done, N)
             next_report = (len(its) // PROGRESS_EVERY + 1) * PROGRESS_EVERY
     if deferred:
-        t = _evaluate_deferred(sched, rec, pending, its, first_s, finish_s, attn_share_on, report)
+        t, totals = _evaluate_deferred(sched, rec, pending, its, first_s, finish_s, attn_share_on, report)
     if report is not None:
         report(done, N)
     return ServeRun(rec.columns(), its, inp, out, arr, first_s, finish_s, channel, cap, cap_bytes, kv_tok_bytes,
-                    t, idle, prefill_e, prefill.distinct_micro_batches)
+                    t, idle, prefill_e, totals if deferred else None)
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
@@ -370,7 +382,8 @@ def latency_stats(run: ServeRun) -> dict[str, dict[str, float]]:
 
 def serving_metrics(run: ServeRun, s: Setup) -> dict[str, float]:
     """Device metrics of the decode iterations plus run-level serving figures (docs/metrics.md)."""
-    m = iteration_metrics(run.iterations, s)
+    m = metrics_from_totals(run.decode_totals, len(run.iterations), s) if run.decode_totals is not None \
+        else iteration_metrics(run.iterations, s)
     st = run.steps
     dec = st["kind"] == KINDS[DECODE]
     tokens = int(run.output_len.sum())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -174,3 +175,10 @@ class PrefillCoster:
     def distinct_micro_batches(self) -> int:
         """Micro-batch shapes costed so far."""
         return len(self._memo)
+
+
+@lru_cache(maxsize=32)
+def prefill_coster(model: ModelSpec, system: SystemSpec, tp: int, pp: int) -> PrefillCoster:
+    """The PrefillCoster of one configuration, shared by every run in the process (its memo only ever
+    holds exact costs of micro-batch shapes, so sharing it changes no result)."""
+    return PrefillCoster(model, system, tp, pp)
