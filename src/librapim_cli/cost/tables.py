@@ -76,6 +76,7 @@ class CostTables:
     pim_fc: dict[str, PIMFCTable]
     attn: AttnTable
     attn_stacked: np.ndarray  # attn.stacked, kept for one-gather lookups
+    attn_slopes: np.ndarray  # (7,): per column, the exact slope if the column is proportional to L, else NaN
     max_rows: int
     max_len: int
     channels: int
@@ -129,6 +130,22 @@ def _pim_group(ops, system: SystemSpec, rows: np.ndarray) -> PIMFCTable:
     return PIMFCTable(t, io, fl, en)
 
 
+def _slopes(stacked: np.ndarray) -> np.ndarray:
+    """Per column, c if the column equals c * L for every context length L (to rounding), else NaN.
+
+    KV bytes, FLOPs, softmax FLOPs and NPU-side energy are proportional to the context, so a batch's sum of
+    them is c * sum(L); the PIM-side columns carry per-row ceilings and are not."""
+    L = np.arange(stacked.shape[1], dtype=float)
+    out = np.full(stacked.shape[0], np.nan)
+    if stacked.shape[1] > 1:
+        c = stacked[:, 1]
+        with np.errstate(invalid="ignore", over="ignore"):  # PIM columns are inf without PIM
+            ok = np.all(np.isclose(stacked, c[:, None] * L[None, :], rtol=1e-12, atol=0.0), axis=1)
+        ok &= np.isfinite(c)
+        out[ok] = c[ok]
+    return out
+
+
 def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, max_len: int) -> CostTables:
     """Evaluate the cost functions over rows 0..max_rows and context lengths 0..max_len."""
     hw = system.hardware
@@ -163,7 +180,7 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     mem = hw.memory
     eff = hw.npu.bandwidth_efficiency
     return CostTables(
-        npu=npu, pim_fc=pim_fc, attn=attn, attn_stacked=attn.stacked, max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
+        npu=npu, pim_fc=pim_fc, attn=attn, attn_stacked=attn.stacked, attn_slopes=_slopes(attn.stacked), max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
         npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff,
         vector_flops=hw.npu.vector_flops, sa_peak_flops=hw.npu.peak_flops, pim_peak_flops=hw.pim_peak_flops,
         mode=system.concurrency.mode, switch_s=switch_penalty_s(hw) if has_pim else 0.0,

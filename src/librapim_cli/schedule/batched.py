@@ -74,7 +74,8 @@ class _Groups:
 
     g: np.ndarray  # group of each request
     ch: np.ndarray
-    gat: np.ndarray  # (7, R) per-request table columns
+    lens: np.ndarray
+    table: np.ndarray  # the cost tables' stacked attention columns (7, max_len + 1)
     rows: np.ndarray  # requests per group
     pim_c: np.ndarray  # (G, C)
     io_c: np.ndarray
@@ -86,10 +87,14 @@ class _Groups:
     flops: np.ndarray
     pim_e: np.ndarray
     npu_e: np.ndarray
+    _gat: np.ndarray | None = None
 
-
-def _stack(rows: list[np.ndarray]) -> np.ndarray:
-    return np.stack(rows) if rows else np.zeros((0, 0))
+    @property
+    def gat(self) -> np.ndarray:
+        """(7, R) per-request table columns, gathered on first use (only DBO's attention moves need them)."""
+        if self._gat is None:
+            self._gat = self.table[:, self.lens]
+        return self._gat
 
 
 class _Acc:
@@ -124,22 +129,26 @@ def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list
     ch = np.concatenate(channels_list).astype(np.int64) if R else np.zeros(0, dtype=np.int64)
     kid = np.repeat(np.arange(K), n_k)
     r = np.arange(R) - np.repeat(np.cumsum(n_k) - n_k, n_k)
-    mb, pos = r % pp, r // pp
+    mb, pos = (r % pp, r // pp) if pp > 1 else (0, r)
     # requests per micro-batch, and the one interleaving decision per iteration (run_iteration's rule)
     mbsize = (n_k[:, None] - np.arange(pp)[None, :] + pp - 1) // pp  # (K, pp)
     smallest = np.where(mbsize > 0, mbsize, np.iinfo(np.int64).max).min(axis=1)
     interleave = system.sub_batch_interleaving & (n_k > 0) & (smallest >= system.sub_batch_min_batch)
     nsub = 2 if bool(interleave.any()) else 1  # sub-batches per micro-batch (group ids stay dense)
-    sub = np.where(interleave[kid], pos % 2, 0)
+    sub = np.where(interleave[kid], pos % 2, 0) if bool(interleave.any()) else 0
     G = K * pp * nsub
     g = (kid * pp + mb) * nsub + sub
-    gat = t.attn_stacked[:, lens]
     cnt = np.bincount(g, minlength=G)
-    sums = np.bincount((g + G * np.arange(7)[:, None]).ravel(), weights=gat.ravel(), minlength=7 * G).reshape(7, G)
-    pim_c = np.bincount(g * C + ch, weights=gat[0], minlength=G * C).reshape(G, C)
-    io_c = np.bincount(g * C + ch, weights=gat[1], minlength=G * C).reshape(G, C)
-    grp = _Groups(g, ch, gat, cnt, pim_c, io_c, pim_c.max(axis=1), io_c.max(axis=1), sums[0] / C, sums[4],
-                  sums[2], sums[3], sums[5], sums[6])
+    gc_idx = g * C + ch
+    pim_c = np.bincount(gc_idx, weights=t.attn_stacked[0, lens], minlength=G * C).reshape(G, C)
+    io_c = np.bincount(gc_idx, weights=t.attn_stacked[1, lens], minlength=G * C).reshape(G, C)
+    # per-group sums of the other columns; a column proportional to L is its slope times the group's sum(L)
+    len_sum = np.bincount(g, weights=lens, minlength=G)
+    sums = [pim_c.sum(axis=1), None] + [
+        len_sum * t.attn_slopes[i] if np.isfinite(t.attn_slopes[i])
+        else np.bincount(g, weights=t.attn_stacked[i, lens], minlength=G) for i in range(2, 7)]
+    grp = _Groups(g, ch, lens, t.attn_stacked, cnt, pim_c, io_c, pim_c.max(axis=1), io_c.max(axis=1),
+                  sums[0] / C, sums[4], sums[2], sums[3], sums[5], sums[6])
     acc = _Acc(K)
     mbi = np.arange(K * pp)
     k_of = mbi // pp
@@ -314,7 +323,10 @@ class _StageEval:
     def _best_attention(self, ag, pim_bound, sa, vec, mem, link, best):
         t, grp = self.t, self.grp
         cand = pim_bound & (grp.rows[ag] > 0)
-        helps = movable(t, grp.gat[0], grp.gat[2])  # only these requests can be in an optimal prefix
+        if not cand.any():
+            return None
+        # only movable requests can be in an optimal prefix; whether one is depends only on its context length
+        helps = movable(t, t.attn_stacked[0], t.attn_stacked[2])[grp.lens]
         cand &= np.bincount(grp.g, weights=helps, minlength=grp.rows.shape[0])[ag] > 0
         sel = np.flatnonzero(cand)
         if sel.size == 0:

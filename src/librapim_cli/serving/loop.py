@@ -168,8 +168,9 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
                 many.attn_offloaded_bytes, many.attn_bytes, out=np.zeros(len(many)), where=many.attn_bytes > 0)
         data[idx, col["offload_fc_share"]] = np.divide(many.fc_rows_offloaded, many.fc_rows,
                                                        out=np.zeros(len(many)), where=many.fc_rows > 0)
-        for row, r in zip(rows, many.results(), strict=True):
-            its[row_to_it[row]] = r
+        at = np.searchsorted(it_rows, idx).tolist()  # position of each row among the decode iterations
+        for k, r in zip(at, many.results(), strict=True):
+            its[k] = r
         for f in SUMMED:
             totals[f] += float(getattr(many, f).sum())
         if report is not None:
@@ -181,7 +182,6 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
 
     kinds = data[: rec.n, col["kind"]]
     it_rows = np.flatnonzero(kinds == DECODE)
-    row_to_it = {int(r): k for k, r in enumerate(it_rows)}
     for first, ctx, chn, J in pending:
         done_j = 0
         while done_j < J:  # the segment's iterations j see contexts ctx + j; add as many as the chunk takes
