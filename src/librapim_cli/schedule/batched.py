@@ -98,22 +98,37 @@ class _Groups:
 
 
 class _Acc:
-    """Per-iteration sums of stage figures x repeats."""
+    """Per-iteration sums of stage figures x repeats (instances always arrive sorted by iteration)."""
 
     def __init__(self, K: int) -> None:
         self.K = K
-        self.v = {f: np.zeros(K) for f in FIELDS}
+        self.m = np.zeros((len(FIELDS), K))
+        self.row = {f: i for i, f in enumerate(FIELDS)}
+
+    @property
+    def v(self) -> dict[str, np.ndarray]:
+        """The sums by field name."""
+        return {f: self.m[i] for f, i in self.row.items()}
+
+    def _add(self, k: np.ndarray, names: list[str], block: np.ndarray) -> None:
+        if k.size == 0:
+            return
+        starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        sums = np.add.reduceat(block, starts, axis=1)  # one pass for every field
+        rows = [self.row[f] for f in names]
+        self.m[np.ix_(rows, k[starts])] += sums
 
     def add(self, k: np.ndarray, reps, **vals: np.ndarray) -> None:
-        for f, x in vals.items():
-            self.v[f] += np.bincount(k, weights=np.broadcast_to(np.asarray(x, dtype=float) * reps, k.shape),
-                                     minlength=self.K)
+        block = np.empty((len(vals), k.shape[0]))
+        for i, x in enumerate(vals.values()):
+            block[i] = x
+        if reps != 1:
+            block *= reps
+        self._add(k, list(vals), block)
 
     def add_rows(self, k: np.ndarray, vals: dict[str, np.ndarray]) -> None:
         """Add already repeat-weighted per-instance values (every field) to their iterations."""
-        for f, x in vals.items():
-            if x.any():
-                self.v[f] += np.bincount(k, weights=x, minlength=self.K)
+        self._add(k, list(vals), np.stack(list(vals.values())))
 
 
 def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list[np.ndarray]) -> IterationBatch:
@@ -186,7 +201,7 @@ def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list
     kk = k_of[i_l]
     acc.add(kk, 1.0, time_s=head_s + p2p, npu_busy_s=head_s, npu_sa_busy_s=h.sa_s[n], npu_flops=h.flops[n])
     head_energy = np.bincount(kk, weights=h.energy_j[n] * s.tp, minlength=K)
-    v = acc.v
+    v = {f: x.copy() for f, x in acc.v.items()}
     v["energy_j"] = v["energy_j"] * (s.tp * pp) + head_energy
     return IterationBatch(tokens=n_k, **v)
 
@@ -215,7 +230,7 @@ class _StageEval:
             if uniq.size < rows.size:
                 sub = _Acc(uniq.size)
                 self.stage(sub, np.arange(uniq.size), group, rows[first], None, cached[first], reps, balanced)
-                acc.add_rows(k, {f: v[inv] for f, v in sub.v.items()})
+                acc.add_rows(k, {f: x[inv] for f, x in sub.v.items()})
                 return
         t, grp, on_pim = self.t, self.grp, self.on_pim
         n_inst = k.shape[0]
