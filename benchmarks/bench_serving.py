@@ -8,7 +8,7 @@ Run from the repository root:
 Short cases are repeated and the median run is reported. Every case runs in a fresh Python process, so its peak RSS (``ru_maxrss``) is its own; Python-level
 allocations are measured with tracemalloc in a separate run of the same case (tracemalloc slows the run,
 so its time is not reported). The time split wraps the decode-iteration engine (``run_iteration``, one at a
-time, and ``run_iterations``, the vectorized pass a closed-loop run uses) and the prefill coster with
+time, and ``run_iterations_flat``, the vectorized pass a closed-loop run uses) and the prefill coster with
 timers: "loop" is everything else in ``simulate`` (setup, admission, bookkeeping, metrics).
 """
 
@@ -54,7 +54,7 @@ def run_case(name: str, trace_memory: bool) -> dict:
         return {"tracemalloc_peak_bytes": peak}
 
     clock = {"run_iteration": 0.0, "prefill": 0.0}
-    real_iter, real_iters, real_prefill = loop.run_iteration, loop.run_iterations, PrefillCoster.__call__
+    real_iter, real_iters, real_prefill = loop.run_iteration, loop.run_iterations_flat, PrefillCoster.__call__
 
     def timed_iter(*a, **k):
         t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def run_case(name: str, trace_memory: bool) -> dict:
         return r
 
     loop.run_iteration = timed_iter
-    loop.run_iterations = timed_iters
+    loop.run_iterations_flat = timed_iters
     PrefillCoster.__call__ = timed_prefill
     runs = []
     for _ in range(REPEATS.get(name, 1)):

@@ -600,13 +600,13 @@ def test_closed_loop_laid_out_first_equals_step_by_step(tmp_path, monkeypatch):
     s = setup("librapim", "gpt3-7b", w)
     ref = loop.run_serving(s, vectorize=False)
     seg = _spy(monkeypatch, "decode_segment")
-    many = _spy(monkeypatch, "run_iterations")
+    many = _spy(monkeypatch, "run_iterations_flat")
     monkeypatch.setattr(loop, "CHUNK_ROWS", 16)  # several chunks
     monkeypatch.setattr(loop, "PROGRESS_EVERY", 4)
     seen = []
     got = loop.run_serving(s, progress=lambda d, n: seen.append((d, n)))
     assert not seg and len(many) > 2, "the closed loop should be laid out and evaluated in chunks"
-    assert sum(len(c[1]) for c in many) == len(ref.iterations)
+    assert sum(len(c[3]) for c in many) == len(ref.iterations)  # (schedule, lens, channels, requests per iteration)
     for k, v in ref.steps.items():
         if v.dtype.kind == "f":
             np.testing.assert_allclose(got.steps[k], v, rtol=1e-9, atol=1e-15, err_msg=k)

@@ -133,15 +133,22 @@ class _Acc:
 
 def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list[np.ndarray]) -> IterationBatch:
     """Evaluate K decode iterations (requests ``lens_list[k]`` in channels ``channels_list[k]``) together."""
+    n_k = np.array([len(x) for x in lens_list], dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    lens = np.concatenate(lens_list).astype(np.int64) if n_k.sum() else empty
+    ch = np.concatenate(channels_list).astype(np.int64) if n_k.sum() else empty
+    return run_iterations_flat(s, lens, ch, n_k)
+
+
+def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.ndarray) -> IterationBatch:
+    """run_iterations on concatenated requests: iteration k holds the next ``n_k[k]`` entries of
+    ``lens`` / ``ch`` (int64)."""
     if not supports(s):
         raise ValueError("run_iterations does not cover this schedule; use run_iteration")
     t, system = s.tables, s.system
     C, pp, L = t.channels, s.pp, s.layers_per_stage
-    K = len(lens_list)
-    n_k = np.array([len(x) for x in lens_list], dtype=np.int64)
-    R = int(n_k.sum())
-    lens = np.concatenate(lens_list).astype(np.int64) if R else np.zeros(0, dtype=np.int64)
-    ch = np.concatenate(channels_list).astype(np.int64) if R else np.zeros(0, dtype=np.int64)
+    K = int(n_k.shape[0])
+    R = int(lens.shape[0])
     kid = np.repeat(np.arange(K), n_k)
     r = np.arange(R) - np.repeat(np.cumsum(n_k) - n_k, n_k)
     mb, pos = (r % pp, r // pp) if pp > 1 else (0, r)

@@ -36,7 +36,7 @@ from ..errors import InfeasibleDesign, ModelError
 from ..inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes, make_schedule
 from ..metrics import SUMMED, iteration_metrics, metrics_from_totals
 from ..result import SimResult
-from ..schedule.batched import run_iterations
+from ..schedule.batched import run_iterations_flat
 from ..schedule.batched import supports as batched_supports
 from ..schedule.iteration import IterationResult, Schedule, run_iteration
 from .lengths import make_requests
@@ -149,8 +149,9 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
     col = {c: i for i, c in enumerate(COLUMNS)}
     fin_total = int(data[: rec.n, _FIN].sum())
     totals = dict.fromkeys(SUMMED, 0.0)
-    batch_l: list[np.ndarray] = []
+    batch_l: list[np.ndarray] = []  # flattened (iterations x requests) blocks of contexts
     chan_l: list[np.ndarray] = []
+    n_l: list[np.ndarray] = []  # requests per iteration of each block
     rows: list[int] = []
     size = 0
 
@@ -158,7 +159,7 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
         nonlocal size
         if not rows:
             return
-        many = run_iterations(sched, batch_l, chan_l)
+        many = run_iterations_flat(sched, np.concatenate(batch_l), np.concatenate(chan_l), np.concatenate(n_l))
         idx = np.asarray(rows)
         data[idx, col["time_s"]] = many.time_s
         data[idx, col["npu_busy_s"]] = many.npu_busy_s
@@ -177,6 +178,7 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
             report(int(data[: idx[-1] + 1, _FIN].sum()), fin_total)
         batch_l.clear()
         chan_l.clear()
+        n_l.clear()
         rows.clear()
         size = 0
 
@@ -190,8 +192,9 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
                 room = min(room, max(1, PROGRESS_EVERY - len(rows)))
             take = min(J - done_j, room)
             block = ctx[None, :] + np.arange(done_j, done_j + take)[:, None]
-            batch_l.extend(block)
-            chan_l.extend([chn] * take)
+            batch_l.append(block.ravel())
+            chan_l.append(np.tile(chn, take))
+            n_l.append(np.full(take, ctx.shape[0], dtype=np.int64))
             rows.extend(range(first + done_j, first + done_j + take))
             size += take * ctx.shape[0]
             done_j += take
