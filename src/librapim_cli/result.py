@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ class SimResult:
 
     setup: Setup
     metrics: dict[str, float]
-    iterations: list[IterationResult] = field(default_factory=list)
+    iterations: Sequence[IterationResult] = field(default_factory=list)  # a list, or built on access
     latency: dict[str, dict[str, float]] | None = None
     per_iteration: dict[str, np.ndarray] | None = None
     mode: str = "iteration"

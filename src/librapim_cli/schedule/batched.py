@@ -15,6 +15,8 @@ DBO predictor, DBO with attention placed on the NPU, kept stage records) go thro
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +60,34 @@ class IterationBatch:
         order = IterationResult._fields[:-1]  # every field but the stage records, in declaration order
         cols = [self.tokens.tolist() if f == "tokens" else getattr(self, f).tolist() for f in order]
         return [IterationResult(*row) for row in zip(*cols, strict=True)]
+
+
+class LazyResults(Sequence):
+    """A read-only sequence of IterationResult over consecutive IterationBatch chunks, built on access."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._batches: list[IterationBatch] = []
+        self._n = 0
+
+    def append_batch(self, batch: IterationBatch) -> None:
+        """Add the next len(batch) iterations."""
+        self._starts.append(self._n)
+        self._batches.append(batch)
+        self._n += len(batch)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("iteration index out of range")
+        c = bisect_right(self._starts, i) - 1
+        return self._batches[c].result(i - self._starts[c])
 
 
 def supports(s: Schedule, keep_stages: bool = False) -> bool:

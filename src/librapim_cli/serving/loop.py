@@ -28,7 +28,9 @@ whole wall time, prefill and idle gaps included.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +38,7 @@ from ..errors import InfeasibleDesign, ModelError
 from ..inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes, make_schedule
 from ..metrics import SUMMED, iteration_metrics, metrics_from_totals
 from ..result import SimResult
-from ..schedule.batched import run_iterations_flat
+from ..schedule.batched import LazyResults, run_iterations_flat
 from ..schedule.batched import supports as batched_supports
 from ..schedule.iteration import IterationResult, Schedule, run_iteration
 from .lengths import make_requests
@@ -86,7 +88,7 @@ class ServeRun:
     """What one serving run produced: per-step arrays, decode iterations, per-request times."""
 
     steps: dict[str, np.ndarray]  # one row per prefill step or decode iteration, columns COLUMNS
-    iterations: list[IterationResult]  # the decode iterations in order (the rows of kind 'decode')
+    iterations: Sequence[IterationResult]  # the decode iterations in order (rows of kind decode); built on access in a closed loop
     input_len: np.ndarray
     output_len: np.ndarray
     arrival_s: np.ndarray
@@ -142,13 +144,14 @@ CHUNK_ROWS = 250_000  # request-iterations evaluated per vectorized call (bounds
 
 
 def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, first_s: np.ndarray,
-                       finish_s: np.ndarray, attn_share_on: bool, report) -> tuple[float, dict[str, float]]:
-    """Evaluate the laid-out decode iterations, fill their rows and the clock; return the end time and the
-    sums of the iterations' fields."""
+                       finish_s: np.ndarray, attn_share_on: bool, report) -> tuple[float, dict[str, float], Any]:
+    """Evaluate the laid-out decode iterations, fill their rows and the clock; return the end time, the
+    sums of the iterations' fields and the iterations (built on access)."""
     data = rec.data
     col = {c: i for i, c in enumerate(COLUMNS)}
     fin_total = int(data[: rec.n, _FIN].sum())
     totals = dict.fromkeys(SUMMED, 0.0)
+    lazy = LazyResults()
     batch_l: list[np.ndarray] = []  # flattened (iterations x requests) blocks of contexts
     chan_l: list[np.ndarray] = []
     n_l: list[np.ndarray] = []  # requests per iteration of each block
@@ -169,9 +172,7 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
                 many.attn_offloaded_bytes, many.attn_bytes, out=np.zeros(len(many)), where=many.attn_bytes > 0)
         data[idx, col["offload_fc_share"]] = np.divide(many.fc_rows_offloaded, many.fc_rows,
                                                        out=np.zeros(len(many)), where=many.fc_rows > 0)
-        at = np.searchsorted(it_rows, idx).tolist()  # position of each row among the decode iterations
-        for k, r in zip(at, many.results(), strict=True):
-            its[k] = r
+        lazy.append_batch(many)  # chunks cover consecutive decode iterations, in order
         for f in SUMMED:
             totals[f] += float(getattr(many, f).sum())
         if report is not None:
@@ -182,8 +183,6 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
         rows.clear()
         size = 0
 
-    kinds = data[: rec.n, col["kind"]]
-    it_rows = np.flatnonzero(kinds == DECODE)
     for first, ctx, chn, J in pending:
         done_j = 0
         while done_j < J:  # the segment's iterations j see contexts ctx + j; add as many as the chunk takes
@@ -208,7 +207,7 @@ def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, f
     first_s[done_first] = end[first_s[done_first].astype(np.int64)]
     done_fin = np.isfinite(finish_s)
     finish_s[done_fin] = end[finish_s[done_fin].astype(np.int64)]
-    return (float(end[-1]) if rec.n else 0.0), totals
+    return (float(end[-1]) if rec.n else 0.0), totals, lazy
 
 
 def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.ndarray, t: float
@@ -356,7 +355,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
             report(done, N)
             next_report = (len(its) // PROGRESS_EVERY + 1) * PROGRESS_EVERY
     if deferred:
-        t, totals = _evaluate_deferred(sched, rec, pending, its, first_s, finish_s, attn_share_on, report)
+        t, totals, its = _evaluate_deferred(sched, rec, pending, its, first_s, finish_s, attn_share_on, report)
     if report is not None:
         report(done, N)
     return ServeRun(rec.columns(), its, inp, out, arr, first_s, finish_s, channel, cap, cap_bytes, kv_tok_bytes,
