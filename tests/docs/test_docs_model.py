@@ -501,10 +501,10 @@ def test_channel_max_is_the_per_channel_maximum(mode):
         pfio = pf * rng.random(Y)
         want = channel_time(mode, pim_c[None, :], pf[:, None], io_c[None, :] + pfio[:, None], mem[:, None], 0.0,
                             t.switch_s, t.quantum_s).max(axis=1)
-        got = channel_max(t, pim_c, io_c, pim_c.max(), io_c.max(), pf, pfio, mem)
+        got = channel_max(t, pim_c.max(), io_c.max(), pf, pfio, mem)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
         for y in range(0, Y, 7):
-            one = _channel_max_scalar(t, pim_c, io_c, float(pim_c.max()), float(io_c.max()), float(pf[y]),
+            one = _channel_max_scalar(t, float(pim_c.max()), float(io_c.max()), float(pf[y]),
                                       float(pfio[y]), float(mem[y]))
             assert one == pytest.approx(want[y], rel=1e-12, abs=0)
     text = " ".join(_text(MODEL / "concurrency.md").split())

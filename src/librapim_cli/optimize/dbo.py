@@ -55,15 +55,14 @@ def best_fc_offload(t: CostTables, inp: StageInput) -> Decision:
     pf = t.pim_fc[inp.group]
     if a is not None and a.size and inp.attn_on_pim:
         vec = vec + a.softmax_flops / t.vector_flops
-        chan = channel_max(t, a.pim_c, a.io_c, a.pim_c_max, a.io_c_max, pf.time_s[ys], pf.io_s[ys], mem)
+        chan = channel_max(t, a.pim_c_max, a.io_c_max, pf.time_s[ys], pf.io_s[ys], mem)
         npu = np.maximum(np.maximum(sa, vec), mem) + link
     else:
         extra_mem = 0.0
         if a is not None and a.size:  # attention on the NPU in the same stage
             vec = vec + (a.softmax_flops + float(a.flops.sum())) / t.vector_flops
             extra_mem = float(a.kv_bytes.sum()) / t.npu_bw_bytes_per_s
-        z = np.zeros(t.channels)
-        chan = channel_max(t, z, z, 0.0, 0.0, pf.time_s[ys], pf.io_s[ys], mem + extra_mem)
+        chan = channel_max(t, 0.0, 0.0, pf.time_s[ys], pf.io_s[ys], mem + extra_mem)
         npu = np.maximum(np.maximum(sa, vec), mem + extra_mem) + link
     total = np.maximum(npu, chan)
     y = int(np.argmin(total))

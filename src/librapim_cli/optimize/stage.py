@@ -133,7 +133,7 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
             pf = t.pim_fc[inp.group]
             pim_fc, pim_fc_io = float(pf.time_s[y]), float(pf.io_s[y])
             energy += float(pf.energy_j[y])
-            chan = _channel_max_scalar(t, None, None, 0.0, 0.0, pim_fc, pim_fc_io, mem)
+            chan = _channel_max_scalar(t, 0.0, 0.0, pim_fc, pim_fc_io, mem)
             time_s = max(npu_s, chan)
             return StageTime(time_s, npu_s, sa, pim_fc, pim_fc, chan, npu_flops, float(pf.flops[y]), energy, 0.0,
                              0.0)
@@ -155,7 +155,7 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
         npu_s = max(sa, vec, mem + kv_s) + link
         energy += a.npu_energy_total
         if y > 0:
-            chan = _channel_max_scalar(t, None, None, 0.0, 0.0, pim_fc, pim_fc_io, mem + kv_s)
+            chan = _channel_max_scalar(t, 0.0, 0.0, pim_fc, pim_fc_io, mem + kv_s)
             return StageTime(max(npu_s, chan), npu_s, sa, pim_fc, pim_fc, chan, npu_flops, pim_fc_fl, energy,
                              attn_bytes, attn_bytes)
         return StageTime(npu_s, npu_s, sa, 0.0, 0.0, 0.0, npu_flops, 0.0, energy, attn_bytes, attn_bytes)
@@ -163,7 +163,7 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
     off = dec.attn_to_npu
     if off is None:
         npu_s = max(sa, vec, mem) + link
-        chan_max = _channel_max_scalar(t, a.pim_c, a.io_c, a.pim_c_max, a.io_c_max, pim_fc, pim_fc_io, mem)
+        chan_max = _channel_max_scalar(t, a.pim_c_max, a.io_c_max, pim_fc, pim_fc_io, mem)
         pim_max = a.pim_c_max + pim_fc
         pim_mean = a.pim_c_mean + pim_fc
         return StageTime(max(npu_s, chan_max), npu_s, sa, pim_max, pim_mean, chan_max, npu_flops,
@@ -186,7 +186,7 @@ def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
                      a.flops_total - fl_off + pim_fc_fl, energy, kv_off, attn_bytes)
 
 
-def _channel_max_scalar(t: CostTables, pim_c, io_c, pim_c_max: float, io_c_max: float, pf: float, pfio: float,
+def _channel_max_scalar(t: CostTables, pim_c_max: float, io_c_max: float, pf: float, pfio: float,
                         mem: float) -> float:
     """channel_max for scalar pf/pfio/mem with plain-float arithmetic (the hot path)."""
     mode = t.mode
@@ -201,13 +201,13 @@ def _channel_max_scalar(t: CostTables, pim_c, io_c, pim_c_max: float, io_c_max: 
     return max(pim, bus, pf + mem)  # dex: the KV section term pim_attn + 0 is below pim
 
 
-def channel_max(t: CostTables, pim_c, io_c, pim_c_max, io_c_max, pf, pfio, mem):
+def channel_max(t: CostTables, pim_c_max, io_c_max, pf, pfio, mem):
     """Slowest channel's busy time when no attention moved to the NPU (pf, pfio, mem may be arrays over y).
 
     Blocked, dual-row-buffer and DEX are max/sum of a per-channel term and a shared term, so the maximum
     over channels needs only the per-channel maxima; time interleaving's channel time is non-decreasing
     in the channel's PIM time (a sum plus a switch count that grows with min(PIM, NPU)), so its maximum
-    is the value at the busiest channel. ``pim_c`` / ``io_c`` are accepted for symmetry and unused.
+    is the value at the busiest channel. So only the per-channel maxima are needed.
     """
     mode = t.mode
     if mode == "time_interleaved":

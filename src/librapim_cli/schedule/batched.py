@@ -288,7 +288,7 @@ class _StageEval:
         else:
             vec = vec + grp.soft[ag] / t.vector_flops
             npu = np.maximum(np.maximum(sa, vec), mem) + link
-            chan = channel_max(t, None, None, grp.pmax[ag], grp.iomax[ag], 0.0, 0.0, mem)
+            chan = channel_max(t, grp.pmax[ag], grp.iomax[ag], 0.0, 0.0, mem)
             energy = energy + grp.pim_e[ag]
             vals = dict(pim_max=grp.pmax[ag], pim_mean=grp.pmean[ag], pim_fl=grp.flops[ag], attn_b=grp.kv[ag],
                         attn_off=zeros)
@@ -333,10 +333,10 @@ class _StageEval:
         pf = t.pim_fc[group]
         if ag is not None:
             vec = vec + (grp.soft[ag] / t.vector_flops)[:, None]
-            chan = channel_max(t, None, None, grp.pmax[ag][:, None], grp.iomax[ag][:, None], pf.time_s[ys][None, :],
+            chan = channel_max(t, grp.pmax[ag][:, None], grp.iomax[ag][:, None], pf.time_s[ys][None, :],
                                pf.io_s[ys][None, :], mem)
         else:
-            chan = channel_max(t, None, None, 0.0, 0.0, pf.time_s[ys][None, :], pf.io_s[ys][None, :], mem)
+            chan = channel_max(t, 0.0, 0.0, pf.time_s[ys][None, :], pf.io_s[ys][None, :], mem)
         npu = np.maximum(np.maximum(sa, vec), mem) + link
         total = np.where(valid, np.maximum(npu, chan), np.inf)
         yb = np.argmin(total, axis=1)
@@ -356,13 +356,13 @@ class _StageEval:
         if ag is not None:
             a = ag[fc]
             vec_ = vec_ + grp.soft[a] / t.vector_flops
-            chan = channel_max(t, None, None, grp.pmax[a], grp.iomax[a], pft, pfio, mem_)
+            chan = channel_max(t, grp.pmax[a], grp.iomax[a], pft, pfio, mem_)
             vals["pim_max"][fc] = grp.pmax[a] + pft
             vals["pim_mean"][fc] = grp.pmean[a] + pft
             vals["pim_fl"][fc] = grp.flops[a] + pffl
             en_ = en_ + grp.pim_e[a]
         else:
-            chan = channel_max(t, None, None, 0.0, 0.0, pft, pfio, mem_)
+            chan = channel_max(t, 0.0, 0.0, pft, pfio, mem_)
             vals["pim_max"][fc] = pft
             vals["pim_mean"][fc] = pft
             vals["pim_fl"][fc] = pffl
