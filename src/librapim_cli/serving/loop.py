@@ -104,7 +104,7 @@ class ServeRun:
     decode_totals: dict[str, float] | None = None  # sums of the decode iterations' fields, when known
 
 
-def place_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int) -> tuple[np.ndarray, int]:
+def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int) -> tuple[np.ndarray, int]:
     """Channels for newly admitted requests, in admission order; adds their tokens to ``load`` in place.
 
     Returns the channels and the next round-robin position.
@@ -292,7 +292,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
                 a, b = nxt, nxt + k
                 nxt = b
                 used += int(cum[k - 1])
-                chs, rr = place_channels(policy, need[a:b], load, rr)
+                chs, rr = admit_channels(policy, need[a:b], load, rr)
                 channel[a:b] = chs
                 cost = prefill(inp[a:b])
                 data = rec.room(1)
