@@ -1,6 +1,7 @@
 """Resolved inputs of a simulation: presets loaded, overrides applied, parallelism chosen, capacity checked.
 
-Also the run-constant schedule built from them (cost tables over every row count and context length).
+The bottom of the pipeline above the specs: everything after it (workload, graph, cost, schedule, serving)
+takes a :class:`Setup`, and nothing here depends on them.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InfeasibleDesign, SpecError
-from .schedule.iteration import Schedule, build_schedule
-from .spec.loading import load, load_bundled, looks_like_path, split_overrides
+from .spec.loading import apply_overrides, load, load_bundled, looks_like_path, split_overrides, validate
 from .spec.model import ModelSpec
 from .spec.system import SystemSpec
 from .spec.workload import WorkloadSpec
@@ -35,8 +35,6 @@ def _resolve(kind: str, ref: Any, sets) -> Any:
             return load_bundled(kind, ref)  # bundled presets are read-only: parsed once per process
         return load(kind, ref, sets)
     if sets:
-        from .spec.loading import apply_overrides, validate
-
         return validate(kind, apply_overrides(kind, ref.model_dump(), sets), ref.name)
     return ref
 
@@ -87,8 +85,3 @@ def kv_bytes_per_token_per_device(model: ModelSpec, tp: int, pp: int) -> float:
 def kv_capacity_bytes(s: Setup) -> float:
     """Memory left for the KV cache on one device after its weights."""
     return s.system.hardware.memory.capacity_bytes - weight_bytes_per_device(s.model, s.tp, s.pp)
-
-
-def make_schedule(s: Setup, max_rows: int, max_len: int) -> Schedule:
-    """Cost tables and schedule constants for this setup."""
-    return build_schedule(s.model, s.system, s.tp, s.pp, max_rows, max_len)

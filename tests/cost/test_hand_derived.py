@@ -1,7 +1,7 @@
 """Hand-derived cost figures on the NeuPIMs-class preset (HBM2-PIM) and the AttAcc HBM3-PIM preset.
 
 Every expected number is worked out in the comment next to it from the preset values (which cite
-/work/shared/reference/facts.md sections 2.2-2.5 and 3.3) and the layouts written down in
+docs/sources.md#s2.2 to #s2.5 and #s3.3) and the layouts written down in
 librapim_cli.cost.pim's module docstring -- not from the code under test. Shapes: gpt3-7b at tp=4
 (d=4096, 32 heads -> 8 query heads and 8 KV heads per shard, head_dim 128, FFN 16384 -> 4096 per shard).
 """
@@ -49,7 +49,7 @@ def approx(x, rel=REL):
     return pytest.approx(x, rel=rel)
 
 
-# ---- peak figures (facts.md 2.2 "Derived peak numbers") -----------------------------------------------------
+# ---- peak figures (docs/sources.md#s2.2 "Derived peak numbers") -----------------------------------------------------
 def test_neupims_peaks(neupims) -> None:
     # NPU: 1 array x 128 x 128 MACs x 2 FLOP x 1 GHz = 32.768 TFLOPS
     assert neupims.npu.peak_flops == approx(32.768e12)
@@ -75,7 +75,7 @@ def test_hbm3_peaks(hbm3) -> None:
     # power-limited MACAB every nCCDAB 6 x 0.769 = 4.614 ns; 160 x 32 = 5120 banks x 16 lanes x 2 / 4.614 ns
     assert hbm3.memory.banks == 5120
     assert hbm3.pim_peak_flops == approx(5120 * 16 * 2 / 4.614e-9)
-    # the no-power-limit interval (4 x 0.769 = 3.076 ns) gives exactly 16x the external bandwidth (facts.md 3.2)
+    # the no-power-limit interval (4 x 0.769 = 3.076 ns) gives exactly 16x the external bandwidth (docs/sources.md#s3.2)
     free = hbm3.model_copy(update={"pim": hbm3.pim.model_copy(update={"power_limited": False})})
     assert free.pim_bw_ratio == approx(5120 * 32 / 3.076e-9 / 3328e9)
     assert free.pim_bw_ratio == approx(16.0, rel=1e-3)
@@ -186,7 +186,7 @@ def test_attention_one_request_neupims(neupims) -> None:
     #   rows_K = ceil(10240 / 512) = 20, MACs_K = ceil(10240 / 16) = 640 -> 32 per row
     # V (context): 1024 dims / 32 banks = 32 dims per bank, each dim's 300 tokens in ceil(300/512) = 1 row
     #   rows_V = 32 x 1 = 32, MACs_V = 32 x ceil(300/16) = 32 x 19 = 608 -> 19 per row
-    # (NeuPIMs estimator, facts.md 2.4: logits 2 chunks x 10 tiles = 20, attend 8 chunks x 4 tiles = 32 rows)
+    # (NeuPIMs estimator, docs/sources.md#s2.4: logits 2 chunks x 10 tiles = 20, attend 8 chunks x 4 tiles = 32 rows)
     k_row = _row_ns(104, 32, 2, 4, 124, 14)  # max(104 + 64 + 4, 124) + 14 = 186 ns
     v_row = _row_ns(104, 19, 2, 4, 124, 14)  # max(104 + 38 + 4, 124) + 14 = 160 ns
     assert (k_row, v_row) == (186, 160)
@@ -291,7 +291,7 @@ def test_link_allreduce(neupims) -> None:
     assert link_cost(AllReduce("x", "rest", 1e6, 1), link, neupims).time_s == 0.0
 
 
-def test_refresh_derate_matches_facts(neupims, hbm3) -> None:
-    # facts.md 9.3: 6.7 % for HBM2 (260/3900) and 9 % for HBM3 8 Gb (350/3900)
+def test_refresh_derate_matches_sources(neupims, hbm3) -> None:
+    # docs/sources.md#s9.3: 6.7 % for HBM2 (260/3900) and 9 % for HBM3 8 Gb (350/3900)
     assert 1 - neupims.memory.refresh_derate == approx(260 / 3900)
     assert math.isclose(1 - hbm3.memory.refresh_derate, 0.0897, rel_tol=1e-3)

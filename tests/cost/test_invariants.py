@@ -302,7 +302,7 @@ def test_long_gemv_internal_bandwidth_between_external_and_peak(hw_name: str) ->
 
 @pytest.mark.parametrize("hw_name", PIM_HW)
 def test_pim_peak_within_bank_column_bandwidth(hw_name: str) -> None:
-    """The PIM units cannot consume operands faster than the bank columns deliver them (facts.md 5.4)."""
+    """The PIM units cannot consume operands faster than the bank columns deliver them (docs/sources.md#s5.4)."""
     hw = HW[hw_name]
     assert hw.pim_internal_bw_bytes_per_s <= hw.memory.banks * hw.memory.bank_column_bw_bytes_per_s * (1 + RTOL)
 

@@ -1,41 +1,33 @@
-"""docs/metrics.md and docs/model/*.md must say what the code does.
+"""docs/ must say what the code does.
 
-- every metric key of ``simulate(mode="iteration")`` (and of ``mode="serve"``, with its latency keys and
-  per-step columns) appears in docs/metrics.md in backticks;
-- every concurrency mode appears in docs/model/concurrency.md, and the per-preset area table matches the presets;
+- docs/metrics.md is generated from the metric registry and up to date; every metric key of ``simulate``
+  (iteration and serve mode, latency keys and per-step columns included) is a registry entry on that page;
+- every registered concurrency mode appears in docs/model/concurrency.md and every admission policy in
+  docs/model/serving.md; the per-preset area table matches the presets;
 - every field and derived property of the specs appears in backticks somewhere in docs/model/;
 - the worked examples in docs/model/pim.md and docs/model/npu.md (marked tables) recompute from the code;
-- the row-reuse table of docs/model/pim.md (global_buffer_bytes caps input vectors per row) matches
-  ``input_vectors_per_row`` for every PIM preset; MAC commands are whole per row as pim.md says;
-- the derived-values table of docs/model/specs.md matches the hardware presets;
-- the DEX section model of docs/model/concurrency.md holds for the code's formula (dex == dual_row_buffer
-  without offloaded work, never faster with it), and DBO's attention skip rule under blocked/dex is exact;
-- DBO moves work in one direction per stage, its candidate filter (``movable``) keeps every request a
-  brute-force optimum over per-channel prefixes needs, an accepted attention decision moves something, and
-  the shares quoted in docs/model/dbo.md recompute;
-- ``channel_max`` equals the per-channel maximum of ``channel_time`` in every mode, time interleaving
-  included (docs/model/concurrency.md, dbo.md);
-- ``run_iterations`` applies where docs/model/schedule.md says (``supports``), and closed-loop serving laid
-  out first equals the step-by-step loop (docs/model/serving.md);
-- bundled presets are parsed once per process and presets given by path are re-read (docs/model/specs.md);
-- iteration mode honours placement.kv_channel_policy (docs/model/pim.md), arrivals follow the three
-  arrival modes (docs/model/workload.md), and the interleaving decision is one per iteration
-  (docs/model/schedule.md);
-- no page repeats a statement the code has outgrown (stale phrases);
-- relative links (and their #anchors) between the model docs resolve.
+- the row-reuse table of docs/model/pim.md matches ``input_vectors_per_row`` for every PIM preset; MAC
+  commands are whole per row as pim.md says; the derived-values table of docs/model/specs.md matches;
+- the DEX section model of docs/model/concurrency.md holds for the registered ``dex`` mode;
+- the shares quoted in docs/model/dbo.md recompute; one interleaving decision per iteration;
+- bundled presets are parsed once per process and presets given by path are re-read;
+- iteration mode honours placement.kv_channel_policy, arrivals follow the three arrival modes;
+- every ``docs/sources.md#...`` citation in code, presets, tests and docs names an anchor of that page, and
+  nothing points to a fact sheet outside the repository;
+- no page repeats a statement the code has outgrown (stale phrases); relative links resolve.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from librapim_cli.cost.concurrency import channel_time
+from librapim_cli import admission, concurrency
+from librapim_cli.concurrency import ModeParams
 from librapim_cli.cost.link import link_cost
 from librapim_cli.cost.npu import npu_cost, systolic_cycles
 from librapim_cli.cost.pim import (
@@ -44,33 +36,15 @@ from librapim_cli.cost.pim import (
     bank_timing,
     input_vectors_per_row,
     mac_commands,
-    place_channels,
-    snake_channels,
 )
 from librapim_cli.cost.tables import build_tables
 from librapim_cli.graph.decode import fc_ops, shard_heads
 from librapim_cli.graph.ops import AllReduce, Gemm, Vector
-from librapim_cli.inputs import make_schedule, setup
-from librapim_cli.optimize.dbo import (
-    _attention_can_help,
-    attention_order,
-    best_attention_offload,
-    decide_many,
-    movable,
-)
-from librapim_cli.optimize.stage import (
-    NO_OFFLOAD,
-    Decision,
-    StageInput,
-    _channel_max_scalar,
-    attention_set,
-    channel_max,
-    stage_time,
-)
-from librapim_cli.schedule import batched
-from librapim_cli.schedule.iteration import run_iteration
-from librapim_cli.serving import loop
-from librapim_cli.serving.lengths import make_requests, read_trace
+from librapim_cli.inputs import setup
+from librapim_cli.metrics import docgen as metrics_docgen
+from librapim_cli.metrics import registry
+from librapim_cli.schedule.context import schedule_for
+from librapim_cli.schedule.engine import run_iteration
 from librapim_cli.simulate import simulate
 from librapim_cli.spec import (
     ConcurrencySpec,
@@ -84,6 +58,7 @@ from librapim_cli.spec import (
     NPUSpec,
     PIMSpec,
     PlacementSpec,
+    ServingSpec,
     SystemSpec,
     WorkloadSpec,
     list_presets,
@@ -93,8 +68,9 @@ from librapim_cli.spec import (
     load_workload,
 )
 from librapim_cli.spec.loading import load_bundled, presets_root
-from librapim_cli.spec.system import ConcurrencyMode
+from librapim_cli.workload import make_requests, place_channels, read_trace, snake_channels
 
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 MODEL = DOCS / "model"
 METRICS = DOCS / "metrics.md"
@@ -130,19 +106,27 @@ def serve_result():
 
 
 # ---- metrics.md ------------------------------------------------------------------------------------------
-def test_iteration_metric_keys_documented(iteration_result):
+def test_metrics_page_is_generated_from_the_registry():
+    assert _text(METRICS) == metrics_docgen.render(), (
+        "docs/metrics.md is out of date: run `python -m librapim_cli.metrics.docgen > docs/metrics.md`")
+
+
+def test_iteration_metric_keys_are_registry_entries(iteration_result):
+    assert tuple(iteration_result.metrics) == registry.keys("iteration")
     spans = _code_spans(_text(METRICS))
-    missing = [k for k in iteration_result.metrics if f"{k}" not in spans]
-    assert not missing, f"docs/metrics.md lacks a `key` entry for iteration metrics: {missing}"
+    assert all(k in spans for k in iteration_result.metrics)
 
 
 def test_serve_metric_keys_documented(serve_result):
+    assert set(serve_result.metrics) == set(registry.keys("serve"))
     spans = _code_spans(_text(METRICS))
     missing = [k for k in serve_result.metrics if k not in spans]
     assert not missing, f"docs/metrics.md lacks a `key` entry for serve metrics: {missing}"
     assert serve_result.latency is not None
+    assert set(serve_result.latency) == {name for name, _, _ in registry.LATENCIES}
     lat = [k for k in serve_result.latency if k not in spans]
     stats = {s for v in serve_result.latency.values() for s in v}
+    assert stats == set(registry.LATENCY_STATS)
     lat += [s for s in stats if s not in spans]
     assert not lat, f"docs/metrics.md lacks latency keys: {lat}"
     cols = [c for c in (serve_result.per_iteration or {}) if c not in spans]
@@ -152,8 +136,14 @@ def test_serve_metric_keys_documented(serve_result):
 # ---- concurrency.md ---------------------------------------------------------------------------------------
 def test_every_concurrency_mode_documented():
     spans = _code_spans(_text(MODEL / "concurrency.md"))
-    missing = [m for m in typing.get_args(ConcurrencyMode) if m not in spans]
+    missing = [m for m in concurrency.names() if m not in spans]
     assert not missing, f"docs/model/concurrency.md does not name modes {missing}"
+
+
+def test_every_admission_policy_documented():
+    spans = _code_spans(_text(MODEL / "serving.md"))
+    missing = [m for m in admission.names() if m not in spans]
+    assert not missing, f"docs/model/serving.md does not name admission policies {missing}"
 
 
 def test_area_table_matches_system_presets():
@@ -173,6 +163,9 @@ def test_area_table_matches_system_presets():
 def test_dex_section_model_as_documented():
     """concurrency.md (and overview.md A3): without offloaded work dex == dual_row_buffer; work moved across
     devices serializes in the other device's section under dex only."""
+    def channel_time(mode, *w):
+        return concurrency.get(mode).channel_time(ModeParams(), *w)
+
     rng = np.random.default_rng(0)
     pim_attn, pim_fc, npu_w, npu_kv = rng.exponential(1.0, size=(4, 5000))
     pim_io = pim_attn * rng.random(5000)
@@ -192,7 +185,7 @@ def test_dex_section_model_as_documented():
 
 # ---- spec fields -------------------------------------------------------------------------------------------
 SPECS = (MemorySpec, PIMSpec, NPUSpec, EnergySpec, HardwareSpec, ModelSpec, SystemSpec, LinkSpec, PlacementSpec,
-         ConcurrencySpec, DBOSpec, WorkloadSpec, LengthStats)
+         ConcurrencySpec, DBOSpec, ServingSpec, WorkloadSpec, LengthStats)
 
 
 @pytest.mark.parametrize("cls", SPECS, ids=lambda c: c.__name__)
@@ -370,147 +363,6 @@ def test_kv_channel_policy_as_documented():
 
 
 # ---- DBO ---------------------------------------------------------------------------------------------------
-def _stage_m(mode: str, lens: np.ndarray):
-    """Stage M of the Q/M/R schedule (idle NPU, attention on PIM) under ``mode``."""
-    s = setup("librapim", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={mode}"])
-    t = make_schedule(s, 8, int(lens.max())).tables
-    ch = place_channels(lens, t.channels, "least_loaded")
-    return t, StageInput(None, 0, attention_set(t, lens, ch), True)
-
-
-@pytest.mark.parametrize("mode", ["blocked", "dex"])
-def test_attention_skip_rule_is_exact(mode):
-    """dbo.md skip rule 2: under blocked/dex, if no request's KV reads faster at BW_ch*eta than its PIM time,
-    no attention offload shortens the stage; GPT-3 7B tp 4 on the NeuPIMs-class device crosses at 40 tokens."""
-    long_lens = np.random.default_rng(3).integers(40, 2048, size=200)
-    t, inp = _stage_m(mode, long_lens)
-    assert not _attention_can_help(t, inp)
-    base = stage_time(t, inp, NO_OFFLOAD).time_s
-    assert best_attention_offload(t, inp).predicted_s >= base * (1 - 1e-12)
-    t, inp = _stage_m(mode, np.array([39] * 64 + [1000] * 64))
-    assert _attention_can_help(t, inp)
-    t, inp = _stage_m("dual_row_buffer", long_lens)
-    assert _attention_can_help(t, inp)  # the rule applies to blocked and dex only
-
-
-def test_dbo_moves_one_direction_per_stage():
-    """dbo.md: a decision moves FC rows to the PIM or attention to the NPU, never both."""
-    seen_fc = seen_attn = False
-    for system, model, batch in (("librapim", "gpt3-7b", 512), ("librapim", "llama2-70b", 64),
-                                 ("librapim-dbo-only", "gpt3-7b", 64)):
-        r = simulate(system, model, "sharegpt", mode="iteration", batch=batch, samples=1, keep_stages=True)
-        for st in r.iterations[0].stages:
-            d = st.decision
-            moved_attn = d.attn_to_npu is not None and bool(np.any(d.attn_to_npu))
-            assert not (d.fc_rows_to_pim > 0 and moved_attn), (system, model, st.name)
-            seen_fc |= d.fc_rows_to_pim > 0
-            seen_attn |= moved_attn
-    assert seen_fc and seen_attn, "the cases should exercise both directions"
-
-
-def test_decide_many_equals_one_stage_at_a_time():
-    """dbo.md: batching stages across micro-batches gives each stage its own one-stage decision."""
-    rng = np.random.default_rng(4)
-    s = setup("librapim", "llama2-70b", "sharegpt")
-    t = make_schedule(s, 8, 2048).tables
-    inps = []
-    for _ in range(4):
-        lens = rng.integers(1, 2048, size=int(rng.integers(5, 60)))
-        inps.append(StageInput(None, 0, attention_set(t, lens, place_channels(lens, t.channels, "round_robin")), True))
-    bases = [stage_time(t, i, NO_OFFLOAD) for i in inps]
-    many = decide_many(t, inps, s.system.dbo, bases)
-    for inp, b, d in zip(inps, bases, many, strict=True):
-        one = decide_many(t, [inp], s.system.dbo, [b])[0]
-        assert d.predicted_s == pytest.approx(one.predicted_s, rel=1e-12)
-        assert (d.attn_to_npu is None) == (one.attn_to_npu is None)
-        if d.attn_to_npu is not None:
-            np.testing.assert_array_equal(d.attn_to_npu, one.attn_to_npu)
-
-
-def _prefix_masks(t, inp):
-    """Every per-channel prefix decision of attention_order, as (mask, moved count)."""
-    order, chs, counts, _ = attention_order(inp, t.channels)
-    lists = [order[chs == c] for c in range(t.channels) if counts[c]]
-    for ks in np.ndindex(*(len(x) + 1 for x in lists)):
-        mask = np.zeros(inp.attn.size, dtype=bool)
-        for lst, k in zip(lists, ks, strict=True):
-            mask[lst[:k]] = True
-        yield mask
-
-
-@pytest.mark.parametrize("mode", ["blocked", "dex"])
-def test_movable_keeps_what_a_brute_force_prefix_optimum_moves(mode):
-    """dbo.md, candidates: under blocked/dex a request whose KV reads no faster from the NPU than the PIM
-    processes it never lowers its channel, so dropping it from any decision never lengthens the stage; the
-    smallest optimal per-channel prefixes move only ``movable`` requests, and the sweep finds the optimum."""
-    rng = np.random.default_rng(11)
-    s = setup("librapim", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={mode}"])
-    t = make_schedule(s, 8, 2048).tables
-    gained = mixed = 0
-    for trial in range(8):
-        n = 12
-        lens = np.where(rng.random(n) < 0.5, rng.integers(1, 40, n), rng.integers(40, 1500, n))
-        ch = rng.integers(0, 3, n)  # three busy channels keep the brute force small
-        group, rows = (None, 0) if trial % 2 == 0 else ("qkv", 8)
-        inp = StageInput(group, rows, attention_set(t, lens, ch), True)
-        keep = movable(t, inp.attn.pim_s, inp.attn.kv_bytes)
-        mixed += bool(keep.any() and not keep.all())
-        best_t, best = math.inf, []
-        for mask in _prefix_masks(t, inp):
-            dec = Decision(0, mask if mask.any() else None, math.nan)
-            total = stage_time(t, inp, dec).time_s
-            kept = mask & keep
-            dropped = stage_time(t, inp, Decision(0, kept if kept.any() else None, math.nan)).time_s
-            assert dropped <= total * (1 + 1e-12), (mode, trial, "dropping a non-movable request lengthened")
-            if total < best_t * (1 - 1e-12):
-                best_t, best = total, [mask]
-            elif total <= best_t * (1 + 1e-12):
-                best.append(mask)
-        fewest = min(int(m.sum()) for m in best)
-        for m in best:
-            if m.sum() == fewest:
-                assert not (m & ~keep).any(), (mode, trial, "an optimal prefix needs a request movable drops")
-        base = stage_time(t, inp, NO_OFFLOAD).time_s
-        gained += best_t < base * (1 - 1e-9)
-        assert best_attention_offload(t, inp).predicted_s == pytest.approx(best_t, rel=1e-9)
-        d = decide_many(t, [inp], s.system.dbo, [stage_time(t, inp, NO_OFFLOAD)])[0]
-        if d.attn_to_npu is not None:  # an accepted attention decision moves something, only candidates
-            assert d.attn_to_npu.any() and not (d.attn_to_npu & ~keep).any()
-    assert gained and mixed, "the stages should mix movable and non-movable requests, and some should gain"
-    for other in ("time_interleaved", "dual_row_buffer"):  # no filter in the other modes
-        t2 = make_schedule(setup("librapim", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={other}"]),
-                           8, 2048).tables
-        a = attention_set(t2, np.array([5, 300, 2000]), np.array([0, 1, 2]))
-        assert movable(t2, a.pim_s, a.kv_bytes).all()
-
-
-@pytest.mark.parametrize("mode", list(typing.get_args(ConcurrencyMode)))
-def test_channel_max_is_the_per_channel_maximum(mode):
-    """concurrency.md / dbo.md: with nothing moved to the NPU the slowest channel follows from the per-channel
-    maxima in every mode; time interleaving is non-decreasing in the channel's PIM time."""
-    s = setup("librapim-dbo-only", "gpt3-7b", "sharegpt", sets=[f"system.concurrency.mode={mode}"])
-    t = make_schedule(s, 8, 64).tables
-    assert t.mode == mode
-    rng = np.random.default_rng(12)
-    q = t.quantum_s
-    for _ in range(20):
-        C, Y = 32, 40
-        pim_c = rng.exponential(3 * q, C) * (rng.random(C) < 0.9)  # some idle channels
-        io_c = pim_c * rng.random(C)
-        pf, mem = rng.exponential(q, Y), rng.exponential(3 * q, Y) * (rng.random(Y) < 0.8)
-        pfio = pf * rng.random(Y)
-        want = channel_time(mode, pim_c[None, :], pf[:, None], io_c[None, :] + pfio[:, None], mem[:, None], 0.0,
-                            t.switch_s, t.quantum_s).max(axis=1)
-        got = channel_max(t, pim_c.max(), io_c.max(), pf, pfio, mem)
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
-        for y in range(0, Y, 7):
-            one = _channel_max_scalar(t, float(pim_c.max()), float(io_c.max()), float(pf[y]),
-                                      float(pfio[y]), float(mem[y]))
-            assert one == pytest.approx(want[y], rel=1e-12, abs=0)
-    text = " ".join(_text(MODEL / "concurrency.md").split())
-    assert "is non-decreasing in the channel's PIM time" in text
-
-
 def test_dbo_quoted_shares_recompute():
     """dbo.md quotes the attention share DBO moves at batch 64 (ShareGPT, iteration mode, default samples)."""
     text = " ".join(_text(MODEL / "dbo.md").split())
@@ -525,35 +377,14 @@ def test_dbo_quoted_shares_recompute():
 def test_one_interleaving_decision_per_iteration():
     """schedule.md: with pp > 1 interleaving is decided once, from the smallest micro-batch."""
     s = setup("librapim", "gpt3-7b", "sharegpt", sets=["system.pp=2"])
-    sched = make_schedule(s, 512, 300)
+    sched = schedule_for(s, 512, 300)
     for n, expect in ((512, "ABCDEF"), (511, "QMR")):
         lens = np.full(n, 300)
         it = run_iteration(sched, lens, place_channels(lens, sched.tables.channels, "least_loaded"),
-                           keep_stages=True)
+                           keep_stages=True).stages
         for mb in (0, 1):
-            names = "".join(st.name for st in it.stages if st.micro_batch == mb and st.name != "H")
+            names = "".join(str(x) for x, m in zip(it.name, it.micro_batch, strict=True) if m == mb and x != "H")
             assert names == expect, (n, mb, names)
-
-
-def test_batched_engine_applies_where_documented():
-    """schedule.md: run_iterations covers a schedule unless the DBO predictor is noisy, DBO runs with attention
-    placed on the NPU, or stage records are kept; iteration mode evaluates its samples with it."""
-    def sched(system="librapim", sets=()):
-        return make_schedule(setup(system, "gpt3-7b", "sharegpt", sets=list(sets)), 8, 512)
-
-    assert batched.supports(sched()) and batched.supports(sched("npu-only"))
-    assert not batched.supports(sched(), keep_stages=True)
-    assert not batched.supports(sched(sets=["system.dbo.prediction_error=0.1"]))
-    assert not batched.supports(sched(sets=["system.placement.attention=npu"]))
-    assert batched.supports(sched("neupims", ["system.placement.attention=npu"]))  # no DBO there
-    lens = [np.array([100, 200, 300]), np.array([50])]
-    chans = [np.array([0, 1, 2]), np.array([3])]
-    many = batched.run_iterations(sched(), lens, chans).results()
-    for r, x, c in zip(many, lens, chans, strict=True):
-        one = run_iteration(sched(), x, c)
-        assert r.time_s == pytest.approx(one.time_s, rel=1e-9) and r.tokens == one.tokens
-    with pytest.raises(ValueError):
-        batched.run_iterations(sched(sets=["system.placement.attention=npu"]), lens, chans)
 
 
 # ---- workload ----------------------------------------------------------------------------------------------
@@ -571,57 +402,6 @@ def test_arrival_modes_as_documented():
     assert np.all(np.diff(pois) > 0) and not np.allclose(pois, csv.arrival_s)
     with pytest.raises(Exception, match="lengths='trace'"):
         WorkloadSpec.model_validate({**load_workload("sharegpt").model_dump(), "arrival": "trace"})
-
-
-# ---- serving: closed loop laid out first ------------------------------------------------------------------
-def _spy(monkeypatch, name):
-    calls = []
-    real = getattr(loop, name)
-
-    def wrapped(*a, **k):
-        calls.append(tuple(list(x) if isinstance(x, list) else x for x in a))  # the loop reuses its lists
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, name, wrapped)
-    return calls
-
-
-def test_closed_loop_laid_out_first_equals_step_by_step(tmp_path, monkeypatch):
-    """serving.md: with every arrival at 0, run_serving (default) lays the steps out, evaluates all decode
-    iterations with run_iterations in chunks, and gives the step-by-step loop's results (one-token requests
-    included, which open one-iteration segments); progress is reported per evaluated chunk."""
-    rng = np.random.default_rng(13)
-    rows = [(int(i), int(o)) for i, o in zip(rng.integers(1, 300, 30), rng.choice([1, 1, 2, 5, 17, 40], 30),
-                                           strict=True)]
-    csv = tmp_path / "closed.csv"
-    csv.write_text("input_len,output_len\n" + "".join(f"{i},{o}\n" for i, o in rows))
-    w = WorkloadSpec(name="closed", source="test", lengths="trace", trace_path=str(csv), num_requests=30,
-                     max_batch=6)
-    s = setup("librapim", "gpt3-7b", w)
-    ref = loop.run_serving(s, vectorize=False)
-    seg = _spy(monkeypatch, "decode_segment")
-    many = _spy(monkeypatch, "run_iterations_flat")
-    monkeypatch.setattr(loop, "CHUNK_ROWS", 16)  # several chunks
-    monkeypatch.setattr(loop, "PROGRESS_EVERY", 4)
-    seen = []
-    got = loop.run_serving(s, progress=lambda d, n: seen.append((d, n)))
-    assert not seg and len(many) > 2, "the closed loop should be laid out and evaluated in chunks"
-    assert sum(len(c[3]) for c in many) == len(ref.iterations)  # (schedule, lens, channels, requests per iteration)
-    for k, v in ref.steps.items():
-        if v.dtype.kind == "f":
-            np.testing.assert_allclose(got.steps[k], v, rtol=1e-9, atol=1e-15, err_msg=k)
-        else:
-            np.testing.assert_array_equal(got.steps[k], v, err_msg=k)
-    np.testing.assert_allclose(got.first_token_s, ref.first_token_s, rtol=1e-9)
-    np.testing.assert_allclose(got.finish_s, ref.finish_s, rtol=1e-9)
-    assert got.total_time_s == pytest.approx(ref.total_time_s, rel=1e-9) and got.idle_s == 0.0
-    assert len(seen) >= len(many) and seen[-1] == (30, 30)
-    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-    # arrivals after 0 keep the step-by-step loop
-    seg.clear()
-    many.clear()
-    loop.run_serving(setup("librapim", "gpt3-7b", w.model_copy(update={"arrival": "poisson", "rate_per_s": 200.0})))
-    assert seg and not many
 
 
 # ---- presets ----------------------------------------------------------------------------------------------
@@ -644,7 +424,9 @@ def test_bundled_presets_parsed_once_paths_reread(tmp_path):
 STALE = ("not consulted", "never binding", "ignored for traces", "never limits the model", "equal** `dual_row_buffer`",
          "Known issue", "simulate.py` `setup", "simulate.py` `kv_capacity_bytes", "simulate.setup",
          "O(rows · C) for time interleaving", "a `ceil` that does not separate", "per-channel\n  for time interleaving",
-         "0.24 % of the attention KV bytes", "about 29 %")
+         "0.24 % of the attention KV bytes", "about 29 %", "schedule/batched.py", "schedule/iteration.py",
+         "cost/concurrency.py", "serving/lengths.py", "_channel_max_scalar", "decide_many", "fc_only_memo",
+         "supports(", "_evaluate_deferred", "decode_segment", "facts.md", "facts §")
 
 
 @pytest.mark.parametrize("path", [DOCS / "index.md", METRICS, *sorted(MODEL.glob("*.md"))],
@@ -676,10 +458,37 @@ def _slug(heading: str) -> str:
 
 def _anchors(path: Path) -> set[str]:
     text = re.sub(r"```.*?```", "", _text(path), flags=re.S)
-    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+    return ({_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+            | set(re.findall(r'<a id="([^"]+)"></a>', text)))
 
 
-OWN = [DOCS / "index.md", METRICS, *sorted(MODEL.glob("*.md"))]
+SOURCE_ANCHORS = _anchors(DOCS / "sources.md")
+
+
+def _repo_files():
+    for sub in ("src", "presets", "tests", "docs", "benchmarks"):
+        for path in sorted((ROOT / sub).rglob("*")):
+            if path.suffix in (".py", ".toml", ".md", ".csv") and path.is_file():
+                yield path
+    yield ROOT / "README.md"
+
+
+def test_sources_citations_name_existing_anchors():
+    """Every `sources.md#sN` citation (code, presets, tests, docs) names an anchor of docs/sources.md, and
+    nothing points to a fact sheet outside the repository."""
+    bad, outside = [], []
+    for path in _repo_files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for m in re.finditer(r"sources\.md#(s[0-9][0-9.]*[0-9]|s[0-9]+)", text):
+            if m.group(1) not in SOURCE_ANCHORS:
+                bad.append(f"{path.relative_to(ROOT)}: #{m.group(1)}")
+        if "facts.md" in text and path.name != "test_docs_model.py":
+            outside.append(str(path.relative_to(ROOT)))
+    assert not bad, f"citations of missing sources.md anchors: {bad[:10]}"
+    assert not outside, f"files still citing the external facts.md: {outside}"
+
+
+OWN = [DOCS / "index.md", METRICS, DOCS / "sources.md", *sorted(MODEL.glob("*.md"))]
 
 
 @pytest.mark.parametrize("path", OWN, ids=lambda p: str(p.relative_to(DOCS)))

@@ -1,4 +1,8 @@
-"""DBO (librapim_cli.optimize.dbo) against brute force, a continuous lower bound and its own guarantees.
+"""DBO's one-direction algorithm against brute force, a continuous lower bound and its own guarantees.
+
+The stage-at-a-time form of the algorithm is the scalar oracle (tests/oracle), which the vectorized engine
+equals figure for figure (tests/schedule/test_engine.py, every system preset and random small devices), so
+what holds here holds for ``optimize.dbo`` as the engine runs it.
 
 (a) small stages (2..7 requests on 2..3 channels): decide() vs exhaustive search of the discrete problem the
     module docstring defines (y in 0..rows, and per channel a prefix of attention_order), and vs the
@@ -19,22 +23,13 @@ from functools import cache
 import numpy as np
 import pytest
 
-from librapim_cli.cost.pim import snake_channels
 from librapim_cli.cost.tables import build_tables
-from librapim_cli.optimize import (
-    NO_OFFLOAD,
-    Decision,
-    StageInput,
-    attention_order,
-    attention_set,
-    best_attention_offload,
-    best_fc_offload,
-    decide,
-    stage_time,
-)
-from librapim_cli.schedule.iteration import run_iteration
-from librapim_cli.simulate import make_schedule, setup, steady_state_batch
+from librapim_cli.simulate import setup
 from librapim_cli.spec import DBOSpec, load_hardware, load_model, load_system
+from librapim_cli.workload import snake_channels, steady_state_batch
+from oracle.dbo import attention_order, best_attention_offload, best_fc_offload, decide
+from oracle.iteration import build_schedule, run_iteration
+from oracle.stage import NO_OFFLOAD, Decision, StageInput, attention_set, stage_time
 
 MODES = ("dex", "dual_row_buffer", "blocked", "time_interleaved")
 TOL = 1e-3  # decide() must be within 0.1 % of the exhaustive optimum
@@ -304,7 +299,7 @@ def test_dbo_never_slows_a_stage_or_an_iteration(system: str) -> None:
     on = s.system.model_copy(update={"dbo": s.system.dbo.model_copy(update={"enabled": True})})
     off = s.system.model_copy(update={"dbo": s.system.dbo.model_copy(update={"enabled": False})})
     lens = steady_state_batch(s, np.random.default_rng(3))
-    sched = make_schedule(s, s.batch, int(lens.max()))
+    sched = build_schedule(s.model, s.system, s.tp, s.pp, s.batch, int(lens.max()))
     ch = snake_channels(lens, sched.tables.channels)
     r_on = run_iteration(replace(sched, system=on), lens, ch, keep_stages=True)
     r_off = run_iteration(replace(sched, system=off), lens, ch, keep_stages=True)
@@ -388,7 +383,7 @@ def test_single_directions_respected() -> None:
 def test_disabled_directions_iteration_equals_static() -> None:
     s = setup("librapim", "gpt3-7b", "sharegpt", batch=512)
     lens = steady_state_batch(s, np.random.default_rng(5))
-    sched = make_schedule(s, s.batch, int(lens.max()))
+    sched = build_schedule(s.model, s.system, s.tp, s.pp, s.batch, int(lens.max()))
     ch = snake_channels(lens, sched.tables.channels)
     static = s.system.model_copy(update={"dbo": s.system.dbo.model_copy(update={"enabled": False})})
     idle = s.system.model_copy(update={"dbo": s.system.dbo.model_copy(
@@ -405,7 +400,7 @@ def test_prediction_error_never_helps_and_is_deterministic(hardware: str) -> Non
     noisy = base.model_copy(update={"dbo": base.dbo.model_copy(update={"prediction_error": 0.2})})
     s = replace(s, system=base)
     lens = np.minimum(steady_state_batch(s, np.random.default_rng(9)) * 4, 8192)
-    sched = make_schedule(s, s.batch, int(lens.max()))
+    sched = build_schedule(s.model, s.system, s.tp, s.pp, s.batch, int(lens.max()))
     ch = snake_channels(lens, sched.tables.channels)
     exact = run_iteration(sched, lens, ch, np.random.default_rng(1)).time_s
     runs = [run_iteration(replace(sched, system=noisy), lens, ch, np.random.default_rng(seed)).time_s

@@ -18,6 +18,7 @@ from librapim_cli.report import plot_data as pdata
 from librapim_cli.report import plots
 from librapim_cli.simulate import simulate
 from librapim_cli.units import MS
+from librapim_cli.workload import place_channels, steady_state_batch
 
 # batch 16 with interleaving forced on: the A..F stage list of the paper's schedule, in milliseconds of work
 SETS = ["system.sub_batch_min_batch=2"]
@@ -25,7 +26,8 @@ SETS = ["system.sub_batch_min_batch=2"]
 
 @pytest.fixture(scope="module")
 def sims():
-    return {name: simulate(name, "gpt3-7b", "sharegpt", batch=16, sets=SETS, keep_stages=True, samples=2)
+    return {name: simulate(name, "gpt3-7b", "sharegpt", batch=16, sets=SETS, keep_stages=True, samples=2,
+                           breakdown=True)
             for name in ("neupims", "librapim")}
 
 
@@ -111,18 +113,19 @@ def test_timeline_segment_widths_sum_to_iteration_time(sims):
         full = pdata.timeline_segments(r, layers=None)
         assert math.isclose(full.shown_s, it.time_s, rel_tol=1e-12)
         assert full.gaps == []
-        expected = sum(st.repeats for st in it.stages)
+        stages = r.stages.rows(0)
+        expected = int(stages.repeats.sum())
         assert len(full.segments) == expected
         short = pdata.timeline_segments(r, layers=2)
         assert math.isclose(short.shown_s + short.skipped_s, it.time_s, rel_tol=1e-12)
         # A, B, (C, D) x 2, E, F, H; the remaining 29 C/D pairs are one gap
         assert [s.label for s in short.segments] == ["A", "B", "C1", "D1", "C2", "D2", "E", "F", "H"]
-        assert [(g.reps, g.stages) for g in short.gaps] == [(it.stages[2].repeats - 2, "C,D")]
+        assert [(g.reps, g.stages) for g in short.gaps] == [(int(stages.repeats[2]) - 2, "C,D")]
         starts = np.cumsum([0.0] + [s.time_s for s in short.segments[:-1]])
         assert np.allclose([s.start_s for s in short.segments], starts)
         for seg in short.segments:
-            st = next(x for x in it.stages if x.name == seg.stage)
-            assert (seg.time_s, seg.npu_s, seg.pim_s) == (st.time.time_s, st.time.npu_s, st.time.pim_max_s)
+            j = int(np.flatnonzero(stages.name == seg.stage)[0])
+            assert (seg.time_s, seg.npu_s, seg.pim_s) == (stages.time_s[j], stages.npu_s[j], stages.pim_max_s[j])
 
 
 def test_timeline_without_interleaving_alternates_q_m_r():
@@ -171,7 +174,10 @@ def test_roofline_points_are_the_ops_at_flops_per_byte(sims):
     s = r.setup
     hw = s.system.hardware
     data = pdata.roofline_points(r)
-    lens, channels = pdata.representative_batch(s)
+    # the first steady-state batch, split as the schedule splits it: sub-batch #1 is the even positions
+    full = steady_state_batch(s, np.random.default_rng(s.workload.seed))
+    ch_full = place_channels(full, s.system.hardware.memory.channels, s.system.placement.kv_channel_policy)
+    lens, channels = full[0::2], ch_full[0::2]
     assert lens.shape[0] == s.batch // 2  # sub-batch interleaving: each op sees half the batch
     expected = {}
     # the LM head runs once per micro-batch, on all its rows
@@ -199,8 +205,8 @@ def test_roofline_points_are_the_ops_at_flops_per_byte(sims):
 
 
 def test_roofline_of_npu_only_system_has_one_roof():
-    r = simulate("npu-only", "gpt3-7b", "sharegpt", batch=4, samples=1)
-    data = pdata.roofline_points(r.setup)
+    r = simulate("npu-only", "gpt3-7b", "sharegpt", batch=4, samples=1, breakdown=True)
+    data = pdata.roofline_points(r)
     assert [roof.device for roof in data.roofs] == ["npu"]
     assert {p.device for p in data.points} == {"npu"}
     for p in data.points:
@@ -278,7 +284,7 @@ def test_pareto_points_front_and_best():
     fig = plots.pareto_figure(d)
     ax = fig.axes[0]
     assert "Throughput (tokens/s)" in ax.get_xlabel() and "higher is better" in ax.get_xlabel()
-    assert "Energy (J/token)" in ax.get_ylabel() and "lower is better" in ax.get_ylabel()
+    assert "Energy per token (J/token)" in ax.get_ylabel() and "lower is better" in ax.get_ylabel()
     texts = [t.get_text() for t in ax.texts]
     assert any(t.startswith("trial 1\n") for t in texts)
 

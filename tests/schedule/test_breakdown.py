@@ -1,89 +1,119 @@
-"""schedule.breakdown.op_breakdown: per-op records that agree with the cost functions and the schedule."""
+"""schedule.breakdown: per-op records of the iteration the simulation ran, agreeing with the cost functions,
+the stage plan (micro-batches, sub-batches, SRAM reuse, KV channel policy) and the simulated time."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from librapim_cli.cost import BOUNDS, npu_cost, pim_cost, snake_channels
-from librapim_cli.graph import decode_layer_ops, lm_head_op
-from librapim_cli.schedule.breakdown import RECORD_KEYS, iteration_time_s, op_breakdown
-from librapim_cli.schedule.iteration import run_iteration
-from librapim_cli.simulate import make_schedule, setup, simulate, steady_state_batch
+from librapim_cli.cost import BOUNDS, npu_cost, pim_cost
+from librapim_cli.graph import attention_ops, fc_ops, lm_head_op
+from librapim_cli.schedule.breakdown import RECORD_KEYS
+from librapim_cli.simulate import simulate
+from librapim_cli.workload import place_channels, steady_state_batch
 
 SYSTEMS_WITHOUT_DBO = ["npu-only", "gpu-only", "npu-pim-blocked", "neupims", "attacc"]
 
 
-def _batch(s):
+def _run(system, model="gpt3-7b", batch=32, sets=()):
+    r = simulate(system, model, "sharegpt", batch=batch, sets=list(sets), samples=1, breakdown=True,
+                 keep_stages=True)
+    s = r.setup
     lens = steady_state_batch(s, np.random.default_rng(s.workload.seed))
-    return lens, snake_channels(lens, s.system.hardware.memory.channels)
+    ch = place_channels(lens, s.system.hardware.memory.channels, s.system.placement.kv_channel_policy)
+    return r, lens, ch
 
 
 def test_records_follow_the_layer_ops_and_placement():
-    s = setup("librapim", "gpt3-7b", "sharegpt", batch=32)
-    lens, ch = _batch(s)
-    records = op_breakdown(s, lens, ch)
-    assert all(list(r) == list(RECORD_KEYS) for r in records)
-    ops = decode_layer_ops(s.model, s.tp, lens)
-    assert [r["op"] for r in records] == [o.name for o in ops] + ["lm_head"]
-    by = {r["op"]: r for r in records}
+    r, lens, ch = _run("librapim", batch=32)
+    s = r.setup
+    rows = r.breakdown
+    assert all(list(x) == list(RECORD_KEYS) for x in rows)
+    by = {x["op"]: x for x in rows}
     layers = s.model.layers // s.pp
-    # a layer op counts once per layer, costed on its home device
     hw = s.system.hardware
-    qkv = next(o for o in ops if o.name == "qkv")
+    # batch 32 runs without interleaving (Q, M, R per layer): every layer op once per layer over the batch
+    qkv = next(o for o in fc_ops(s.model, s.tp, 32.0) if o.name == "qkv")
+    assert by["qkv"]["repeats"] == layers
     assert by["qkv"]["time_s"] == pytest.approx(layers * npu_cost(qkv, hw).time_s)
-    score = next(o for o in ops if o.name == "attn_score")
+    score = attention_ops(s.model, s.tp, lens)[0]
     assert by["attn_score"]["device"] == "pim"
     assert by["attn_score"]["time_s"] == pytest.approx(layers * pim_cost(score, hw, ch).time_s)
     assert by["lm_head"]["repeats"] == 1
     assert by["lm_head"]["flops"] == pytest.approx(lm_head_op(s.model, s.tp, 32.0).flops)
-    assert all(r["bound"] in BOUNDS for r in records)
+    assert all(x["bound"] in BOUNDS for x in rows)
     assert by["allreduce_attn"]["device"] == "link"
 
 
+def test_sub_batches_and_sram_reuse_follow_the_plan():
+    """With interleaving, FC ops run once per sub-batch; the second streams no weights when they fit."""
+    r, lens, ch = _run("neupims", batch=256)
+    s = r.setup
+    qkv = [o for o in r.ops if o.op == "qkv"]
+    assert {o.stage for o in qkv} == set("ABCD")
+    assert {(o.sub_batch, o.weights_cached) for o in qkv} == {(0, False), (1, True)}
+    cached = next(o for o in qkv if o.weights_cached)
+    assert cached.bytes == 0 and cached.memory_s == 0
+    # attention of sub-batch #1 (even positions) on its own channels
+    mha1 = next(o for o in r.ops if o.op == "attn_score" and o.stage == "B")
+    score = attention_ops(s.model, s.tp, lens[0::2])[0]
+    assert mha1.time_s == pytest.approx(float(pim_cost(score, s.system.hardware, ch[0::2]).time_s))
+
+
 @pytest.mark.parametrize("system", SYSTEMS_WITHOUT_DBO)
-@pytest.mark.parametrize("pp", [1, 2])
-def test_energy_adds_up_to_the_iteration(system, pp):
-    """Without DBO nothing moves, so the ops' energies are the iteration's energy (all devices); with
-    sub-batch interleaving active the schedule may stream FC weights once per sub-batch, so at most that."""
-    s = setup(system, "gpt3-7b", "sharegpt", batch=24, sets=[f"system.pp={pp}"])
-    lens, ch = _batch(s)
-    records = op_breakdown(s, lens, ch)
-    it = run_iteration(make_schedule(s, lens.size, int(lens.max())), lens, ch, np.random.default_rng(0))
-    total = sum(r["energy_j"] for r in records)
-    interleaved = s.system.sub_batch_interleaving and -(-24 // pp) >= s.system.sub_batch_min_batch
-    if interleaved:
-        assert total <= it.energy_j * (1 + 1e-9)
-        flat = setup(system, "gpt3-7b", "sharegpt", batch=24,
-                     sets=[f"system.pp={pp}", "system.sub_batch_interleaving=false"])
-        it_flat = run_iteration(make_schedule(flat, lens.size, int(lens.max())), lens, ch, np.random.default_rng(0))
-        assert sum(r["energy_j"] for r in op_breakdown(flat, lens, ch)) == pytest.approx(it_flat.energy_j, rel=1e-9)
-    else:
-        assert total == pytest.approx(it.energy_j, rel=1e-9)
-    assert ("pipeline_send" in {r["op"] for r in records}) == (pp > 1)
+@pytest.mark.parametrize("pp,batch", [(1, 24), (2, 24), (1, 300)])
+def test_energy_adds_up_to_the_iteration(system, pp, batch):
+    """Without DBO nothing moves, so the ops' energies are the iteration's energy (all devices), sub-batch
+    interleaving and SRAM reuse included."""
+    r, _, _ = _run(system, batch=batch, sets=[f"system.pp={pp}"])
+    total = sum(x["energy_j"] for x in r.breakdown)
+    assert total == pytest.approx(r.iterations[0].energy_j, rel=1e-9)
+    assert ("pipeline_send" in {x["op"] for x in r.breakdown}) == (pp > 1)
 
 
 def test_share_is_of_the_simulated_iteration():
-    """The denominator is the iteration simulate() runs first for the same steady-state batch."""
     for system in ("librapim", "neupims"):
-        s = setup(system, "gpt3-7b", "sharegpt", batch=16)
-        lens, ch = _batch(s)
-        t = iteration_time_s(s, lens, ch)
-        first = simulate(system, "gpt3-7b", "sharegpt", batch=16, mode="iteration", samples=1).iterations[0]
-        assert t == pytest.approx(first.time_s, rel=1e-12)
-        for r in op_breakdown(s, lens, ch):
-            assert r["share"] == pytest.approx(r["time_s"] / t)
+        r, _, _ = _run(system, batch=16)
+        t = r.iterations[0].time_s
+        assert r.breakdown_iteration_s == pytest.approx(t, rel=1e-12)
+        for x in r.breakdown:
+            assert x["share"] == pytest.approx(x["time_s"] / t)
+
+
+def test_kv_channel_policy_reaches_the_breakdown():
+    """The breakdown costs attention on the channels the simulation placed it in (round robin here)."""
+    sets = ['system.placement.kv_channel_policy="round_robin"']
+    r, lens, ch = _run("librapim", batch=64, sets=sets)
+    assert (ch == np.arange(64) % 32).all()
+    s = r.setup
+    score = attention_ops(s.model, s.tp, lens)[0]
+    by = {x["op"]: x for x in r.breakdown}
+    layers = s.model.layers
+    assert by["attn_score"]["time_s"] == pytest.approx(layers * pim_cost(score, s.system.hardware, ch).time_s)
+    assert r.breakdown_iteration_s == pytest.approx(r.iterations[0].time_s, rel=1e-12)
+
+
+def test_breakdown_follows_the_micro_batches_the_schedule_runs():
+    """gpt3-30b, tp 4, pp 2, batch 511: micro-batches of 256 and 255; the smaller is below the interleaving
+    gate, so nobody interleaves: every op runs over a whole micro-batch."""
+    r, _, _ = _run("neupims", "gpt3-30b", batch=511)
+    assert r.setup.pp == 2
+    assert {o.stage for o in r.ops} == {"Q", "M", "R", "H"}
+    assert {o.rows for o in r.ops if o.op == "qkv"} == {256, 255}
 
 
 def test_attention_on_the_npu_without_pim_placement():
-    s = setup("npu-only", "gpt3-7b", "sharegpt", batch=8)
-    lens, ch = _batch(s)
-    by = {r["op"]: r for r in op_breakdown(s, lens, ch)}
+    r, _, _ = _run("npu-only", batch=8)
+    by = {x["op"]: x for x in r.breakdown}
     assert by["attn_score"]["device"] == by["attn_context"]["device"] == "npu"
     assert by["attn_score"]["bound"] == "memory"  # a GEMV streaming the K cache
 
 
-def test_rejects_mismatched_inputs():
-    s = setup("librapim", batch=4)
-    with pytest.raises(ValueError):
-        op_breakdown(s, np.array([10, 20]), np.array([0]))
+def test_op_records_are_one_execution_on_one_device():
+    r, _, _ = _run("librapim", batch=64)
+    rec = next(o for o in r.ops if o.op == "ffn_up")
+    op = next(o for o in fc_ops(r.setup.model, r.setup.tp, float(rec.rows)) if o.name == "ffn_up")
+    c = npu_cost(op if not rec.weights_cached else dataclasses.replace(op, streams_weights=False), r.setup.system.hardware)
+    assert rec.time_s == pytest.approx(float(c.time_s)) and rec.flops == pytest.approx(float(c.flops))

@@ -1,4 +1,4 @@
-"""Decode-iteration schedule sanity (librapim_cli.schedule.iteration, facts.md 2.5 / 9.4).
+"""Decode-iteration schedule sanity (schedule.plan + schedule.engine; docs/sources.md#s2.5, #s9.4).
 
 - with sub-batch interleaving the iteration is stages A..F plus the LM head H, C and D repeated L-1 times;
 - the iteration time is exactly the sum over stages of max(NPU, slowest channel), hence >= sum of
@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 from librapim_cli.cost import link_cost, npu_cost, pim_cost
-from librapim_cli.cost.pim import snake_channels
 from librapim_cli.graph.decode import attention_ops, fc_ops, lm_head_op
 from librapim_cli.graph.ops import AllReduce, Gemm, Vector
-from librapim_cli.optimize import NO_OFFLOAD, StageInput, attention_set, stage_time
-from librapim_cli.schedule.iteration import run_iteration
-from librapim_cli.simulate import make_schedule, setup, simulate, steady_state_batch
+from librapim_cli.schedule.context import schedule_for
+from librapim_cli.schedule.engine import run_iteration
+from librapim_cli.simulate import setup, simulate
 from librapim_cli.spec import list_presets, load_hardware
+from librapim_cli.workload import snake_channels, steady_state_batch
+from oracle import stage as ostage
 
 REL = 1e-9
 
@@ -32,9 +33,30 @@ def _iteration(system="librapim", model="gpt3-7b", batch=512, seed=0, sets=(), h
     if hardware is not None:
         s = replace(s, system=s.system.model_copy(update={"hardware": load_hardware(hardware)}))
     lens = steady_state_batch(s, np.random.default_rng(seed))
-    sched = make_schedule(s, s.batch, int(lens.max()))
+    sched = schedule_for(s, s.batch, int(lens.max()))
     ch = snake_channels(lens, sched.tables.channels)
-    return s, sched, lens, ch, run_iteration(sched, lens, ch, keep_stages=True, **kw)
+    return s, sched, lens, ch, _Result(run_iteration(sched, lens, ch, keep_stages=True, **kw))
+
+
+class _Result:
+    """One iteration's figures and its stage records as a list of rows."""
+
+    def __init__(self, batch):
+        self.batch = batch
+        st_ = batch.stages
+        self.stages = [_Row(st_, i) for i in range(len(st_))]
+
+    def __getattr__(self, name):
+        return float(getattr(self.batch, name)[0])
+
+
+class _Row:
+    def __init__(self, table, i):
+        self.table, self.i = table, i
+
+    def __getattr__(self, name):
+        v = getattr(self.table, name)[self.i]
+        return v.item() if hasattr(v, "item") else v
 
 
 # ---- stage structure --------------------------------------------------------------------------------------------
@@ -44,11 +66,11 @@ def test_sub_batch_interleaving_stages(system: str) -> None:
     L = s.model.layers // s.pp  # 32
     assert [st.name for st in r.stages] == ["A", "B", "C", "D", "E", "F", "H"]
     assert [st.repeats for st in r.stages] == [1, 1, L - 1, L - 1, 1, 1, 1]
-    # the PIM column of facts.md 2.5: nothing in A and F, MHA#1 in B and D, MHA#2 in C and E
+    # the PIM column of docs/sources.md#s2.5: nothing in A and F, MHA#1 in B and D, MHA#2 in C and E
     assert [st.pim_work for st in r.stages] == ["-", "MHA#1", "MHA#2", "MHA#1", "MHA#2", "-", "-"]
     for st in r.stages:
         if st.pim_work == "-":
-            assert st.time.pim_max_s == 0.0 or st.decision.fc_rows_to_pim > 0
+            assert st.pim_max_s == 0.0 or st.fc_rows_to_pim > 0
     # every token row passes the FC layers: (L - 1) times in each of C and D plus once in A/B (QKV) and E/F (rest)
     assert r.fc_rows == pytest.approx((L - 1) * s.batch)
 
@@ -60,9 +82,11 @@ def test_pipeline_parallel_micro_batches() -> None:
     names = [st.name for st in r.stages]
     for n in "ABCDEFH":
         assert names.count(n) == s.pp
-    assert list(dict.fromkeys(names)) == list("ABCDEFH")
+    # micro-batch by micro-batch, each in execution order and closed by its LM head
+    assert names == list("ABCDEFH") * s.pp
+    assert [st.micro_batch for st in r.stages] == [0] * 7 + [1] * 7
     assert all(st.repeats == L - 1 for st in r.stages if st.name in "CD")
-    assert r.time_s == pytest.approx(sum(st.repeats * st.time.time_s for st in r.stages), rel=REL)
+    assert r.time_s == pytest.approx(sum(st.repeats * st.time_s for st in r.stages), rel=REL)
 
 
 def test_small_batch_runs_serial_stages() -> None:
@@ -84,17 +108,16 @@ def test_iteration_time_is_sum_of_stage_maxima(case) -> None:
     system, model, hw = case
     _, _, _, _, r = _iteration(system, model, hardware=hw)
     total = 0.0
-    for st in r.stages:
-        tm = st.time
-        if st.name != "H":
-            assert tm.time_s == pytest.approx(max(tm.npu_s, tm.channel_max_s), rel=REL), st.name
+    for tm in r.stages:
+        if tm.name != "H":
+            assert tm.time_s == pytest.approx(max(tm.npu_s, tm.channel_max_s), rel=REL), tm.name
         # a channel under any concurrency mode is busy at least as long as its PIM units
         assert tm.channel_max_s >= tm.pim_max_s * (1 - REL)
         assert tm.pim_max_s >= tm.pim_mean_s * (1 - REL)
         assert tm.time_s >= max(tm.npu_s, tm.pim_max_s) * (1 - REL)
-        total += st.repeats * tm.time_s
+        total += tm.repeats * tm.time_s
     assert r.time_s == pytest.approx(total, rel=REL)
-    assert r.time_s >= sum(st.repeats * max(st.time.npu_s, st.time.pim_max_s) for st in r.stages) * (1 - REL)
+    assert r.time_s >= sum(st.repeats * max(st.npu_s, st.pim_max_s) for st in r.stages) * (1 - REL)
     assert r.npu_busy_s <= r.time_s * (1 + REL)
     assert r.pim_busy_max_s <= r.time_s * (1 + REL)
 
@@ -109,7 +132,7 @@ def test_npu_only_never_uses_the_pim(batch: int) -> None:
     assert r.fc_rows_offloaded == 0.0
     assert r.attn_bytes > 0  # attention still happens, on the NPU
     for st in r.stages:
-        assert st.time.pim_max_s == 0.0 and st.time.pim_mean_s == 0.0
+        assert st.pim_max_s == 0.0 and st.pim_mean_s == 0.0
 
 
 def _npu_time(ops, hw, link) -> float:
@@ -143,7 +166,7 @@ def test_blocked_baseline_is_the_serial_sum(batch: int) -> None:
     m = max(pim, npu_cost(softmax, hw).time_s)
     head = _npu_time([lm_head_op(s.model, tp, float(n))], hw, link)
     assert [st.name for st in r.stages] == ["Q", "M", "R", "H"]
-    stage = {st.name: st.time.time_s for st in r.stages}
+    stage = {st.name: st.time_s for st in r.stages}
     assert stage["Q"] == pytest.approx(q, rel=REL)
     assert stage["M"] == pytest.approx(m, rel=REL)
     assert stage["R"] == pytest.approx(rest, rel=REL)
@@ -161,9 +184,10 @@ def test_second_sub_batch_reuses_weights_only_if_they_fit(model: str, sets) -> N
     b2 = n // 2
     fits = bool(t.npu["both"].bytes[b2] <= t.sram_bytes)  # the weights sub-batch #2's rows actually touch
     # sub-batch #1 is requests 0, 2, 4, ...; stage D runs sub-batch #2's FC rows beside sub-batch #1's attention
-    d = StageInput("both", b2, attention_set(t, lens[0::2], ch[0::2]), True, fits)
-    want = stage_time(t, d, NO_OFFLOAD)
-    got = [st for st in r.stages if st.name == "D"][0].time
+    # (recomputed with the scalar oracle's stage formula)
+    d = ostage.StageInput("both", b2, ostage.attention_set(t, lens[0::2], ch[0::2]), True, fits)
+    want = ostage.stage_time(t, d, ostage.NO_OFFLOAD)
+    got = [st for st in r.stages if st.name == "D"][0]
     assert got.energy_j == pytest.approx(want.energy_j, rel=REL)
     assert got.time_s == pytest.approx(want.time_s, rel=REL)
 

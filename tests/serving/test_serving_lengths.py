@@ -1,4 +1,4 @@
-"""Synthetic request lengths against the published statistics (facts.md section 8), and trace parsing errors."""
+"""Synthetic request lengths against the published statistics (docs/sources.md#s8), and trace parsing errors."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from librapim_cli.errors import TraceError
-from librapim_cli.serving.lengths import make_requests, read_trace, sample_lengths
 from librapim_cli.spec import load
 from librapim_cli.spec.workload import WorkloadSpec
+from librapim_cli.workload.requests import make_requests, read_trace, sample_lengths
 
-# facts.md 8 (NeuPIMs tokenization, stats.tsv): (mean, median) of input and output tokens
+# docs/sources.md#s8 (NeuPIMs tokenization, stats.tsv): (mean, median) of input and output tokens
 FACTS = {
     "sharegpt": {"input": (80.3, 17), "output": (295.0, 261)},
     "alpaca": {"input": (12.1, 11), "output": (55.8, 40)},

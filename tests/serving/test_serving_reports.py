@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from librapim_cli.report.iterations_csv import HEADER, write_iterations_csv
@@ -61,14 +62,14 @@ def test_trace_with_stages_lays_stages_end_to_end(tmp_path, served_stages):
     ev = _events(p)
     by_name = {v: k for k, v in _threads(ev).items()}
     stage = [e for e in ev if e["ph"] == "X" and e["cat"] == "stage"]
-    first = served_stages.iterations[0]
+    first = served_stages.stages.rows(0)  # the first decode iteration's stages
     per = served_stages.per_iteration
     i0 = int((per["kind"] == "decode").argmax())
     its0 = [e for e in stage if e["args"]["step"] == i0 and e["tid"] == by_name["NPU"]]
-    assert len(its0) == sum(st.time.npu_s > 0 for st in first.stages)
+    assert len(its0) == int((first.npu_s > 0).sum())
     last = its0[-1]
-    st_last = [st for st in first.stages if st.time.npu_s > 0][-1]
-    end = last["ts"] + st_last.repeats * st_last.time.time_s * 1e6
+    j = int(np.flatnonzero(first.npu_s > 0)[-1])
+    end = last["ts"] + first.repeats[j] * first.time_s[j] * 1e6
     assert end == pytest.approx((per["start_s"][i0] + per["time_s"][i0]) * 1e6, abs=2e-3)  # ts rounded to ns
     assert any(e["tid"] == by_name["PIM"] for e in stage)
 

@@ -1,7 +1,7 @@
 """Bundled presets: they load, they cite a source, their derived numbers match hand derivations.
 
 Each expected number below is derived by hand in the comment next to it, from the figures in
-/work/shared/reference/facts.md (section numbers given), not from the code under test.
+docs/sources.md (anchors given, e.g. docs/sources.md#s2.2), not from the code under test.
 """
 
 from __future__ import annotations
@@ -59,29 +59,29 @@ def test_system_sources(name: str) -> None:
 
 
 # ---- (c) derived quantities vs hand derivations --------------------------------------------------------
-# params/layer = d*H*dh + 2*d*KV*dh + H*dh*d + experts*(2 or 3)*d*f ; KV bytes/token = 2*KV*dh*2 B*layers (facts.md 7)
+# params/layer = d*H*dh + 2*d*KV*dh + H*dh*d + experts*(2 or 3)*d*f ; KV bytes/token = 2*KV*dh*2 B*layers (docs/sources.md#s7)
 MODEL_EXPECTED = {
     # GPT-3 6.7B: 4*4096^2 = 67.11 M + 2*4096*16384 = 134.22 M -> 201.33 M ; KV 2*32*128*2*32 = 524288 B = 512 KiB
     "gpt3-7b": (201.3, 512.0),
-    # GPT-3 13B (d 5120): 4*5120^2 = 104.86 M + 2*5120*20480 = 209.72 M -> 314.57 M (facts: 315 M) ;
+    # GPT-3 13B (d 5120): 4*5120^2 = 104.86 M + 2*5120*20480 = 209.72 M -> 314.57 M (docs/sources.md#s7: 315 M) ;
     # KV 2*40*128*2*40 = 819200 B = 800 KiB
     "gpt3-13b": (314.6, 800.0),
-    # GPT-3 30B: 12*7168^2 = 616.56 M (facts: 617 M) ; KV 2*56*128*2*48 = 1376256 B = 1344 KiB
+    # GPT-3 30B: 12*7168^2 = 616.56 M (docs/sources.md#s7: 617 M) ; KV 2*56*128*2*48 = 1376256 B = 1344 KiB
     "gpt3-30b": (616.6, 1344.0),
-    # GPT-3 175B: 12*12288^2 = 1811.94 M (facts: 1.81 B) ; KV 2*96*128*2*96 = 4718592 B = 4608 KiB = 4.5 MiB
+    # GPT-3 175B: 12*12288^2 = 1811.94 M (docs/sources.md#s7: 1.81 B) ; KV 2*96*128*2*96 = 4718592 B = 4608 KiB = 4.5 MiB
     "gpt3-175b": (1811.9, 4608.0),
-    # LLaMA-2 7B: 4*4096^2 = 67.11 M + 3*4096*11008 = 135.27 M -> 202.38 M (facts: 202 M) ; KV 512 KiB
+    # LLaMA-2 7B: 4*4096^2 = 67.11 M + 3*4096*11008 = 135.27 M -> 202.38 M (docs/sources.md#s7: 202 M) ; KV 512 KiB
     "llama2-7b": (202.4, 512.0),
-    # LLaMA-2 13B: 4*5120^2 = 104.86 M + 3*5120*13824 = 212.34 M -> 317.19 M (facts: 317 M) ; KV 800 KiB
+    # LLaMA-2 13B: 4*5120^2 = 104.86 M + 3*5120*13824 = 212.34 M -> 317.19 M (docs/sources.md#s7: 317 M) ; KV 800 KiB
     "llama2-13b": (317.2, 800.0),
-    # LLaMA-2 70B: 2*8192^2 = 134.22 M + 2*8192*8*128 = 16.78 M + 3*8192*28672 = 704.64 M -> 855.64 M (facts: 856 M) ;
+    # LLaMA-2 70B: 2*8192^2 = 134.22 M + 2*8192*8*128 = 16.78 M + 3*8192*28672 = 704.64 M -> 855.64 M (docs/sources.md#s7: 856 M) ;
     # KV 2*8*128*2*80 = 327680 B = 320 KiB
     "llama2-70b": (855.6, 320.0),
-    # OPT-66B: 4*9216^2 = 339.74 M + 2*9216*36864 = 679.48 M -> 1019.22 M (facts: 1.02 B) ;
+    # OPT-66B: 4*9216^2 = 339.74 M + 2*9216*36864 = 679.48 M -> 1019.22 M (docs/sources.md#s7: 1.02 B) ;
     # KV 2*72*128*2*64 = 2359296 B = 2304 KiB = 2.25 MiB
     "opt-66b": (1019.2, 2304.0),
     # Mixtral 8x7B (all 8 experts): 2*4096^2 = 33.55 M + 2*4096*8*128 = 8.39 M + 8*3*4096*14336 = 1409.29 M -> 1451.23 M
-    # (facts: not tabulated) ; KV 2*8*128*2*32 = 131072 B = 128 KiB
+    # (docs/sources.md#s7: not tabulated) ; KV 2*8*128*2*32 = 131072 B = 128 KiB
     "mixtral-8x7b": (1451.2, 128.0),
 }
 
@@ -110,13 +110,13 @@ def test_llama2_70b_gqa_group() -> None:
 
 
 def test_neupims_npu_peak() -> None:
-    # 128 * 128 MAC * 2 FLOP * 1 GHz = 32.77 TFLOPS (facts.md 2.2)
+    # 128 * 128 MAC * 2 FLOP * 1 GHz = 32.77 TFLOPS (docs/sources.md#s2.2)
     hw = load("hardware", "neupims-npu-hbm2pim")
     assert hw.npu.peak_flops / 1e12 == pytest.approx(32.768, rel=1e-6)
 
 
 def test_neupims_npu8_peak() -> None:
-    # 8 * 128 * 128 * 2 * 1 GHz = 262.1 TFLOPS; ridge 262.1 T / 1024 G = 256 FLOP/B (facts.md 2.2)
+    # 8 * 128 * 128 * 2 * 1 GHz = 262.1 TFLOPS; ridge 262.1 T / 1024 G = 256 FLOP/B (docs/sources.md#s2.2)
     hw = load("hardware", "neupims-npu8-hbm2pim")
     assert hw.npu.peak_flops / 1e12 == pytest.approx(262.144, rel=1e-6)
     assert hw.ridge_flop_per_byte == pytest.approx(256.0, rel=1e-9)
@@ -124,17 +124,17 @@ def test_neupims_npu8_peak() -> None:
 
 def test_neupims_hbm2_bandwidth_and_pim() -> None:
     hw = load("hardware", "neupims-npu-hbm2pim")
-    # 32 ch x 128 bit x 2 Gb/s / 8 = 1024 GB/s (facts.md 2.2)
+    # 32 ch x 128 bit x 2 Gb/s / 8 = 1024 GB/s (docs/sources.md#s2.2)
     assert hw.memory.bw_bytes_per_s == pytest.approx(1024e9, rel=1e-9)
     # 32 ch x 32 banks = 1024 banks
     assert hw.memory.banks == 1024
-    # 1024 banks x 16 lanes x 2 FLOP / 2 ns = 16.38 TFLOPS (facts.md 2.2)
+    # 1024 banks x 16 lanes x 2 FLOP / 2 ns = 16.38 TFLOPS (docs/sources.md#s2.2)
     assert hw.pim_peak_flops / 1e12 == pytest.approx(16.384, rel=1e-6)
     # 1024 banks x 32 B / 2 ns = 16.38 TB/s = 16 x 1024 GB/s
     assert hw.pim_bw_ratio == pytest.approx(16.0, rel=1e-9)
-    # ridge 32.77 T / 1024 G = 32 FLOP/B (facts.md 2.2)
+    # ridge 32.77 T / 1024 G = 32 FLOP/B (docs/sources.md#s2.2)
     assert hw.ridge_flop_per_byte == pytest.approx(32.0, rel=1e-9)
-    # refresh derate 1 - 260/3900 = 0.9333 (facts.md 9.3)
+    # refresh derate 1 - 260/3900 = 0.9333 (docs/sources.md#s9.3)
     assert hw.memory.refresh_derate == pytest.approx(1 - 260 / 3900, rel=1e-12)
 
 
@@ -142,7 +142,7 @@ def test_samsung_hbm_pim_peak() -> None:
     hw = load("hardware", "samsung-hbm-pim")
     # 16 pCH x 16 banks / 2 banks per PCU = 128 PCUs
     assert hw.pim_units == 128
-    # 128 PCUs x 16 lanes x 2 FLOP x 300 MHz = 1.2288 TFLOPS ("1.2 TFLOPS", facts.md 4.1); the 300 MHz clock caps it
+    # 128 PCUs x 16 lanes x 2 FLOP x 300 MHz = 1.2288 TFLOPS ("1.2 TFLOPS", docs/sources.md#s4.1); the 300 MHz clock caps it
     assert hw.pim_peak_flops == pytest.approx(1.2288e12, rel=1e-6)
     # 16 pCH x 64 bit x 2 Gb/s / 8 = 256 GB/s
     assert hw.memory.bw_bytes_per_s == pytest.approx(256e9, rel=1e-9)
@@ -152,9 +152,9 @@ def test_aim_gddr6_peak() -> None:
     hw = load("hardware", "aim-gddr6")
     # 2 channels x 16 banks = 32 PUs
     assert hw.pim_units == 32
-    # 32 PUs x 16 lanes x 2 FLOP x 1 GHz = 1.024 TFLOPS (facts.md 4.2)
+    # 32 PUs x 16 lanes x 2 FLOP x 1 GHz = 1.024 TFLOPS (docs/sources.md#s4.2)
     assert hw.pim_peak_flops == pytest.approx(1.024e12, rel=1e-6)
-    # 2 ch x 8 bit x 16 Gb/s / 8 = 32 GB/s per chip (facts.md 4.2)
+    # 2 ch x 8 bit x 16 Gb/s / 8 = 32 GB/s per chip (docs/sources.md#s4.2)
     assert hw.memory.bw_bytes_per_s == pytest.approx(32e9, rel=1e-9)
     # 8 Gb chip
     assert hw.memory.capacity_bytes == 8 * 2**30 // 8
@@ -162,11 +162,11 @@ def test_aim_gddr6_peak() -> None:
 
 def test_attacc_hbm3pim() -> None:
     hw = load("hardware", "attacc-hbm3pim")
-    # 432 x 16 x 16 x 2 FLOP x 1.41 GHz = 311.87 TFLOPS (A100a 312 TFLOPS, facts.md 3.1)
+    # 432 x 16 x 16 x 2 FLOP x 1.41 GHz = 311.87 TFLOPS (A100a 312 TFLOPS, docs/sources.md#s3.1)
     assert hw.npu.peak_flops / 1e12 == pytest.approx(311.87, abs=0.01)
     # 5 stacks x 16 ch x 2 pCH x 32 bit x 5.2 Gb/s / 8 = 3328 GB/s (AttAcc quotes 3352)
     assert hw.memory.bw_bytes_per_s == pytest.approx(3328e9, rel=1e-9)
-    # 5 x 16 x 2 pCH x (2 ranks x 16 banks) = 5120 banks = 5 stacks x 1024 (facts.md 3.3)
+    # 5 x 16 x 2 pCH x (2 ranks x 16 banks) = 5120 banks = 5 stacks x 1024 (docs/sources.md#s3.3)
     assert hw.memory.banks == 5120
     # 5 x 16 GB = 80 GB
     assert hw.memory.capacity_bytes == 80 * 2**30
@@ -176,7 +176,7 @@ def test_attacc_hbm3pim() -> None:
 
 
 def test_attacc_pim_ratio_without_power_limit() -> None:
-    # 5120 banks x 32 B / (4 x 0.769 ns) = 53.26 TB/s = 16 x 3328 GB/s (AttAcc BW_SCALE bank 16x, facts.md 3.2)
+    # 5120 banks x 32 B / (4 x 0.769 ns) = 53.26 TB/s = 16 x 3328 GB/s (AttAcc BW_SCALE bank 16x, docs/sources.md#s3.2)
     hw = load("hardware", "attacc-hbm3pim", [(["pim", "power_limited"], False)])
     assert hw.pim_bw_ratio == pytest.approx(16.0, rel=1e-3)
 
@@ -194,7 +194,7 @@ def test_a100_xpu() -> None:
 def test_h100_xpu() -> None:
     hw = load("hardware", "h100-xpu")
     assert hw.pim is None
-    # 528 x 16 x 32 x 2 x 1.83 GHz = 989.43 TFLOPS (facts.md 3.1: 989.4)
+    # 528 x 16 x 32 x 2 x 1.83 GHz = 989.43 TFLOPS (docs/sources.md#s3.1: 989.4)
     assert hw.npu.peak_flops / 1e12 == pytest.approx(989.4, abs=0.1)
     # same HBM3 as AttAcc: 3328 GB/s
     assert hw.memory.bw_bytes_per_s == pytest.approx(3328e9, rel=1e-9)
@@ -237,7 +237,7 @@ def test_system_shape(name: str) -> None:
 
 
 def test_area_overheads() -> None:
-    # DEX 0.032 % (facts.md 1.1); AttAcc bank-level PIM <= 10 % (facts.md 3.6)
+    # DEX 0.032 % (docs/sources.md#s1.1); AttAcc bank-level PIM <= 10 % (docs/sources.md#s3.6)
     assert load("system", "librapim").concurrency.area_overhead_fraction == pytest.approx(0.00032)
     assert load("system", "attacc").concurrency.area_overhead_fraction == pytest.approx(0.10)
     assert load("system", "npu-only").concurrency.area_overhead_fraction == 0.0

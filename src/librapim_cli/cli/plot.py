@@ -89,7 +89,8 @@ def roofline_cmd(
     placement at the batch the op sees (half the batch with sub-batch interleaving).
     """
     _check_out(out)
-    result = simulate(system, model, workload, batch=batch, sets=list(sets or []), mode="iteration", samples=1)
+    result = simulate(system, model, workload, batch=batch, sets=list(sets or []), mode="iteration", samples=1,
+                      breakdown=True)
     _plots().save_figure(_plots().roofline_figure(roofline_points(result)), out, dpi=dpi)
     _done(out)
 

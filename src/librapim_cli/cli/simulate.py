@@ -6,10 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from ..cost.pim import snake_channels
 from ..errors import InputError
 from ..report.console import (
     make_console,
@@ -20,8 +18,7 @@ from ..report.console import (
 )
 from ..report.files import check_writable, write_atomically
 from ..report.json_doc import comparison_document, dumps, simulation_document, speedups
-from ..schedule.breakdown import iteration_time_s, op_breakdown
-from ..simulate import SimResult, simulate, steady_state_batch
+from ..simulate import SimResult, simulate
 
 DEFAULT_SYSTEM = "librapim"
 DEFAULT_MODE = "serve"  # the whole request trace through continuous batching
@@ -42,14 +39,6 @@ def _compare_names(compare: str) -> list[str]:
     if dup:
         raise InputError(f"--compare names {', '.join(dup)} more than once; list each system once")
     return names
-
-
-def _breakdown(result: SimResult) -> tuple[list[dict[str, Any]], float]:
-    """Per-op breakdown of one steady-state batch (the first batch iteration mode samples)."""
-    s = result.setup
-    lens = steady_state_batch(s, np.random.default_rng(s.workload.seed))
-    channels = snake_channels(lens, s.system.hardware.memory.channels)
-    return op_breakdown(s, lens, channels), iteration_time_s(s, lens, channels)
 
 
 def simulate_cmd(
@@ -93,6 +82,10 @@ def simulate_cmd(
         "--trace", show_default=False, dir_okay=False,
         help="Write a Chrome trace of the NPU/PIM stage timeline (open in chrome://tracing or Perfetto).")
                      ] = None,
+    policy: Annotated[str | None, typer.Option(
+        "--policy", show_default="the system's serving.admission",
+        help="Serve mode: the admission policy: reserve (FCFS, reserve the whole KV up front) or paged "
+             "(vLLM-style KV blocks on demand, preempting the newest request by recompute).")] = None,
 ) -> None:
     """Simulate a system on a model and a workload and print its metrics.
 
@@ -127,7 +120,8 @@ def simulate_cmd(
     for name in names:
         with progress_callback(f"serving ({name})", show_progress) as progress:
             results[name] = simulate(name, model, workload, batch=batch, requests=requests, sets=items, mode=mode,
-                                     keep_stages=trace is not None, progress=progress)
+                                     keep_stages=trace is not None, breakdown=breakdown and compare is None,
+                                     policy=policy, progress=progress)
 
     if compare is not None:
         assert baseline is not None
@@ -138,7 +132,7 @@ def simulate_cmd(
         return
 
     result = results[names[0]]
-    records, iter_s = _breakdown(result) if breakdown else (None, 0.0)
+    records, iter_s = result.breakdown, result.breakdown_iteration_s
     outputs: list[tuple[Path, Callable[[Path], Any]]] = []
     if iterations_csv is not None:
         from ..report.iterations_csv import write_iterations_csv

@@ -10,9 +10,8 @@ from .pim import (
            bank_timing,
            fc_on_pim,
            pim_cost,
-           snake_channels,
 )
 from .types import BOUNDS, Cost
 
 __all__ = ["BOUNDS", "AttentionRequests", "BankTiming", "Cost", "FCOnPIM", "attention_requests", "bank_timing",
-           "fc_on_pim", "link_cost", "npu_cost", "pim_cost", "place_channels", "snake_channels", "systolic_cycles"]
+           "fc_on_pim", "link_cost", "npu_cost", "pim_cost", "systolic_cycles"]

@@ -3,7 +3,7 @@
 Data layout (written down in docs/model/pim.md):
 - Each request's KV cache lives in one channel. K: tokens striped over the channel's banks (token t in bank
   t mod banks), a token's K row-major within its bank. V: head dimensions striped over the banks, each bank
-  row holding consecutive tokens of one dimension (NeuPIMs trace-generator layout, facts.md 2.4).
+  row holding consecutive tokens of one dimension (NeuPIMs trace-generator layout, docs/sources.md#s2.4).
 - FC weights for PIM GEMV: every bank holds whole K-slices of output columns, spread evenly over all banks.
 
 Per channel, an all-bank GEMV pays for every row: the group activations (tRCD plus tFAW-paced group ACTs),
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..graph.ops import Attention, Gemm, Op
 from ..spec.hardware import HardwareSpec
+from ..workload.placement import snake_channels
 from .types import Cost
 
 NS = 1e-9
@@ -194,28 +195,6 @@ def fc_on_pim(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0
               + io_bytes * mem.channels * 8 * (e.dram_bank_to_io_pj_per_bit + e.dram_offchip_pj_per_bit)
               + flops * e.pim_pj_per_flop) * PJ
     return FCOnPIM(bank_d + io_d, bank_d, io_d, y * rows_pb * macs_per_row_vec, flops, internal, io_bytes, energy)
-
-
-def snake_channels(lens: np.ndarray, channels: int) -> np.ndarray:
-    """Vectorized least-loaded placement for a whole batch: longest first, channels in snake order."""
-    n = len(lens)
-    order = np.argsort(-np.asarray(lens), kind="stable")
-    pos = np.arange(n)
-    lap, off = np.divmod(pos, channels)
-    ch_sorted = np.where(lap % 2 == 0, off, channels - 1 - off)
-    out = np.empty(n, dtype=np.int64)
-    out[order] = ch_sorted
-    return out
-
-
-def place_channels(lens: np.ndarray, channels: int, policy: str) -> np.ndarray:
-    """Channel of each request's KV for a whole batch: 'round_robin' (request i -> i mod channels) or
-    'least_loaded' (the vectorized snake placement)."""
-    if policy == "round_robin":
-        return np.arange(len(lens), dtype=np.int64) % channels
-    if policy == "least_loaded":
-        return snake_channels(lens, channels)
-    raise ValueError(f"unknown KV channel policy {policy!r}")
 
 
 def pim_cost(op: Op, hw: HardwareSpec, channels: np.ndarray | None = None) -> Cost:

@@ -11,16 +11,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import concurrency
+from ..concurrency import ConcurrencyMode, ModeParams
 from ..graph.decode import attention_ops, fc_ops, lm_head_op, shard_heads
 from ..graph.ops import AllReduce, Gemm, Vector
+from ..spec.hardware import HardwareSpec
 from ..spec.model import ModelSpec
-from ..spec.system import SystemSpec
-from .concurrency import quantum_s, switch_penalty_s
+from ..spec.system import ConcurrencySpec, SystemSpec
 from .link import link_cost
 from .npu import dram_stream_energy_j, npu_cost
 from .pim import attention_requests, bank_timing, fc_on_pim
 
 GROUPS = ("qkv", "rest", "both", "head")
+#: order of the FC groups in the stacked tables (``npu_stack``, ``pim_fc_stack``); 'none' is all zeros
+STACK_GROUPS = ("qkv", "rest", "both", "none", "head")
+#: fields of ``npu_stack`` (second axis)
+NPU_FIELDS = ("sa_s", "vec_s", "mem_s", "link_s", "flops", "energy_j", "dram_energy_j", "bytes")
+#: fields of ``pim_fc_stack`` (second axis)
+PIM_FC_FIELDS = ("time_s", "io_s", "flops", "energy_j")
+NS = 1e-9
+
+
+def switch_penalty_s(hw: HardwareSpec) -> float:
+    """Mode-switch penalty of time interleaving: precharge + activate (tRP + tRCD)."""
+    return (hw.memory.tRP_ns + hw.memory.tRCD_ns) * NS
+
+
+def quantum_s(spec: ConcurrencySpec) -> float:
+    """Slot length between PIM/normal mode switches, seconds."""
+    return spec.switch_quantum_ns * NS
 
 
 @dataclass(frozen=True)
@@ -86,10 +105,14 @@ class CostTables:
     vector_flops: float
     sa_peak_flops: float
     pim_peak_flops: float
-    mode: str
-    switch_s: float
-    quantum_s: float
+    mode: ConcurrencyMode  # the system's concurrency mode (librapim_cli.concurrency)
+    mode_params: ModeParams
     has_pim: bool
+    npu_stack: np.ndarray  # (len(STACK_GROUPS), len(NPU_FIELDS), max_rows + 1): every NPU table in one array
+    pim_fc_stack: np.ndarray  # (4, len(PIM_FC_FIELDS), max_rows + 1): PIM-FC tables of qkv, rest, both, none
+    movable_by_len: np.ndarray  # (max_len + 1,) bool: mode.attention_move_can_help per context length
+    attn_prop_rows: np.ndarray  # columns 2..6 of attn_stacked that are exactly proportional to L (attn_slopes)
+    attn_sum_rows: np.ndarray  # the other columns of 2..6
 
 
 def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
@@ -179,10 +202,23 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     attn = AttnTable(pim_s, pim_io, kv_bytes, flops, softmax, pim_e, npu_energy)
     mem = hw.memory
     eff = hw.npu.bandwidth_efficiency
+    zeros = np.zeros(max_rows + 1)
+    npu_stack = np.stack([np.stack([getattr(npu[g], f) for f in NPU_FIELDS]) if g != "none"
+                          else np.zeros((len(NPU_FIELDS), max_rows + 1)) for g in STACK_GROUPS])
+    pim_fc_stack = np.stack([np.stack([getattr(pim_fc[g], f) for f in PIM_FC_FIELDS]) if g in pim_fc
+                             else np.stack([zeros] * len(PIM_FC_FIELDS)) for g in STACK_GROUPS[:4]])
+    slopes = _slopes(attn.stacked)
+    mode = concurrency.get(system.concurrency.mode)
+    params = ModeParams(switch_s=switch_penalty_s(hw) if has_pim else 0.0, quantum_s=quantum_s(system.concurrency),
+                        ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff)
+    movable = (np.asarray(mode.attention_move_can_help(params, attn.pim_s, attn.kv_bytes), dtype=bool)
+               if has_pim else np.zeros(max_len + 1, dtype=bool))
     return CostTables(
-        npu=npu, pim_fc=pim_fc, attn=attn, attn_stacked=attn.stacked, attn_slopes=_slopes(attn.stacked), max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
+        npu=npu, pim_fc=pim_fc, attn=attn, attn_stacked=attn.stacked, attn_slopes=slopes,
+        max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
         npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff,
         vector_flops=hw.npu.vector_flops, sa_peak_flops=hw.npu.peak_flops, pim_peak_flops=hw.pim_peak_flops,
-        mode=system.concurrency.mode, switch_s=switch_penalty_s(hw) if has_pim else 0.0,
-        quantum_s=quantum_s(system.concurrency), has_pim=has_pim,
+        mode=mode, mode_params=params, has_pim=has_pim, npu_stack=npu_stack, pim_fc_stack=pim_fc_stack,
+        movable_by_len=movable, attn_prop_rows=np.array([c for c in range(2, 7) if np.isfinite(slopes[c])], dtype=np.int64),
+        attn_sum_rows=np.array([c for c in range(2, 7) if not np.isfinite(slopes[c])], dtype=np.int64),
     )

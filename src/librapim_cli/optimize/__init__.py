@@ -1,24 +1,7 @@
-"""DBO: the per-stage offload optimizer and the stage it balances."""
+"""DBO: the offload decision of every balanced stage instance, and the stage-time formula it predicts with."""
 
-from .dbo import (
-           attention_order,
-           best_attention_offload,
-           best_attention_offload_many,
-           best_fc_offload,
-           decide,
-           decide_many,
-)
-from .stage import (
-           NO_OFFLOAD,
-           AttentionSet,
-           Decision,
-           StageInput,
-           StageTime,
-           attention_set,
-           no_offload,
-           stage_time,
-)
+from .dbo import Decisions, Requests, StageProblem, attention_sweep, best_attention, best_fc, decide_attention
+from .stage import busiest_channel, channel_times, fc_curves, fc_grid, npu_time
 
-__all__ = ["NO_OFFLOAD", "AttentionSet", "Decision", "StageInput", "StageTime", "attention_order", "attention_set",
-           "best_attention_offload", "best_attention_offload_many", "best_fc_offload", "decide", "decide_many",
-           "no_offload", "stage_time"]
+__all__ = ["Decisions", "Requests", "StageProblem", "attention_sweep", "best_attention", "best_fc",
+           "busiest_channel", "channel_times", "decide_attention", "fc_curves", "fc_grid", "npu_time"]

@@ -1,4 +1,4 @@
-"""DBO: Dynamic Batch Offloading, the per-stage offload decision (docs/model/dbo.md).
+"""DBO: Dynamic Batch Offloading, the offload decision of every balanced stage instance (docs/model/dbo.md).
 
 The discrete problem for one stage. Decision variables:
 
@@ -7,73 +7,77 @@ The discrete problem for one stage. Decision variables:
   a fixed per-channel order (highest PIM-seconds saved per KV byte the NPU must stream first), so the
   offload set of a channel is a prefix of that order.
 
-A decision moves work in one direction only, from the stage's bottleneck device to the other (LibraPIM's
-description of DBO: "offloads a fine-grained part of the work from the bottleneck device to the idle
-one"): either ``y > 0`` with no attention moved, or some ``k_c > 0`` with ``y = 0``.
+A decision moves work in one direction only, from the stage's bottleneck device to the other: either
+``y > 0`` with no attention moved, or some ``k_c > 0`` with ``y = 0``. The objective is the stage time of
+``optimize.stage``. Each direction is solved exactly and the better is taken:
 
-Objective: the stage time of :func:`librapim_cli.optimize.stage.stage_time` (max of NPU time and slowest
-channel under the concurrency mode). Each direction is solved exactly and the better is taken, which is
-the exact optimum of this one-direction problem:
-
-- FC rows: every y is scored at once (vectorized over y; with nothing moved to the NPU every mode's
-  slowest channel is the busiest one, so no per-channel work is needed).
-- Attention: skipped when the NPU is already the bottleneck (moving work to it cannot help). Otherwise
-  each channel's level as a function of k_c is tabulated; only record-breaking k (level below every
-  smaller k) can be optimal. Each record is an event "lower channel c from level a to b for d extra NPU
-  bytes". Sorted by a (descending), the first m events leave a PIM-side maximum equal to the (m+1)-th
-  threshold (a terminal event per channel carries its final level) and an NPU time from the prefix sum of
-  d, so all m are scored in one pass: sort, prefix sums, argmin.
+- FC rows: every y of every instance is scored at once (``stage.fc_grid``; with nothing moved to the NPU
+  every mode's slowest channel follows from the per-channel maxima).
+- Attention: only instances whose PIM side bounds the stage and that hold a request whose move can lower
+  its channel (``ConcurrencyMode.attention_move_can_help``) enter :func:`attention_sweep`. Each channel's
+  level as a function of k_c is tabulated; only record-breaking k (level below every smaller k) can be
+  optimal. Each record is an event "lower channel c from level a to b for d extra NPU bytes". Sorted by a
+  (descending), the first m events leave a PIM-side maximum equal to the (m+1)-th threshold (a terminal
+  event per channel carries its final level) and an NPU time from the prefix sum of d, so all m are
+  scored in one pass: sort, prefix sums, argmin.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..cost.concurrency import channel_time
 from ..cost.tables import CostTables
-from ..spec.system import DBOSpec
-from .stage import NO_OFFLOAD, Decision, StageInput, StageTime, channel_max, stage_time
+from .stage import channel_times, npu_time
 
 
-def _npu_terms(t: CostTables, inp: StageInput, nb):
-    if inp.group is None:
-        z = np.zeros_like(np.asarray(nb, dtype=float))
-        return z, z, z, 0.0
-    g = t.npu[inp.group]
-    mem = np.zeros_like(g.mem_s[nb]) if inp.weights_cached else g.mem_s[nb]
-    return g.sa_s[nb], g.vec_s[nb], mem, g.link_s[inp.rows]
+@dataclass(frozen=True, slots=True)
+class StageProblem:
+    """The NPU side of the stage instances the attention direction considers (arrays over instances, the
+    predictor's view): ``vec`` includes the softmax, ``npu_s`` / ``time_s`` are the NPU and stage times with
+    nothing moved, ``fpb`` the attention FLOPs per KV byte (vector work per byte the NPU takes over)."""
+
+    sa: np.ndarray
+    vec: np.ndarray
+    mem: np.ndarray
+    link: np.ndarray
+    npu_s: np.ndarray
+    time_s: np.ndarray
+    fpb: np.ndarray
 
 
-def best_fc_offload(t: CostTables, inp: StageInput) -> Decision:
-    """Exact best number of FC rows to move to the PIM (attention stays where it is)."""
-    if inp.group is None or inp.rows == 0 or not t.has_pim:
-        return NO_OFFLOAD
-    ys = np.arange(inp.rows + 1)
-    nb = inp.rows - ys
-    sa, vec, mem, link = _npu_terms(t, inp, nb)
-    a = inp.attn
-    pf = t.pim_fc[inp.group]
-    if a is not None and a.size and inp.attn_on_pim:
-        vec = vec + a.softmax_flops / t.vector_flops
-        chan = channel_max(t, a.pim_c_max, a.io_c_max, pf.time_s[ys], pf.io_s[ys], mem)
-        npu = np.maximum(np.maximum(sa, vec), mem) + link
-    else:
-        extra_mem = 0.0
-        if a is not None and a.size:  # attention on the NPU in the same stage
-            vec = vec + (a.softmax_flops + float(a.flops.sum())) / t.vector_flops
-            extra_mem = float(a.kv_bytes.sum()) / t.npu_bw_bytes_per_s
-        chan = channel_max(t, 0.0, 0.0, pf.time_s[ys], pf.io_s[ys], mem + extra_mem)
-        npu = np.maximum(np.maximum(sa, vec), mem + extra_mem) + link
-    total = np.maximum(npu, chan)
-    y = int(np.argmin(total))
-    return Decision(y, None, float(total[y]))
+@dataclass(frozen=True, slots=True)
+class Requests:
+    """The requests whose attention runs in the instances (predictor's view), concatenated."""
+
+    inst: np.ndarray  # instance (index into the StageProblem arrays) of each request, -1 if none
+    channel: np.ndarray
+    pim_s: np.ndarray
+    io_s: np.ndarray
+    kv_bytes: np.ndarray
+    movable: np.ndarray  # bool: its move can lower its channel (the mode's filter)
+    pim_c: np.ndarray  # (instances, C): per-channel sums of every request (base before moves)
+    io_c: np.ndarray
 
 
-def attention_order(inp: StageInput, channels: int):
-    """Per-channel offload order: channel, then PIM seconds saved per KV byte (descending)."""
-    a = inp.attn
-    order, chs, counts, pos = _order(a.channel, a.pim_s, a.kv_bytes, channels)
-    return order, chs, counts, pos
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """DBO's choice per instance: FC rows moved (``y``), and which instances moved attention (``attn``,
+    with ``moved`` the mask over the requests)."""
+
+    y: np.ndarray  # (instances,) int
+    attn: np.ndarray  # (instances,) bool
+    moved: np.ndarray | None  # (requests,) bool, or None if no attention moved anywhere
+    predicted_s: np.ndarray  # (instances,) the predictor's stage time under the decision
+
+
+def best_fc(grid: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact best y of every instance from ``stage.fc_grid``'s (stage time, NPU time) over y: the first
+    minimum, so y > 0 only when strictly shorter than moving nothing. Returns (y, predicted stage time)."""
+    total = grid[0]
+    yb = np.argmin(total, axis=1)
+    return yb, total[np.arange(yb.shape[0]), yb]
 
 
 def _order(channel, pim_s, kv_bytes, channels: int):
@@ -89,15 +93,6 @@ def _order(channel, pim_s, kv_bytes, channels: int):
     return order, chs, counts, pos
 
 
-def movable(t: CostTables, pim_s: np.ndarray, kv_bytes: np.ndarray) -> np.ndarray:
-    """Requests whose move to the NPU can lower their channel's level (all of them, except under blocked
-    and dex: there a request whose KV the NPU reads through its channel no faster than the PIM processes
-    it only raises every binding term, so it is never part of an optimal prefix; see _attention_can_help)."""
-    if t.mode in ("blocked", "dex"):
-        return kv_bytes < pim_s * t.ch_bw_bytes_per_s
-    return np.ones(pim_s.shape[0], dtype=bool)
-
-
 def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: np.ndarray, io_s: np.ndarray,
                     kvb: np.ndarray, Q: int, sa, vec, mem, link, fpb, base_pim=None, base_io=None):
     """The exact attention-offload sweep for Q independent stages at once (module docstring).
@@ -107,8 +102,8 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     channel c becomes the combined channel q*C + c; the threshold sweep runs per stage on contiguous
     segments of the sorted event list. Returns (predicted stage times (Q,), offload mask over the
     requests, events taken per stage (Q,)). ``base_pim`` / ``base_io`` (Q*C,) are the channels' PIM and
-    data-bus times before any move, when the requests given are only the candidates (see
-    ``movable``); by default they are the given requests' own sums.
+    data-bus times before any move, when the requests given are only the candidates; by default they
+    are the given requests' own sums.
     """
     C = t.channels
     order, chs, counts, pos = _order(stage * C + chan, pim_s, kvb, Q * C)
@@ -120,8 +115,7 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     bp = cg[:, -1:] if base_pim is None else np.asarray(base_pim)[:, None]
     bi = cio[:, -1:] if base_io is None else np.asarray(base_io)[:, None]
     mem_row = np.repeat(mem, C)[:, None]
-    level = channel_time(t.mode, bp - cg, 0.0, bi - cio, mem_row, ckv / t.ch_bw_bytes_per_s, t.switch_s,
-                         t.quantum_s)
+    level = t.mode.channel_time(t.mode_params, bp - cg, 0.0, bi - cio, mem_row, ckv / t.ch_bw_bytes_per_s)
     # beyond a channel's request count the cumulative sums stay flat, so those k are never records
     prev_min = np.empty_like(level)
     prev_min[:, 0] = np.inf
@@ -146,8 +140,8 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     kv_before = cum - kv_s - base[seg_s]  # bytes moved before taking this event
     tcum = np.cumsum(term_s)
     t_before = tcum - term_s - np.where(seg_start > 0, tcum[seg_start - 1], 0)[seg_s]
-    npu = np.maximum(np.maximum(sa[seg_s], vec[seg_s] + kv_before * fpb[seg_s] / t.vector_flops),
-                     mem[seg_s] + kv_before / t.npu_bw_bytes_per_s) + link[seg_s]
+    npu = npu_time(sa[seg_s], vec[seg_s] + kv_before * fpb[seg_s] / t.vector_flops,
+                   mem[seg_s] + kv_before / t.npu_bw_bytes_per_s, link[seg_s])
     total = np.where(t_before > 0, np.inf, np.maximum(npu, thr_s))
     seg_min = np.minimum.reduceat(total, seg_start)
     first = np.flatnonzero(total == seg_min[seg_s])
@@ -162,93 +156,76 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     return seg_min, mask, m
 
 
-def best_attention_offload(t: CostTables, inp: StageInput) -> Decision:
-    """Exact best per-channel prefixes of requests whose attention moves to the NPU."""
-    return best_attention_offload_many(t, [inp])[0]
+def best_attention(t: CostTables, p: StageProblem, r: Requests, sel: np.ndarray):
+    """Exact best per-channel prefixes for the instances ``sel`` (each holds a movable request).
 
-
-def best_attention_offload_many(t: CostTables, inps: list[StageInput]) -> list[Decision]:
-    """best_attention_offload for several independent stages (pipeline micro-batches) in one vectorized pass.
-
-    Stage p's channel c becomes the combined channel p*C + c; the threshold sweep runs per stage on
-    contiguous segments of the sorted event list.
+    Returns (predicted stage time, events taken, mask over r's requests) with the mask True only for
+    requests of ``sel`` instances that the sweep moves.
     """
-    P = len(inps)
-    live = [i for i, inp in enumerate(inps) if inp.attn is not None and inp.attn.size and t.has_pim
-            and inp.attn_on_pim]
-    out = [NO_OFFLOAD] * P
-    if not live:
+    Q = sel.shape[0]
+    q_of_inst = np.full(p.sa.shape[0], -1, dtype=np.int64)
+    q_of_inst[sel] = np.arange(Q)
+    q_req = np.where(r.inst >= 0, q_of_inst[np.maximum(r.inst, 0)], -1)
+    req = (q_req >= 0) & r.movable
+    pred, mask, m = attention_sweep(t, q_req[req], r.channel[req], r.pim_s[req], r.io_s[req], r.kv_bytes[req], Q,
+                                    p.sa[sel], p.vec[sel], p.mem[sel], p.link[sel], p.fpb[sel],
+                                    r.pim_c[sel].reshape(-1), r.io_c[sel].reshape(-1))
+    full = np.zeros(r.inst.shape[0], dtype=bool)
+    full[np.flatnonzero(req)] = mask
+    return pred, m, full, q_req
+
+
+def busiest_can_drop(t: CostTables, p: StageProblem, r: Requests, sel: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """For each instance of ``sel``: can moving a prefix of its busiest channel's movable requests (in the
+    sweep's order) bring that channel below ``best``? If not, no decision of the sweep's family can make the
+    stage shorter than ``best`` (the stage lasts at least as long as that channel, whose level depends only on
+    its own moves), so the sweep is skipped: an exact pre-test, at a fraction of the sweep's cost."""
+    Q = sel.shape[0]
+    pc, ic, mem = r.pim_c[sel], r.io_c[sel], p.mem[sel]
+    c_star = np.argmax(channel_times(t, pc, 0.0, ic, mem[:, None], 0.0), axis=1)
+    q_of_inst = np.full(p.sa.shape[0], -1, dtype=np.int64)
+    q_of_inst[sel] = np.arange(Q)
+    q_req = np.where(r.inst >= 0, q_of_inst[np.maximum(r.inst, 0)], -1)
+    pick = (q_req >= 0) & r.movable
+    pick &= r.channel == c_star[np.maximum(q_req, 0)]
+    out = np.zeros(Q, dtype=bool)
+    if not pick.any():
         return out
-    sets = [inps[i].attn for i in live]
-    Q = len(live)
-    sizes = np.array([a.size for a in sets])
-    stage = np.repeat(np.arange(Q), sizes)
-    chan = np.concatenate([a.channel for a in sets])
-    pim_s = np.concatenate([a.pim_s for a in sets])
-    io_s = np.concatenate([a.io_s for a in sets])
-    kvb = np.concatenate([a.kv_bytes for a in sets])
-    base_pim = np.concatenate([a.pim_c for a in sets])
-    base_io = np.concatenate([a.io_c for a in sets])
-    keep = movable(t, pim_s, kvb)
-    terms = [_npu_terms(t, inps[i], inps[i].rows) for i in live]
-    sa = np.array([float(x[0]) for x in terms])
-    vec = np.array([float(x[1]) + a.softmax_flops / t.vector_flops for x, a in zip(terms, sets, strict=True)])
-    mem = np.array([float(x[2]) for x in terms])
-    link = np.array([float(x[3]) for x in terms])
-    fpb = np.array([a.flops_total / a.kv_total if a.kv_total > 0 else 0.0 for a in sets])  # FLOPs per KV byte
-    seg_min, mask_kept, m = attention_sweep(t, stage[keep], chan[keep], pim_s[keep], io_s[keep], kvb[keep], Q, sa,
-                                            vec, mem, link, fpb, base_pim, base_io)
-    mask_all = np.zeros(chan.shape[0], dtype=bool)
-    mask_all[keep] = mask_kept
-    offs = np.concatenate([[0], np.cumsum(sizes)])
-    for j, i in enumerate(live):
-        if m[j] == 0:
-            out[i] = Decision(0, None, float(seg_min[j]))
-        else:
-            out[i] = Decision(0, mask_all[offs[j]:offs[j + 1]], float(seg_min[j]))
+    qq = q_req[pick]
+    order, groups, counts, _ = _order(qq, r.pim_s[pick], r.kv_bytes[pick], Q)
+    cum = np.cumsum(np.stack((r.pim_s[pick], r.io_s[pick], r.kv_bytes[pick]))[:, order], axis=1)
+    starts = np.cumsum(counts) - counts
+    base = np.where(starts > 0, cum[:, np.maximum(starts - 1, 0)], 0.0)[:, groups]  # group-local prefix sums
+    cs = cum - base
+    idx = (groups, c_star[groups])
+    level = channel_times(t, pc[idx] - cs[0], 0.0, ic[idx] - cs[1], mem[groups], cs[2] / t.ch_bw_bytes_per_s)
+    has = counts > 0
+    low = np.minimum.reduceat(level, starts[has])
+    out[np.flatnonzero(has)] = low < best[sel][has]
     return out
 
 
-def _attention_can_help(t: CostTables, inp: StageInput) -> bool:
-    """False when no attention offload can shorten the stage, so the sweep can be skipped exactly.
-
-    Under ``blocked`` every channel serializes PIM and NPU work; under ``dex`` (with no FC rows moved) the
-    NPU's KV reads share the KV section with the PIM, and the data bus with GWRITE/READRES. Moving request
-    i off the PIM then changes its channel's binding terms by kv_i / channel_bw - pim_i (or - io_i <= that),
-    so if the NPU reads every request's KV no faster than the PIM processes it, no channel gets shorter.
-    """
-    a = inp.attn
-    if a is None:
-        return True
-    return bool(np.any(movable(t, a.pim_s, a.kv_bytes)))
-
-
-def decide(t: CostTables, inp: StageInput, dbo: DBOSpec, base: StageTime | None = None) -> Decision:
-    """DBO's decision for one stage: the better of the exact FC-row and attention offloads, or none.
-
-    ``base`` is the stage's no-offload time if the caller already has it.
-    """
-    base = base or stage_time(t, inp, NO_OFFLOAD)
-    return decide_many(t, [inp], dbo, [base])[0]
-
-
-def decide_many(t: CostTables, inps: list[StageInput], dbo: DBOSpec, bases: list[StageTime]) -> list[Decision]:
-    """DBO's decisions for independent stages (e.g. one per pipeline micro-batch), vectorized where it pays.
-
-    Moving attention to the NPU only helps a stage whose PIM side is the bottleneck, so only those stages
-    enter the attention sweep.
-    """
-    best = [Decision(0, None, b.time_s) for b in bases]
-    if dbo.fc_to_pim:
-        for i, inp in enumerate(inps):
-            d = best_fc_offload(t, inp)
-            if d.predicted_s < best[i].predicted_s:
-                best[i] = d
-    if dbo.attention_to_npu:
-        pim_bound = [i for i, b in enumerate(bases) if b.channel_max_s > b.npu_s and _attention_can_help(t, inps[i])]
-        if pim_bound:
-            ds = best_attention_offload_many(t, [inps[i] for i in pim_bound])
-            for i, d in zip(pim_bound, ds, strict=True):
-                if d.attn_to_npu is not None and d.predicted_s < best[i].predicted_s:
-                    best[i] = d
-    return best
+def decide_attention(t: CostTables, p: StageProblem, r: Requests, best: np.ndarray) -> Decisions:
+    """The attention direction for every instance of ``p``: the exact prefix sweep for the instances whose
+    PIM side bounds the stage and that hold a movable request; a sweep result is taken where it moves at
+    least one request and its predicted stage is strictly shorter than ``best`` (the best so far, e.g. of
+    the FC direction)."""
+    n = p.sa.shape[0]
+    best = best.copy()
+    attn = np.zeros(n, dtype=bool)
+    y = np.zeros(n, dtype=np.int64)
+    moved = None
+    holds = np.bincount(r.inst[r.movable & (r.inst >= 0)], minlength=n) > 0
+    sel = np.flatnonzero((p.time_s > p.npu_s) & holds)
+    if sel.size:
+        sel = sel[busiest_can_drop(t, p, r, sel, best)]
+    if sel.size:
+        pred, m, full, q_req = best_attention(t, p, r, sel)
+        win = (m > 0) & (pred < best[sel])
+        if win.any():
+            keep = np.zeros(sel.shape[0] + 1, dtype=bool)
+            keep[:-1] = win
+            moved = full & keep[q_req]  # q_req = -1 hits the trailing False
+            attn[sel[win]] = True
+            best[sel[win]] = pred[win]
+    return Decisions(y, attn, moved, best)

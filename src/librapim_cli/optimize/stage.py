@@ -1,221 +1,78 @@
-"""One schedule stage: the NPU's FC rows and the attention requests that run side by side, and its time.
+"""The time of stage instances under a decision: the one formula the engine and DBO's predictor share.
 
-A stage is what DBO balances: the NPU runs an FC group over ``rows`` token rows while the PIM runs the
-attention of a set of requests. A decision moves ``fc_rows_to_pim`` of those rows to the PIM and the
-attention of the requests in ``attn_to_npu`` to the NPU. ``stage_time`` is the cost model's time of the
-stage under a decision; DBO's predictor uses the same model (docs/model/dbo.md).
+A stage instance is one row of the stage arrays (docs/model/schedule.md): the NPU runs an FC group (index
+``gi`` into ``cost.tables.STACK_GROUPS``) over ``rows`` token rows, beside the attention of a set of
+requests. A decision moves ``y`` of those rows to the PIM and/or some requests' attention to the NPU.
+
+    stage time = max( NPU,  slowest channel under the concurrency mode )
+    NPU        = max( systolic[rows - y],  vector[rows - y] + vec_extra,  stream[rows - y] + mem_extra ) + link[rows]
+
+``vec_extra`` holds the softmax (and, with attention on the NPU, its MACs) on the vector units;
+``mem_extra`` the KV the NPU streams for attention it runs. Weights already in SRAM (``cached``) stream no
+bytes. Every function here takes arrays of instances (or instances x offload sizes) and returns arrays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..cost.concurrency import channel_time
 from ..cost.tables import CostTables
 
-
-@dataclass(frozen=True, slots=True)
-class AttentionSet:
-    """The attention work of a set of requests, per request and aggregated per channel."""
-
-    pim_s: np.ndarray  # per-request PIM attention time (channel busy), s
-    io_s: np.ndarray  # of which on the channel data bus, s
-    kv_bytes: np.ndarray
-    flops: np.ndarray
-    channel: np.ndarray  # int: where each request's KV lives
-    pim_energy_j: np.ndarray  # per-request energy if on PIM
-    npu_energy_j: np.ndarray  # per-request energy if on the NPU
-    pim_c: np.ndarray  # per-channel sum of pim_s
-    io_c: np.ndarray  # per-channel sum of io_s
-    softmax_flops: float  # vector-unit FLOPs of the softmax (always on the NPU's vector units)
-    kv_total: float
-    flops_total: float
-    pim_energy_total: float
-    npu_energy_total: float
-    pim_c_max: float
-    io_c_max: float
-    pim_c_mean: float
-
-    @property
-    def size(self) -> int:
-        """Number of requests."""
-        return int(self.channel.shape[0])
+# columns of CostTables.npu_stack
+SA, VEC, MEM, LINK, FLOPS, ENERGY, DRAM_ENERGY, BYTES = range(8)
+# columns of CostTables.pim_fc_stack
+PF_TIME, PF_IO, PF_FLOPS, PF_ENERGY = range(4)
 
 
-def attention_set(t: CostTables, lens: np.ndarray, channel: np.ndarray) -> AttentionSet:
-    """Gather the per-request attention figures from the cost tables and aggregate them per channel."""
-    g = t.attn_stacked[:, lens]  # one gather of every per-request column
-    sums = g.sum(axis=1)
-    C = t.channels
-    pim_c = np.bincount(channel, weights=g[0], minlength=C)
-    io_c = np.bincount(channel, weights=g[1], minlength=C)
-    return AttentionSet(g[0], g[1], g[2], g[3], channel, g[5], g[6], pim_c, io_c, float(sums[4]), float(sums[2]),
-                        float(sums[3]), float(sums[5]), float(sums[6]), float(pim_c.max()), float(io_c.max()),
-                        float(sums[0]) / C)
+def npu_time(sa, vec, mem, link):
+    """NPU busy time of a stage: its three engines overlap, the all-reduce follows."""
+    return np.maximum(np.maximum(sa, vec), mem) + link
 
 
-def make_attention_set(t: CostTables, pim_s, io_s, kv_bytes, flops, channel, pim_e, npu_e, softmax_flops: float
-                       ) -> AttentionSet:
-    """An AttentionSet from per-request arrays (aggregates computed here)."""
-    C = t.channels
-    pim_c = np.bincount(channel, weights=pim_s, minlength=C)
-    io_c = np.bincount(channel, weights=io_s, minlength=C)
-    return AttentionSet(pim_s, io_s, kv_bytes, flops, channel, pim_e, npu_e, pim_c, io_c, softmax_flops,
-                        float(kv_bytes.sum()), float(flops.sum()), float(pim_e.sum()), float(npu_e.sum()),
-                        float(pim_c.max()) if C else 0.0, float(io_c.max()) if C else 0.0,
-                        float(pim_s.sum()) / C if C else 0.0)
+def busiest_channel(t: CostTables, pim_attn_max, pim_io_max, pf, pfio, mem):
+    """The slowest channel's busy time when no attention moved to the NPU (``ConcurrencyMode``)."""
+    return t.mode.busiest_channel_time(t.mode_params, pim_attn_max, pim_io_max, pf, pfio, mem)
 
 
-@dataclass(frozen=True, slots=True)
-class StageInput:
-    """Work of one stage: an FC group over ``rows`` rows on the NPU, and an attention set."""
-
-    group: str | None  # FC group on the NPU ('qkv', 'rest', 'both') or None
-    rows: int  # FC token rows
-    attn: AttentionSet | None
-    attn_on_pim: bool  # the placement's home of this stage's attention
-    weights_cached: bool = False  # the FC weights are already in the NPU's SRAM (no DRAM streaming)
+def channel_times(t: CostTables, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+    """Every channel's busy time (arrays over channels)."""
+    return t.mode.channel_time(t.mode_params, pim_attn, pim_fc, pim_io, npu_w, npu_kv)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """DBO's choice for one stage."""
-
-    fc_rows_to_pim: int
-    attn_to_npu: np.ndarray | None  # bool mask over the stage's requests, None = nothing moves
-    predicted_s: float
+# rows of fc_curves (per instance, per y)
+C_SA, C_VEC, C_MEM, C_LINK, C_FLOPS, C_ENERGY, C_PF, C_PFIO, C_PF_FLOPS, C_PF_ENERGY = range(10)
 
 
-NO_OFFLOAD = Decision(0, None, float("nan"))
+def fc_curves(t: CostTables, gi, rows, cached):
+    """NPU figures at rows - y and PIM-FC figures at y, for y = 0..max(rows): (n, 10, Y); y > rows gives
+    an infinite systolic time (never chosen)."""
+    Y = int(rows.max()) + 1 if rows.size else 1
+    ys = np.arange(Y)
+    nb = rows[:, None] - ys[None, :]
+    valid = nb >= 0
+    g = gi[:, None]
+    n = t.npu_stack[g, :, np.maximum(nb, 0)]  # (n, Y, 8)
+    p = t.pim_fc_stack[g, :, ys[None, :]]  # (n, Y, 4)
+    out = np.empty((rows.shape[0], 10, Y))
+    out[:, C_SA] = np.where(valid, n[..., SA], np.inf)
+    out[:, C_VEC] = n[..., VEC]
+    out[:, C_MEM] = np.where(cached[:, None], 0.0, n[..., MEM])
+    out[:, C_LINK] = t.npu_stack[g, LINK, rows[:, None]]
+    out[:, C_FLOPS] = n[..., FLOPS]
+    out[:, C_ENERGY] = n[..., ENERGY] - np.where(cached[:, None], n[..., DRAM_ENERGY], 0.0)
+    out[:, C_PF] = p[..., PF_TIME]
+    out[:, C_PFIO] = p[..., PF_IO]
+    out[:, C_PF_FLOPS] = p[..., PF_FLOPS]
+    out[:, C_PF_ENERGY] = p[..., PF_ENERGY]
+    return out
 
 
-@dataclass(frozen=True, slots=True)
-class StageTime:
-    """The cost model's figures for one stage under a decision."""
-
-    time_s: float
-    npu_s: float  # NPU busy (max of systolic, vector, memory; plus link)
-    npu_sa_s: float
-    pim_max_s: float  # slowest channel's PIM busy time
-    pim_mean_s: float  # mean channel PIM busy time
-    channel_max_s: float  # slowest channel's total busy time under the concurrency mode
-    npu_flops: float
-    pim_flops: float
-    energy_j: float
-    attn_offloaded_bytes: float
-    attn_bytes: float
+def fc_grid(t: CostTables, c: np.ndarray, vec_x, mem_x, pmax, iomax):
+    """Stage time (and NPU time) of every instance for every y over its FC-offload curves ``c`` (n, 10, Y),
+    with per-instance NPU extras and per-channel attention maxima (arrays over instances)."""
+    mem = c[:, C_MEM] + mem_x[:, None]
+    npu = npu_time(c[:, C_SA], c[:, C_VEC] + vec_x[:, None], mem, c[:, C_LINK])
+    chan = busiest_channel(t, pmax[:, None], iomax[:, None], c[:, C_PF], c[:, C_PFIO], mem)
+    return np.maximum(npu, chan), npu
 
 
-def no_offload(inp: StageInput) -> Decision:
-    """The static decision: nothing moves."""
-    return NO_OFFLOAD
-
-
-def stage_time(t: CostTables, inp: StageInput, dec: Decision) -> StageTime:
-    """Time of a stage under ``dec``: max(NPU time, slowest channel under the concurrency mode)."""
-    y = dec.fc_rows_to_pim
-    nb = inp.rows - y
-    a = inp.attn
-    if inp.group is not None:
-        g = t.npu[inp.group]
-        sa, vec, mem, link = float(g.sa_s[nb]), float(g.vec_s[nb]), float(g.mem_s[nb]), float(g.link_s[inp.rows])
-        npu_flops, energy = float(g.flops[nb]), float(g.energy_j[nb])
-        if inp.weights_cached:
-            mem, energy = 0.0, energy - float(g.dram_energy_j[nb])
-    else:
-        sa = vec = mem = link = npu_flops = energy = 0.0
-    if a is None or a.size == 0:
-        npu_s = max(sa, vec, mem) + link
-        pim_fc = pim_fc_io = 0.0
-        if y > 0:
-            pf = t.pim_fc[inp.group]
-            pim_fc, pim_fc_io = float(pf.time_s[y]), float(pf.io_s[y])
-            energy += float(pf.energy_j[y])
-            chan = _channel_max_scalar(t, 0.0, 0.0, pim_fc, pim_fc_io, mem)
-            time_s = max(npu_s, chan)
-            return StageTime(time_s, npu_s, sa, pim_fc, pim_fc, chan, npu_flops, float(pf.flops[y]), energy, 0.0,
-                             0.0)
-        return StageTime(npu_s, npu_s, sa, 0.0, 0.0, 0.0, npu_flops, 0.0, energy, 0.0, 0.0)
-    attn_bytes = a.kv_total
-    vec += a.softmax_flops / t.vector_flops
-    if y > 0:
-        pf = t.pim_fc[inp.group]
-        pim_fc, pim_fc_io = float(pf.time_s[y]), float(pf.io_s[y])
-        pim_fc_fl = float(pf.flops[y])
-        energy += float(pf.energy_j[y])
-    else:
-        pim_fc = pim_fc_io = pim_fc_fl = 0.0
-    if not (inp.attn_on_pim and t.has_pim):
-        # attention placed on the NPU: it streams every request's KV and runs the MACs on the vector units;
-        # FC rows DBO moved to the PIM still run there
-        vec += a.flops_total / t.vector_flops
-        kv_s = attn_bytes / t.npu_bw_bytes_per_s
-        npu_s = max(sa, vec, mem + kv_s) + link
-        energy += a.npu_energy_total
-        if y > 0:
-            chan = _channel_max_scalar(t, 0.0, 0.0, pim_fc, pim_fc_io, mem + kv_s)
-            return StageTime(max(npu_s, chan), npu_s, sa, pim_fc, pim_fc, chan, npu_flops, pim_fc_fl, energy,
-                             attn_bytes, attn_bytes)
-        return StageTime(npu_s, npu_s, sa, 0.0, 0.0, 0.0, npu_flops, 0.0, energy, attn_bytes, attn_bytes)
-    C = t.channels
-    off = dec.attn_to_npu
-    if off is None:
-        npu_s = max(sa, vec, mem) + link
-        chan_max = _channel_max_scalar(t, a.pim_c_max, a.io_c_max, pim_fc, pim_fc_io, mem)
-        pim_max = a.pim_c_max + pim_fc
-        pim_mean = a.pim_c_mean + pim_fc
-        return StageTime(max(npu_s, chan_max), npu_s, sa, pim_max, pim_mean, chan_max, npu_flops,
-                         a.flops_total + pim_fc_fl, energy + a.pim_energy_total, 0.0, attn_bytes)
-    on = ~off
-    ch_off = a.channel[off]
-    kv_off = float(a.kv_bytes[off].sum())
-    fl_off = float(a.flops[off].sum())
-    pim_c = a.pim_c - np.bincount(ch_off, weights=a.pim_s[off], minlength=C)
-    io_c = a.io_c - np.bincount(ch_off, weights=a.io_s[off], minlength=C)
-    npu_kv_c = np.bincount(ch_off, weights=a.kv_bytes[off], minlength=C) / t.ch_bw_bytes_per_s
-    vec += fl_off / t.vector_flops
-    energy += float(a.pim_energy_j[on].sum()) + float(a.npu_energy_j[off].sum())
-    npu_s = max(sa, vec, mem + kv_off / t.npu_bw_bytes_per_s) + link
-    chan = channel_time(t.mode, pim_c, pim_fc, io_c + pim_fc_io, mem, npu_kv_c, t.switch_s, t.quantum_s)
-    chan_max = float(chan.max())
-    pim_max = float(pim_c.max()) + pim_fc
-    pim_mean = float(pim_c.sum()) / C + pim_fc
-    return StageTime(max(npu_s, chan_max), npu_s, sa, pim_max, pim_mean, chan_max, npu_flops,
-                     a.flops_total - fl_off + pim_fc_fl, energy, kv_off, attn_bytes)
-
-
-def _channel_max_scalar(t: CostTables, pim_c_max: float, io_c_max: float, pf: float, pfio: float,
-                        mem: float) -> float:
-    """channel_max for scalar pf/pfio/mem with plain-float arithmetic (the hot path)."""
-    mode = t.mode
-    if mode == "time_interleaved":
-        return float(channel_time(mode, pim_c_max, pf, 0.0, mem, 0.0, t.switch_s, t.quantum_s))
-    pim = pim_c_max + pf
-    if mode == "blocked":
-        return pim + mem
-    bus = mem + io_c_max + pfio
-    if mode == "dual_row_buffer":
-        return max(pim, bus)
-    return max(pim, bus, pf + mem)  # dex: the KV section term pim_attn + 0 is below pim
-
-
-def channel_max(t: CostTables, pim_c_max, io_c_max, pf, pfio, mem):
-    """Slowest channel's busy time when no attention moved to the NPU (pf, pfio, mem may be arrays over y).
-
-    Blocked, dual-row-buffer and DEX are max/sum of a per-channel term and a shared term, so the maximum
-    over channels needs only the per-channel maxima; time interleaving's channel time is non-decreasing
-    in the channel's PIM time (a sum plus a switch count that grows with min(PIM, NPU)), so its maximum
-    is the value at the busiest channel. So only the per-channel maxima are needed.
-    """
-    mode = t.mode
-    if mode == "time_interleaved":
-        return channel_time(mode, pim_c_max, pf, 0.0, mem, 0.0, t.switch_s, t.quantum_s)
-    pim = pim_c_max + pf
-    if mode == "blocked":
-        return pim + mem
-    bus = mem + io_c_max + pfio
-    if mode == "dual_row_buffer":
-        return np.maximum(pim, bus)
-    return np.maximum(np.maximum(pim, bus), pf + mem)  # dex: the weight section holds NPU streaming + PIM FC

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ..metrics import registry
 from ..units import fmt_bytes, fmt_si, fmt_time
 
 if TYPE_CHECKING:
@@ -34,73 +34,24 @@ def _table(title: str) -> Table:
                  pad_edge=False, show_edge=False)
 
 
-# ---- number formatting -------------------------------------------------------------------------
+# ---- number formatting: the metric registry's labels and formatters -------------------------------------
 def fmt_pct(x: float) -> str:
     """A fraction as a percentage (``0.123`` -> ``12.3 %``)."""
-    return f"{100.0 * x:.3g} %" if math.isfinite(x) else str(x)
-
-
-# key -> (label, formatter)
-METRICS: dict[str, tuple[str, Any]] = {
-    "throughput_tokens_per_s": ("Throughput", lambda v: f"{fmt_si(v)} tokens/s"),
-    "iteration_time_s": ("Iteration time (mean)", fmt_time),
-    "npu_utilization": ("NPU busy", fmt_pct),
-    "pim_utilization": ("PIM busy (mean channel)", fmt_pct),
-    "npu_compute_utilization": ("NPU compute utilization (of peak FLOP/s)", fmt_pct),
-    "pim_mac_utilization": ("PIM MAC utilization (of peak FLOP/s)", fmt_pct),
-    "npu_idle_s": ("NPU idle per iteration", fmt_time),
-    "pim_idle_s": ("PIM idle per iteration", fmt_time),
-    "offload_attention_share": ("Attention moved PIM -> NPU (DBO)", fmt_pct),
-    "offload_fc_share": ("FC rows moved NPU -> PIM (DBO)", fmt_pct),
-    "energy_j_per_token": ("Energy per token", lambda v: fmt_si(v, "J")),
-    "area_overhead_fraction": ("DRAM area overhead", fmt_pct),
-    "batch": ("Batch (serve: the maximum)", lambda v: f"{v:.0f}"),
-    "devices": ("Devices (tp x pp)", lambda v: f"{v:.0f}"),
-    # serving
-    "iterations": ("Decode iterations", lambda v: f"{v:.0f}"),
-    "prefill_steps": ("Prefill steps", lambda v: f"{v:.0f}"),
-    "peak_batch": ("Peak batch", lambda v: f"{v:.0f}"),
-    "mean_batch": ("Mean batch", lambda v: f"{v:.4g}"),
-    "peak_kv_occupancy": ("Peak KV-cache occupancy", fmt_pct),
-    "prefill_time_s": ("Prefill time (total)", fmt_time),
-    "prefill_energy_j": ("Prefill energy (total)", lambda v: fmt_si(v, "J")),
-    "idle_time_s": ("Idle time (waiting for arrivals)", fmt_time),
-    "total_time_s": ("Wall time", fmt_time),
-    "requests_finished": ("Requests finished", lambda v: f"{v:.0f}"),
-    "output_tokens": ("Output tokens", lambda v: f"{v:.0f}"),
-}
-
-
-def _generic(key: str, value: Any) -> str:
-    """Format a metric without an entry in METRICS by its key's unit suffix."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return str(value)
-    v = float(value)
-    if key.endswith(("_utilization", "_share", "_fraction")):
-        return fmt_pct(v)
-    if key.endswith("_per_s"):
-        return fmt_si(v, "/s")
-    if key.endswith("_s"):
-        return fmt_time(v)
-    if key.endswith("_bytes"):
-        return fmt_bytes(v)
-    if key.endswith("_j") or "_j_per_" in key:
-        return fmt_si(v, "J")
-    return f"{v:.6g}"
+    return registry.fmt_pct(x)
 
 
 def fmt_metric(key: str, value: Any) -> str:
-    """Human text of one metric value, with its unit."""
+    """Human text of one metric value, with its unit (``metrics.registry``)."""
     if value is None:
         return "-"
-    if key in METRICS and isinstance(value, (int, float)):
-        return METRICS[key][1](float(value))
-    return _generic(key, value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    return registry.format_metric(key, float(value))
 
 
 def metric_label(key: str) -> str:
-    """Human label of a metric key."""
-    return METRICS[key][0] if key in METRICS else key.replace("_", " ")
+    """Human label of a metric key (``metrics.registry``)."""
+    return registry.label(key)
 
 
 @contextlib.contextmanager
@@ -167,7 +118,7 @@ def metrics_table(result: SimResult) -> Table:
 
 def latency_table(latency: Mapping[str, Mapping[str, float]]) -> Table:
     """Serving latency percentiles (TTFT, TPOT, end-to-end)."""
-    labels = {"ttft_s": "Time to first token", "tpot_s": "Time per output token", "e2e_s": "End-to-end"}
+    labels = {name: label for name, label, _ in registry.LATENCIES}
     stats = ("mean", "p50", "p90", "p99")
     table = _table("Latency")
     table.add_column("")

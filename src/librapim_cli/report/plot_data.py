@@ -17,12 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..cost.npu import npu_cost
-from ..cost.pim import snake_channels
 from ..errors import InputError
-from ..graph.decode import lm_head_op
-from ..schedule.breakdown import op_breakdown
-from ..simulate import Setup, SimResult, steady_state_batch
+from ..simulate import SimResult
 
 # ---------------------------------------------------------------------------------------------------------
 # roofline
@@ -79,64 +75,46 @@ class RooflineData:
     omitted: list[str] = field(default_factory=list)  # ops without DRAM bytes or FLOPs (vector ops, collectives)
 
 
-def _setup_of(x: SimResult | Setup) -> Setup:
-    return x.setup if isinstance(x, SimResult) else x
-
-
-def representative_batch(s: Setup, lens: np.ndarray | None = None,
-                         sub_batch: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The context lengths one layer's ops see, and the channels holding their KV.
-
-    Default lengths: the first steady-state batch of iteration mode (the same draw ``simulate`` makes first).
-    With pipeline parallelism the batch splits into ``pp`` micro-batches (the first is taken); with sub-batch
-    interleaving (and ``sub_batch``) each FC / attention op runs on half a micro-batch (the first half is
-    taken), as in ``schedule.iteration``.
-    """
-    if lens is None:
-        lens = steady_state_batch(s, np.random.default_rng(s.workload.seed))
-    lens = np.asarray(lens, dtype=np.int64)
-    channels = snake_channels(lens, s.system.hardware.memory.channels)
-    if s.pp > 1:
-        lens, channels = lens[0::s.pp], channels[0::s.pp]
-    if sub_batch and s.system.sub_batch_interleaving and lens.shape[0] >= s.system.sub_batch_min_batch:
-        lens, channels = lens[0::2], channels[0::2]
-    return lens, channels
-
-
-def roofline_points(source: SimResult | Setup, lens: np.ndarray | None = None) -> RooflineData:
+def roofline_points(result: SimResult) -> RooflineData:
     """NPU and PIM rooflines with one decode layer's ops (plus the LM head) placed on them.
 
-    The ops and their costs come from ``schedule.breakdown.op_breakdown`` (static placement, before DBO) for
-    the batch of :func:`representative_batch`: x = flops / bytes (DRAM bytes on the NPU, bytes read inside the
-    banks on PIM), y = flops / time_s.
-    Ops moving no bytes (vector ops) or doing no arithmetic (all-reduce) cannot be placed; they are listed
-    in ``omitted``.
+    The ops and their costs are the simulation's own (``SimResult.ops``, from ``simulate(...,
+    breakdown=True)``): each op as the first micro-batch's first sub-batch ran it (the LM head over the whole
+    micro-batch), costed under the static placement: x = flops / bytes (DRAM bytes on the NPU, bytes read
+    inside the banks on PIM), y = flops / time_s. Ops moving no bytes (vector ops) or doing no arithmetic
+    (all-reduce, pipeline hand-off) cannot be placed; they are listed in ``omitted``.
     """
-    s = _setup_of(source)
+    if result.ops is None:
+        raise InputError("the result holds no per-op costs; simulate with breakdown=True")
+    s = result.setup
     hw = s.system.hardware
-    mb_rows = representative_batch(s, lens, sub_batch=False)[0].shape[0]
-    lens, channels = representative_batch(s, lens)
-    recs = op_breakdown(s, lens, channels)
-    if mb_rows != lens.shape[0]:  # the LM head runs once on the whole micro-batch, not per sub-batch
-        head = npu_cost(lm_head_op(s.model, s.tp, float(mb_rows)), hw)
-        recs = [r if r["op"] != "lm_head" else {**r, "time_s": float(head.time_s), "flops": float(head.flops),
-                                                "bytes": float(head.bytes), "bound": str(head.bound)}
-                for r in recs]
+    first: dict[str, object] = {}
+    for r in result.ops:
+        if r.micro_batch == 0 and r.sub_batch in (0, -1) and not r.weights_cached and r.op not in first:
+            first[r.op] = r
+    for r in result.ops:  # ops that only ever run on later sub-batches or micro-batches
+        first.setdefault(r.op, r)
     points: list[RooflinePoint] = []
     omitted: list[str] = []
-    for r in recs:
-        flops, nbytes, t = float(r["flops"]), float(r["bytes"]), float(r["time_s"])
-        dev = str(r["device"])
-        if dev not in ("npu", "pim") or flops <= 0 or nbytes <= 0 or t <= 0:
-            omitted.append(str(r["op"]))
+    rows = 0
+    for r in first.values():
+        if r.phase == "qkv" and not rows:
+            rows = r.rows
+        if r.device not in ("npu", "pim") or r.flops <= 0 or r.bytes <= 0 or r.time_s <= 0:
+            omitted.append(r.op)
             continue
-        points.append(RooflinePoint(str(r["op"]), dev, flops, nbytes, t, str(r.get("bound", ""))))
+        points.append(RooflinePoint(r.op, r.device, r.flops, r.bytes, r.time_s, _bound(r)))
     roofs = [Roof("npu", f"NPU ({hw.name})", hw.npu.peak_flops, hw.memory.bw_bytes_per_s)]
     if s.system.uses_pim:  # PIM hardware the system never uses gets no roof
         roofs.append(Roof("pim", "PIM (all banks)", hw.pim_peak_flops, hw.pim_internal_bw_bytes_per_s))
-    title = (f"Roofline: {s.model.name} on {s.system.name}, one layer at batch {lens.shape[0]} "
+    title = (f"Roofline: {s.model.name} on {s.system.name}, one layer at batch {rows} "
              f"(of {s.batch}), tp={s.tp}" + (f", pp={s.pp}" if s.pp > 1 else ""))
     return RooflineData(title, roofs, points, omitted)
+
+
+def _bound(r) -> str:
+    terms = {"compute": r.compute_s, "memory": r.memory_s, "bank-timing": r.bank_s, "link": r.link_s}
+    return max(terms, key=terms.__getitem__)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -202,52 +180,14 @@ class Timeline:
         return float(sum(g.time_s for g in self.gaps))
 
 
-# the stage orders of one micro-batch (schedule.iteration._plan); H (LM head) closes each micro-batch
-_PLANS = {"A": ("A", "B", "C", "D", "E", "F"), "Q": ("Q", "M", "R")}
-
-
-def micro_batch_sequences(stages: Sequence[Any]) -> list[list[Any]]:
-    """Split an iteration's stage records into one execution-ordered list per pipeline micro-batch.
-
-    ``schedule.iteration`` records stage j of every micro-batch together (all A's, then all B's, ...) and
-    the LM heads (H, one per micro-batch) last; this undoes that interleaving. A stage kind with zero
-    repetitions (C, D when a pipeline stage holds one layer) is absent for every micro-batch. Records that
-    do not fit the pattern come back as one sequence in recorded order (the times still add up).
-    """
-    heads = [st for st in stages if st.name == "H"]
-    body = [st for st in stages if st.name != "H"]
-    m = len(heads)
-    if m <= 1:
-        return [list(body) + heads]
-    try:
-        plans = [_PLANS[st.name] for st in body[:m]]
-    except KeyError:
-        return [list(stages)]
-    seqs: list[list[Any]] = [[] for _ in range(m)]
-    k = 0
-    for j in range(max(len(p) for p in plans)):
-        members = [i for i in range(m) if j < len(plans[i])]
-        take = body[k:k + len(members)]
-        if not take or take[0].name != plans[members[0]][j]:
-            continue  # a stage kind with no repetitions: skipped for all micro-batches
-        if len(take) != len(members) or any(st.name != plans[i][j] for st, i in zip(take, members, strict=True)):
-            return [list(stages)]
-        for st, i in zip(take, members, strict=True):
-            seqs[i].append(st)
-        k += len(members)
-    if k != len(body):
-        return [list(stages)]
-    return [seq + [h] for seq, h in zip(seqs, heads, strict=True)]
-
-
-def _blocks(stages) -> list[tuple[int, list]]:
-    """Group consecutive stages with the same repeat count > 1 into loops run in alternation."""
-    out: list[tuple[int, list]] = []
-    for st in stages:
-        if st.repeats > 1 and out and out[-1][0] == st.repeats:
-            out[-1][1].append(st)
+def _blocks(stages) -> list[tuple[int, list[int]]]:
+    """Group consecutive stages (indices) with the same repeat count > 1 into loops run in alternation."""
+    out: list[tuple[int, list[int]]] = []
+    for i, reps in enumerate(stages.repeats.tolist()):
+        if reps > 1 and out and out[-1][0] == reps:
+            out[-1][1].append(i)
         else:
-            out.append((st.repeats, [st]))
+            out.append((reps, [i]))
     return out
 
 
@@ -265,29 +205,30 @@ def timeline_segments(result: SimResult, layers: int | None = 3, iteration: int 
         raise InputError("the result holds no iterations; simulate with mode='iteration'")
     if not 0 <= iteration < len(result.iterations):
         raise InputError(f"iteration {iteration} out of range: the result holds {len(result.iterations)}")
-    it = result.iterations[iteration]
-    if not it.stages:
+    if result.stages is None:
         raise InputError("the result holds no stage records; simulate with keep_stages=True")
+    it = result.stages.rows(iteration)
     segs: list[Segment] = []
     gaps: list[Gap] = []
     t = 0.0
-    seqs = micro_batch_sequences(it.stages)
-    for mb, seq in enumerate(seqs):
+    mbs = sorted(set(it.micro_batch.tolist()))
+    for mb in mbs:
+        seq = it.rows_where(it.micro_batch == mb)
         for reps, block in _blocks(seq):
             shown = reps if layers is None else min(reps, layers)
             for r in range(shown):
-                for st in block:
-                    d = st.decision
-                    moved = 0 if d.attn_to_npu is None else int(np.count_nonzero(d.attn_to_npu))
-                    segs.append(Segment(st.name, r + 1 if reps > 1 else 0, t, float(st.time.time_s),
-                                        float(st.time.npu_s), float(st.time.pim_max_s), st.npu_work, st.pim_work,
-                                        int(d.fc_rows_to_pim), moved, mb))
-                    t += float(st.time.time_s)
+                for i in block:
+                    segs.append(Segment(str(seq.name[i]), r + 1 if reps > 1 else 0, t, float(seq.time_s[i]),
+                                        float(seq.npu_s[i]), float(seq.pim_max_s[i]), str(seq.npu_work[i]),
+                                        str(seq.pim_work[i]), int(seq.fc_rows_to_pim[i]), int(seq.attn_to_npu[i]),
+                                        mb))
+                    t += float(seq.time_s[i])
             if shown < reps:
-                gaps.append(Gap(t, reps - shown, (reps - shown) * float(sum(st.time.time_s for st in block)),
-                                ",".join(st.name for st in block)))
+                gaps.append(Gap(t, reps - shown, (reps - shown) * float(seq.time_s[block].sum()),
+                                ",".join(str(seq.name[i]) for i in block)))
     s = result.setup
-    return Timeline(s.system.name, s.model.name, s.batch, segs, gaps, float(it.time_s), s.system.uses_pim, len(seqs))
+    return Timeline(s.system.name, s.model.name, s.batch, segs, gaps, float(result.iterations[iteration].time_s),
+                    s.system.uses_pim, len(mbs))
 
 
 # ---------------------------------------------------------------------------------------------------------

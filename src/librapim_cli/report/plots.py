@@ -21,6 +21,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from ..errors import InputError
+from ..metrics import registry
 from ..units import MS, fmt_si, fmt_time
 from .files import check_writable, write_atomically
 from .plot_data import CompareRow, ParetoData, RooflineData, Timeline
@@ -276,26 +277,12 @@ def compare_figure(rows: Sequence[CompareRow], baseline: str | None = None) -> F
 # ---------------------------------------------------------------------------------------------------------
 # Pareto front
 
-METRIC_LABELS = {
-    "throughput_tokens_per_s": "Throughput (tokens/s)",
-    "energy_j_per_token": "Energy (J/token)",
-    "iteration_time_s": "Iteration time (s)",
-    "area_overhead_fraction": "Area overhead (fraction of DRAM die)",
-    "npu_utilization": "NPU utilization (fraction)",
-    "pim_utilization": "PIM utilization (fraction)",
-    "offload_fc_share": "FC rows offloaded (fraction)",
-    "offload_attention_share": "Attention offloaded (fraction)",
-}
-
-
 def metric_label(name: str) -> str:
-    """Axis label with unit for a metric name (``throughput_tokens_per_s`` -> ``Throughput (tokens/s)``)."""
-    if name in METRIC_LABELS:
-        return METRIC_LABELS[name]
-    for suffix, unit in (("_s", "s"), ("_j", "J"), ("_fraction", "fraction"), ("_w", "W")):
-        if name.endswith(suffix):
-            return f"{name[: -len(suffix)].replace('_', ' ')} ({unit})"
-    return name
+    """Axis label with unit for a metric name, from the metric registry (``Throughput (tokens/s)``)."""
+    m = registry.get(name)
+    if m is not None:
+        return f"{m.label} ({'fraction' if m.unit == '1' else m.unit})"
+    return registry.label(name)
 
 
 def _fmt_value(v: float) -> str:

@@ -43,7 +43,7 @@ def trace_events(result: SimResult) -> list[dict[str, Any]]:
               _meta("thread_name", TID_NPU, "NPU"), _meta("thread_name", TID_PIM, "PIM")]
     for i, tid in enumerate((TID_STEPS, TID_NPU, TID_PIM)):
         events.append({"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": tid, "args": {"sort_index": i}})
-    its = result.iterations
+    n_its = len(result.iterations)
     kinds, starts, times = t["kind"].tolist(), t["start_s"].tolist(), t["time_s"].tolist()
     batch, npu, pim = t["batch"].tolist(), t["npu_busy_s"].tolist(), t["pim_busy_s"].tolist()
     d = 0  # index of the next decode iteration in result.iterations
@@ -55,24 +55,25 @@ def trace_events(result: SimResult) -> list[dict[str, Any]]:
             events.append(_event("prefill", "prefill", TID_NPU, start, npu[i], args))
             continue
         events.append(_event(f"decode #{d} (batch {batch[i]})", "decode", TID_STEPS, start, times[i], args))
-        stages = its[d].stages if d < len(its) else []
+        stages = result.stages.rows(d) if result.stages is not None and d < n_its else None
         d += 1
-        if not stages:
+        if stages is None or not len(stages):
             events.append(_event("decode", "decode", TID_NPU, start, npu[i], args))
             if pim[i] > 0:
                 events.append(_event("decode", "decode", TID_PIM, start, pim[i], args))
             continue
         s0 = start
-        for st in stages:
-            reps, tm = st.repeats, st.time
-            sargs = {**args, "stage": st.name, "repeats": reps, "micro_batch": st.micro_batch}
-            label = f"mb{st.micro_batch} {st.name}" if pipelined else st.name
-            if tm.npu_s > 0:
-                events.append(_event(f"{label} {st.npu_work}", "stage", TID_NPU, s0, reps * tm.npu_s, sargs))
-            if tm.pim_max_s > 0:
-                events.append(_event(f"{label} {st.pim_work}", "stage", TID_PIM, s0, reps * tm.pim_max_s,
-                                     {**sargs, "pim_mean_s": tm.pim_mean_s}))
-            s0 += reps * tm.time_s
+        for j in range(len(stages)):
+            reps, name, mb = int(stages.repeats[j]), str(stages.name[j]), int(stages.micro_batch[j])
+            npu_s, pim_s = float(stages.npu_s[j]), float(stages.pim_max_s[j])
+            sargs = {**args, "stage": name, "repeats": reps, "micro_batch": mb}
+            label = f"mb{mb} {name}" if pipelined else name
+            if npu_s > 0:
+                events.append(_event(f"{label} {stages.npu_work[j]}", "stage", TID_NPU, s0, reps * npu_s, sargs))
+            if pim_s > 0:
+                events.append(_event(f"{label} {stages.pim_work[j]}", "stage", TID_PIM, s0, reps * pim_s,
+                                     {**sargs, "pim_mean_s": float(stages.pim_mean_s[j])}))
+            s0 += reps * float(stages.time_s[j])
     return events
 
 

@@ -1,5 +1,7 @@
-"""Stage schedule of a decode iteration (sub-batch interleaving, concurrency modes) and its metrics."""
+"""The schedule of decode iterations: the stage plan, the engine that evaluates it, and the per-op breakdown."""
 
-from .iteration import IterationResult, Schedule, StageRecord, run_iteration
+from .context import Schedule, build_schedule, schedule_for
+from .engine import IterationBatch, IterationResult, StageTable, run_iteration, run_iterations
 
-__all__ = ["IterationResult", "Schedule", "StageRecord", "run_iteration"]
+__all__ = ["IterationBatch", "IterationResult", "Schedule", "StageTable", "build_schedule", "run_iteration",
+           "run_iterations", "schedule_for"]

@@ -1,35 +1,29 @@
-"""Per-op breakdown of one decode iteration: where the time, FLOPs, bytes and energy go.
+"""Per-op costs of one decode iteration, as the schedule ran it (docs/model/schedule.md, 'Per-op breakdown').
 
-Each op of one decode layer (``graph.decode_layer_ops``) is costed on its home device under the system's
-static placement (before DBO moves anything):
+The stage plan's instances of one iteration (``schedule.plan.layout``) are expanded into the ops of the op
+graph, each costed on its home device under the system's static placement (before DBO moves anything):
 
-- FC GEMMs and vector ops (norms, softmax, activations, residuals): the NPU (``cost.npu_cost``);
-- decode attention (score and context GEMVs): the PIM when ``placement.attention == "pim"``
-  (``cost.pim_cost`` with the requests' KV channels: the slowest channel sets the time), else the NPU;
-- all-reduces: the device-to-device link (``cost.link_cost``).
+- FC GEMMs and vector ops (norms, activations, residuals) of a stage's FC group, over that stage's token
+  rows: the NPU (``cost.npu_cost``); a group whose weights the previous sub-batch left in SRAM streams no
+  weights (the same SRAM reuse as the engine);
+- decode attention (score and context GEMVs) of the stage's sub-batch: the PIM when attention's home is
+  the PIM (``cost.pim_cost`` with the requests' KV channels, so the slowest channel sets the time), else the
+  NPU; the softmax runs on the NPU's vector units;
+- all-reduces: the device-to-device link (``cost.link_cost``);
+- the LM head of every micro-batch on the NPU, and with pipeline parallelism the activation hand-off.
 
-A layer op counts ``model.layers // pp`` times (the layers of one pipeline stage); the LM head
-(``graph.lm_head_op``) counts once. With pipeline parallelism (pp > 1) the batch runs as ``pp``
-micro-batches, as in the schedule: every op is costed per micro-batch and summed, and a ``pipeline_send``
-record holds the activation hand-off between stages (link time; no energy is charged for it, as in the
-schedule). Each record's ``time_s`` is the time the op occupies its device in one iteration, per device;
-``energy_j`` is summed over all ``tp * pp`` devices, like the ``energy_j_per_token`` metric. ``bound`` names
-the largest of the op's compute, memory, bank-timing and link terms (``cost.Cost.bound``).
-
-Sub-batch interleaving is not split out: where the schedule runs an FC op once per sub-batch (streaming the
-weights again unless they stay in SRAM), the breakdown costs it once over the whole (micro-)batch. So
-without DBO and without active interleaving the records' energies add up to the iteration's energy; with
-interleaving they add up to at most that.
-
-``share`` is ``time_s`` divided by the simulated time of one iteration of the same batch
-(``schedule.run_iteration``, with DBO when the system enables it). Shares are not a partition: they can sum
-above 1 when stages overlap NPU and PIM work (sub-batch interleaving, concurrent bank access), and below 1
-when contention for the banks stretches a stage beyond its ops' standalone costs.
+:func:`op_records` returns one :class:`OpRecord` per op per stage instance (figures of one execution, one
+device); :func:`breakdown_rows` sums them per op name into the rows ``simulate --breakdown`` prints, with
+``share`` = op time / the iteration's simulated time (with DBO when the system runs it). Shares are not a
+partition: they sum above 1 when stages overlap NPU and PIM work, and below 1 when contention for the banks
+stretches a stage beyond its ops' standalone costs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,96 +31,125 @@ from ..cost.link import link_cost
 from ..cost.npu import npu_cost
 from ..cost.pim import pim_cost
 from ..cost.types import BOUNDS
-from ..graph.decode import decode_layer_ops, lm_head_op
-from ..graph.ops import AllReduce, Attention
-from .iteration import Schedule, build_schedule, run_iteration
-
-if TYPE_CHECKING:
-    from ..inputs import Setup
+from ..graph.decode import attention_ops, fc_ops, lm_head_op
+from ..graph.ops import AllReduce, Attention, Gemm
+from .context import Schedule
+from .plan import FC_GROUPS, HEAD_STAGE, KINDS, Layout
 
 RECORD_KEYS = ("op", "phase", "device", "repeats", "time_s", "share", "bound", "flops", "bytes", "energy_j")
+_GROUP_PHASES = {"qkv": ("qkv",), "rest": ("rest",), "both": ("rest", "qkv")}
 
 
-def _phase(op: Any) -> str:
-    return "attention" if isinstance(op, Attention) else str(op.phase)
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One op in one stage instance: figures of one execution on one device."""
+
+    op: str
+    phase: str
+    device: str  # npu | pim | link
+    stage: str  # stage name (A..F, Q/M/R, H)
+    micro_batch: int
+    sub_batch: int  # 0 or 1 (-1 for the LM head and hand-off)
+    rows: int  # token rows (FC, head) or requests (attention)
+    repeats: int
+    time_s: float
+    compute_s: float
+    memory_s: float
+    bank_s: float
+    link_s: float
+    flops: float
+    bytes: float
+    energy_j: float
+    weights_cached: bool = False
+
+    @property
+    def devices_scale(self) -> str:
+        """How its energy scales to the system: 'layer' ops run on all tp x pp devices, the head on tp."""
+        return "head" if self.phase in ("head", "pipeline") else "layer"
 
 
-def _micro_batches(n: int, pp: int) -> list[np.ndarray]:
-    """Request indices of each pipeline micro-batch, as the schedule splits them (every pp-th request)."""
-    return [np.arange(i, n, pp) for i in range(pp)] if pp > 1 else [np.arange(n)]
+def _record(op: Any, c: Any, stage: str, mb: int, sub: int, rows: int, reps: int, cached: bool = False) -> OpRecord:
+    phase = "attention" if isinstance(op, Attention) else str(op.phase)
+    return OpRecord(op.name, phase, c.device, stage, mb, sub, rows, reps, float(c.time_s), float(c.compute_s),
+                    float(c.memory_s), float(c.bank_s), float(c.link_s), float(c.flops), float(c.bytes),
+                    float(c.energy_j), cached)
 
 
-def op_breakdown(setup: Setup, lens: np.ndarray, channels: np.ndarray) -> list[dict[str, Any]]:
-    """One record per op of a decode iteration for requests with context lengths ``lens``.
+def op_records(s: Schedule, lens: np.ndarray, channels: np.ndarray, lay: Layout, k: int = 0) -> list[OpRecord]:
+    """One record per op of every stage instance of iteration ``k`` of ``lay`` (module docstring).
 
-    ``channels[i]`` is the HBM channel holding request ``i``'s KV cache. Records are in execution order
-    (the layer's ops, the LM head, then the hand-off between pipeline stages when pp > 1) with the keys
-    of ``RECORD_KEYS``. With pipeline parallelism each op is costed per micro-batch, as the schedule runs
-    it, and summed. See the module docstring for what each figure means.
+    ``lens`` / ``channels`` are the requests of all iterations of the layout, concatenated as the engine
+    received them. Records come in execution order: micro-batch, stage, op.
     """
-    lens = np.asarray(lens, dtype=np.int64)
-    channels = np.asarray(channels, dtype=np.int64)
-    if lens.ndim != 1 or lens.shape != channels.shape or lens.size == 0:
-        raise ValueError("op_breakdown: lens and channels must be equal-length, non-empty 1-D arrays")
-    system, model, hw = setup.system, setup.model, setup.system.hardware
-    tp, pp = setup.tp, setup.pp
-    layers = model.layers // pp
-    devices = tp * pp
-    attn_on_pim = system.placement.attention == "pim" and hw.pim is not None
-    sched = _schedule(setup, lens)
-    iteration_s = _iteration_time(setup, sched, lens, channels)
+    system, model, hw = s.system, s.model, s.system.hardware
+    tp = s.tp
+    on_pim = s.on_pim
+    n_k = lay.mb_rows.reshape(lay.K, s.pp).sum(axis=1)
+    lo = int(n_k[:k].sum())
+    mine = np.arange(lo, lo + int(n_k[k]))
+    members = {}
+    for g in np.unique(lay.group[mine]):
+        idx = mine[lay.group[mine] == g]
+        members[int(g)] = (np.asarray(lens[idx], dtype=np.int64), np.asarray(channels[idx], dtype=np.int64))
+    out: list[OpRecord] = []
+    insts = np.flatnonzero((lay.inst_k == k) & (lay.inst_reps > 0))
+    for mb in range(s.pp):
+        mbi = k * s.pp + mb
+        rows_mb = int(lay.mb_rows[mbi])
+        if rows_mb == 0:
+            continue
+        for i in insts[lay.inst_mb[insts] == mb]:
+            kind = KINDS[int(lay.inst_kind[i])]
+            reps = int(lay.inst_reps[i])
+            cached = bool(lay.inst_cached[i])
+            rows = int(lay.inst_rows[i])
+            group = FC_GROUPS[int(lay.inst_fc_group[i])]
+            if group in _GROUP_PHASES and rows > 0:
+                ops = fc_ops(model, tp, float(rows))
+                for phase in _GROUP_PHASES[group]:
+                    for op in ops:
+                        if op.phase != phase:
+                            continue
+                        if isinstance(op, AllReduce):
+                            c = link_cost(op, system.link, hw)
+                        else:
+                            if cached and isinstance(op, Gemm):
+                                op = dataclasses.replace(op, streams_weights=False)
+                            c = npu_cost(op, hw)
+                        out.append(_record(op, c, kind.name, mb, kind.fc_sub, rows, reps,
+                                           cached and isinstance(op, Gemm)))
+            ag = int(lay.inst_ag[i])
+            if ag < lay.n_groups and ag in members:
+                glens, gch = members[ag]
+                for op in attention_ops(model, tp, glens):
+                    c = pim_cost(op, hw, gch) if (on_pim and isinstance(op, Attention)) else npu_cost(op, hw)
+                    out.append(_record(op, c, kind.name, mb, kind.attn_sub, int(glens.shape[0]), reps))
+        head = lm_head_op(model, tp, float(rows_mb))
+        out.append(_record(head, npu_cost(head, hw), HEAD_STAGE, mb, -1, rows_mb, 1))
+        if s.pp > 1:  # activations handed from the previous pipeline stage (link time, no energy charged)
+            t_s = s.p2p_latency_s + rows_mb * s.p2p_s_per_row
+            out.append(OpRecord("pipeline_send", "pipeline", "link", HEAD_STAGE, mb, -1, rows_mb, 1, t_s, 0.0, 0.0,
+                                0.0, t_s, 0.0, float(rows_mb * model.d_model * model.dtype_bytes), 0.0))
+    return out
 
+
+def breakdown_rows(ops: list[OpRecord], iteration_s: float, tp: int, pp: int) -> list[dict[str, Any]]:
+    """Per op name, in first-execution order: repeats, time, share, bound, FLOPs, bytes and energy summed
+    over every execution in the iteration (time, FLOPs and bytes per device; energy over all devices)."""
     acc: dict[str, dict[str, Any]] = {}
-
-    def add(op: Any, c: Any, repeats: int, scale: int) -> None:
-        r = acc.setdefault(op.name, {"op": op.name, "phase": _phase(op), "device": c.device, "repeats": repeats,
-                                     "time_s": 0.0, "flops": 0.0, "bytes": 0.0, "energy_j": 0.0, "_terms": []})
-        r["time_s"] += float(c.time_s) * repeats
-        r["flops"] += float(c.flops) * repeats
-        r["bytes"] += float(c.bytes) * repeats
-        r["energy_j"] += float(c.energy_j) * repeats * scale
-        r["_terms"].append(np.array([c.compute_s, c.memory_s, c.bank_s, c.link_s], dtype=float) * repeats)
-
-    mbs = [mb for mb in _micro_batches(int(lens.size), pp) if mb.size]
-    for mb in mbs:
-        ml, mc = lens[mb], channels[mb]
-        for op in decode_layer_ops(model, tp, ml):
-            if isinstance(op, AllReduce):
-                c = link_cost(op, system.link, hw)
-            elif isinstance(op, Attention) and attn_on_pim:
-                c = pim_cost(op, hw, mc)
-            else:
-                c = npu_cost(op, hw)
-            add(op, c, layers, devices)
-        head = lm_head_op(model, tp, float(mb.size))
-        add(head, npu_cost(head, hw), 1, tp)
-
-    records: list[dict[str, Any]] = []
-    for r in acc.values():
-        terms = r.pop("_terms")
-        r["bound"] = BOUNDS[int(np.argmax(np.sum(terms, axis=0)))]
-        records.append(r)
-    if pp > 1:  # activations handed from one pipeline stage to the next, per micro-batch (no energy charged)
-        row_bytes = model.d_model * model.dtype_bytes
-        records.append({"op": "pipeline_send", "phase": "pipeline", "device": "link", "repeats": 1,
-                        "time_s": sum(sched.p2p_latency_s + mb.size * sched.p2p_s_per_row for mb in mbs),
-                        "flops": 0.0, "bytes": float(lens.size * row_bytes), "energy_j": 0.0, "bound": "link"})
-    for r in records:
-        r["share"] = r["time_s"] / iteration_s if iteration_s > 0 else 0.0
-    return [{k: r[k] for k in RECORD_KEYS} for r in records]
-
-
-def _schedule(setup: Setup, lens: np.ndarray) -> Schedule:
-    """The schedule simulate() builds for this setup."""
-    s = setup
-    return build_schedule(s.model, s.system, s.tp, s.pp, int(lens.size), int(lens.max()))
-
-
-def _iteration_time(setup: Setup, sched: Schedule, lens: np.ndarray, channels: np.ndarray) -> float:
-    return run_iteration(sched, lens, channels, np.random.default_rng(setup.system.dbo.seed)).time_s
-
-
-def iteration_time_s(setup: Setup, lens: np.ndarray, channels: np.ndarray) -> float:
-    """Simulated time of one iteration of this batch (the denominator of ``share``), DBO seeded as in simulate()."""
-    lens = np.asarray(lens, dtype=np.int64)
-    return _iteration_time(setup, _schedule(setup, lens), lens, np.asarray(channels, dtype=np.int64))
+    for r in ops:
+        row = acc.setdefault(r.op, {"op": r.op, "phase": r.phase, "device": r.device, "repeats": 0, "time_s": 0.0,
+                                    "flops": 0.0, "bytes": 0.0, "energy_j": 0.0, "_terms": np.zeros(4)})
+        row["repeats"] += r.repeats
+        row["time_s"] += r.time_s * r.repeats
+        row["flops"] += r.flops * r.repeats
+        row["bytes"] += r.bytes * r.repeats
+        row["energy_j"] += r.energy_j * r.repeats * (tp if r.devices_scale == "head" else tp * pp)
+        row["_terms"] += np.array([r.compute_s, r.memory_s, r.bank_s, r.link_s]) * r.repeats
+    out = []
+    for row in acc.values():
+        terms = row.pop("_terms")
+        row["bound"] = BOUNDS[int(np.argmax(terms))]
+        row["share"] = row["time_s"] / iteration_s if iteration_s > 0 else 0.0
+        out.append({key: row[key] for key in RECORD_KEYS})
+    return out

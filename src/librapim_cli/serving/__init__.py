@@ -1,5 +1,1 @@
-"""Requests and the continuous-batching serving loop."""
-
-from .lengths import Requests, lognormal_params, make_requests, read_trace, sample_lengths
-
-__all__ = ["Requests", "lognormal_params", "make_requests", "read_trace", "sample_lengths"]
+"""Serving: the continuous-batching loop, its admission policies, and prefill costs."""

@@ -1,47 +1,46 @@
 """Continuous batching at iteration level (Orca-style) over a request trace (docs/model/serving.md).
 
-The loop alternates steps on one clock:
+The loop repeats, at every step boundary, **admit -> prefill -> decode -> retire** on one clock:
 
-1. **Admission** (at every step boundary). Requests are taken first-come first-served while the batch has
-   room (``setup.batch``) and the next *arrived* request's whole KV cache fits the capacity left after
-   weights. The KV of input + output tokens is reserved at admission, so a request never has to be
-   preempted or swapped: the KV bound holds at every step by construction (paged allocators such as
-   vLLM's reserve on demand and preempt instead; reserving up front admits somewhat fewer requests).
-   Admission stops at the first request that does not fit (no skipping ahead: FCFS, head-of-line).
-   Each admitted request's KV lives in one HBM channel chosen by ``placement.kv_channel_policy``:
-   ``round_robin`` (admission order) or ``least_loaded`` (fewest reserved tokens, lowest index on ties).
-2. **Prefill** (when something was admitted): the new prompts run on the NPU as a step of their own
-   between decode iterations (serving/prefill.py); the first output token comes out of it, so
-   TTFT = prefill end - arrival. A request with one output token finishes there.
-3. **Decode iteration**: ``run_iteration`` over the active requests; each gains one token. In decode
-   iteration ``j`` (1-based) of a request with prompt ``P`` its context is ``P + j`` tokens; a request
-   with ``O`` output tokens takes part in ``O - 1`` decode iterations and leaves after the last one,
-   freeing its KV and its channel load.
-4. **Idle**: nothing active and nothing arrived: the clock jumps to the next arrival.
+1. **Admit** (the system's admission policy, ``librapim_cli.admission``): first-come first-served, preempted
+   requests first, while the batch has room, the request has arrived and the policy's KV accounting lets it
+   in. Each admitted request's KV lives in one HBM channel (``placement.kv_channel_policy``).
+2. **Prefill** the admitted prompts (serving/prefill.py) as a step of their own; the first output token
+   comes out of it (TTFT = end of the first prefill - arrival). A readmitted (preempted) request is
+   prefilled over its prompt and the tokens it had generated, producing its next token.
+3. **Decode** a *segment* of iterations over the fixed active set: until the next request finishes, until a
+   waiting request that could be admitted arrives, or until the active set outgrows the KV cache (then the
+   policy preempts its newest requests first).
+4. **Retire** the finished requests, freeing their KV and channel load. With nothing active and nothing
+   arrived, the clock jumps to the next arrival.
 
-Between membership changes the loop runs a *segment* of decode iterations with no Python work per
-active request: its length is the smallest remaining output, cut short after the iteration in which a
-waiting request that would fit arrives. Device metrics (utilization, offload shares, energy per token)
-aggregate the decode iterations (``metrics.iteration_metrics``); throughput is output tokens over the
-whole wall time, prefill and idle gaps included.
+**Speculative chunks.** Who is in a decode iteration depends on the clock only through arrivals. The loop
+therefore lays out a *chunk* of steps with predicted decode-iteration times, evaluates all its decode
+iterations in one call of the vectorized engine, and walks the chunk again with the true times, checking
+every clock-dependent decision (how many arrivals an admission saw, whether the clock passed an arrival
+before a segment's end, an idle jump). Everything before the first decision that would have gone
+differently is committed; the loop state is restored from that boundary's snapshot and continues from
+there with the true clock, so the figures are those of evaluating every step in order (a test compares
+them with the step-by-step loop). In a closed loop (every request at t = 0) no decision depends on the
+clock and every chunk commits whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InfeasibleDesign, ModelError
-from ..inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes, make_schedule
-from ..metrics import SUMMED, iteration_metrics, metrics_from_totals
+from .. import admission
+from ..admission import PolicyParams
+from ..errors import InfeasibleDesign, InputError, ModelError
+from ..inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes
+from ..metrics import SUMMED, iteration_metrics
 from ..result import SimResult
-from ..schedule.batched import LazyResults, run_iterations_flat
-from ..schedule.batched import supports as batched_supports
-from ..schedule.iteration import IterationResult, Schedule, run_iteration
-from .lengths import make_requests
+from ..schedule.context import Schedule, schedule_for
+from ..schedule.engine import FIELDS, IterationBatch, LazyResults, StageTable, run_iterations_flat
+from ..workload import admit_channels, make_requests
 from .prefill import prefill_coster
 
 KINDS = ("decode", "prefill")
@@ -50,12 +49,15 @@ DECODE, PREFILL = 0, 1
 COLUMNS = ("start_s", "time_s", "batch", "npu_busy_s", "pim_busy_s", "offload_attention_share",
            "offload_fc_share", "kind", "kv_tokens", "finished")
 _INT_COLUMNS = ("batch", "kv_tokens", "finished")
-_FIN = COLUMNS.index("finished")
+_COL = {c: i for i, c in enumerate(COLUMNS)}
 # rows of the active-request array: request id, context of its next decode iteration, decode iterations
-# left, KV channel, reserved KV tokens
-ID, CTX, REM, CH, NEED = range(5)
+# left, KV channel, channel-load tokens, prompt, output tokens
+ID, CTX, REM, CH, NEED, PROMPT, OUT = range(7)
 PROGRESS_EVERY = 1000  # decode iterations between progress callbacks
 PERCENTILES = (50, 90, 99)
+CHUNK_ROWS = 250_000  # request-iterations per engine call (bounds the temporary arrays)
+MAX_CHUNK_ITERATIONS = 8192  # decode iterations laid out per chunk at most
+MIN_CHUNK_ITERATIONS = 8
 
 
 class _Steps:
@@ -65,11 +67,11 @@ class _Steps:
         self.data = np.zeros((max(capacity, 16), len(COLUMNS)))
         self.n = 0
 
-    def room(self, extra: int) -> np.ndarray:
-        """The backing array, grown so that ``extra`` more rows fit."""
-        if self.n + extra > self.data.shape[0]:
-            grown = np.zeros((max(self.n + extra, 2 * self.data.shape[0]), len(COLUMNS)))
-            grown[: self.n] = self.data[: self.n]
+    def ensure(self, rows: int) -> np.ndarray:
+        """The backing array, grown to hold at least ``rows`` rows."""
+        if rows > self.data.shape[0]:
+            grown = np.zeros((max(rows, 2 * self.data.shape[0]), len(COLUMNS)))
+            grown[: self.data.shape[0]] = self.data
             self.data = grown
         return self.data
 
@@ -88,152 +90,126 @@ class ServeRun:
     """What one serving run produced: per-step arrays, decode iterations, per-request times."""
 
     steps: dict[str, np.ndarray]  # one row per prefill step or decode iteration, columns COLUMNS
-    iterations: Sequence[IterationResult]  # the decode iterations in order (rows of kind decode); built on access in a closed loop
+    iterations: Sequence  # the decode iterations in order (IterationResult records, built on access)
     input_len: np.ndarray
     output_len: np.ndarray
     arrival_s: np.ndarray
-    first_token_s: np.ndarray  # end of the request's prefill
+    first_token_s: np.ndarray  # end of the request's first prefill
     finish_s: np.ndarray  # end of its last decode iteration (of its prefill if output_len == 1)
-    channel: np.ndarray  # HBM channel holding its KV
+    channel: np.ndarray  # HBM channel holding its KV (the last one, if it was preempted)
     kv_capacity_tokens: int  # whole tokens of KV that fit the memory left after weights
     kv_capacity_bytes: float
     kv_bytes_per_token: float
     total_time_s: float
     idle_s: float  # time the clock advanced with nothing to run
     prefill_energy_j: float
-    decode_totals: dict[str, float] | None = None  # sums of the decode iterations' fields, when known
+    decode_totals: dict[str, float]  # sums of the decode iterations' fields
+    policy: str = "reserve"
+    preemptions: int = 0
+    stages: StageTable | None = None  # the decode iterations' executed stages (keep_stages)
 
 
-def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int) -> tuple[np.ndarray, int]:
-    """Channels for newly admitted requests, in admission order; adds their tokens to ``load`` in place.
+@dataclass
+class _State:
+    """The loop's state at a step boundary (everything a rollback restores)."""
 
-    Returns the channels and the next round-robin position.
-    """
-    k = need_tokens.shape[0]
-    C = load.shape[0]
-    if policy == "round_robin":
-        ch = (rr_next + np.arange(k, dtype=np.int64)) % C
-        load += np.bincount(ch, weights=need_tokens, minlength=C)
-        return ch, (rr_next + k) % C
-    ch = np.empty(k, dtype=np.int64)
-    for i in range(k):  # greedy in admission order: once per request, never per iteration
-        c = int(load.argmin())
-        ch[i] = c
-        load[c] += need_tokens[i]
-    return ch, rr_next
+    act: np.ndarray  # (7, B) active requests in admission order: first n columns
+    n: int
+    nxt: int  # next never-admitted request (arrival order)
+    front: list  # preempted requests waiting to be readmitted, in order
+    used: int  # policy units held by the active set (recomputed after every change)
+    load: np.ndarray  # channel-load tokens per channel
+    rr: int
+    done: int
+    t: float  # clock (predicted inside a chunk until committed)
+    idle: float
+    prefill_e: float
+    preemptions: int
+    rows: int  # step rows so far
+    iters: int  # decode iterations so far
 
-
-def decode_segment(sched: Schedule, ctx: np.ndarray, chn: np.ndarray, steps: int, rng: np.random.Generator,
-                   keep_stages: bool, t0_s: float, stop_at_s: float) -> list[IterationResult]:
-    """Up to ``steps`` decode iterations of a fixed request set (contexts ``ctx + j`` in the j-th, from 0).
-
-    Ends early after the iteration that brings the clock (``t0_s`` at the start) to ``stop_at_s``.
-    """
-    out: list[IterationResult] = []
-    t = t0_s
-    for j in range(steps):
-        r = run_iteration(sched, ctx + j if j else ctx, chn, rng, keep_stages)
-        out.append(r)
-        t += r.time_s
-        if t >= stop_at_s:
-            break
-    return out
+    def copy(self, light: bool = False) -> _State:
+        """A snapshot; ``light`` keeps only the scalars (enough to verify a boundary, not to restore it)."""
+        if light:
+            return _State(self.act, self.n, self.nxt, self.front, self.used, self.load, self.rr, self.done, self.t,
+                          self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
+        return _State(self.act[:, : self.n].copy(), self.n, self.nxt, list(self.front), self.used, self.load.copy(),
+                      self.rr, self.done, self.t, self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
 
 
-CHUNK_ROWS = 250_000  # request-iterations evaluated per vectorized call (bounds the temporary arrays)
+@dataclass
+class _Boundary:
+    """One step boundary of a chunk: its snapshot, and the clock-dependent decisions to verify."""
+
+    snap: _State
+    k_new: int = 0  # newly arrived requests admitted
+    k_new_max: int = 0  # how many could have been admitted had they all arrived (room, KV, preempted first)
+    idle_to: float = 0.0  # > 0: nothing active or arrived, the clock jumped to this arrival
+    prefill_s: float = 0.0  # time of its prefill step (0 if none)
+    seg: int = -1  # index of its decode segment in the chunk (-1 if none)
+    j_cap: int = 0  # segment iterations without a clock stop
+    stop_s: float = np.inf  # the arrival that ends the segment early (inf if none)
+    j: int = 0  # segment iterations laid out
+    first: list = field(default_factory=list)  # (request ids, step row) of first tokens
+    finished: list = field(default_factory=list)  # (request ids, step row) of finishes
+    gen_undo: list = field(default_factory=list)  # (request ids, previous generated counts) of preemptions
 
 
-def _evaluate_deferred(sched: Schedule, rec: _Steps, pending: list, its: list, first_s: np.ndarray,
-                       finish_s: np.ndarray, attn_share_on: bool, report) -> tuple[float, dict[str, float], Any]:
-    """Evaluate the laid-out decode iterations, fill their rows and the clock; return the end time, the
-    sums of the iterations' fields and the iterations (built on access)."""
-    data = rec.data
-    col = {c: i for i, c in enumerate(COLUMNS)}
-    fin_total = int(data[: rec.n, _FIN].sum())
-    totals = dict.fromkeys(SUMMED, 0.0)
-    lazy = LazyResults()
-    batch_l: list[np.ndarray] = []  # flattened (iterations x requests) blocks of contexts
-    chan_l: list[np.ndarray] = []
-    n_l: list[np.ndarray] = []  # requests per iteration of each block
-    rows: list[int] = []
-    size = 0
+@dataclass
+class _Segment:
+    """A decode segment laid out in a chunk: its first step row, contexts and channels, length, and its
+    iterations' figures when they were evaluated while laying it out."""
 
-    def flush() -> None:
-        nonlocal size
-        if not rows:
+    row: int
+    ctx: np.ndarray
+    ch: np.ndarray
+    j: int
+    known: IterationBatch | None = None
+
+
+class _Predictor:
+    """Predicted decode-iteration time: an exponentially forgetting least-squares fit of the committed
+    iterations' times on (1, batch, sum of contexts)."""
+
+    def __init__(self) -> None:
+        self.A = np.eye(3) * 1e-12
+        self.b = np.zeros(3)
+        self.theta = np.zeros(3)
+        self.seen = 0
+
+    def update(self, n: np.ndarray, s: np.ndarray, t: np.ndarray) -> None:
+        if t.size == 0:
             return
-        many = run_iterations_flat(sched, np.concatenate(batch_l), np.concatenate(chan_l), np.concatenate(n_l))
-        idx = np.asarray(rows)
-        data[idx, col["time_s"]] = many.time_s
-        data[idx, col["npu_busy_s"]] = many.npu_busy_s
-        data[idx, col["pim_busy_s"]] = many.pim_busy_s
-        if attn_share_on:
-            data[idx, col["offload_attention_share"]] = np.divide(
-                many.attn_offloaded_bytes, many.attn_bytes, out=np.zeros(len(many)), where=many.attn_bytes > 0)
-        data[idx, col["offload_fc_share"]] = np.divide(many.fc_rows_offloaded, many.fc_rows,
-                                                       out=np.zeros(len(many)), where=many.fc_rows > 0)
-        lazy.append_batch(many)  # chunks cover consecutive decode iterations, in order
-        for f in SUMMED:
-            totals[f] += float(getattr(many, f).sum())
-        if report is not None:
-            report(int(data[: idx[-1] + 1, _FIN].sum()), fin_total)
-        batch_l.clear()
-        chan_l.clear()
-        n_l.clear()
-        rows.clear()
-        size = 0
+        X = np.stack((np.ones(t.size), n, s), axis=1)
+        self.A = 0.9 * self.A + X.T @ X
+        self.b = 0.9 * self.b + X.T @ t
+        self.seen += t.size
+        try:
+            self.theta = np.linalg.solve(self.A, self.b)
+        except np.linalg.LinAlgError:
+            pass
+        self.last = float(t[-1])
 
-    for first, ctx, chn, J in pending:
-        done_j = 0
-        while done_j < J:  # the segment's iterations j see contexts ctx + j; add as many as the chunk takes
-            room = max(1, (CHUNK_ROWS - size) // max(ctx.shape[0], 1))
-            if report is not None:
-                room = min(room, max(1, PROGRESS_EVERY - len(rows)))
-            take = min(J - done_j, room)
-            block = ctx[None, :] + np.arange(done_j, done_j + take)[:, None]
-            batch_l.append(block.ravel())
-            chan_l.append(np.tile(chn, take))
-            n_l.append(np.full(take, ctx.shape[0], dtype=np.int64))
-            rows.extend(range(first + done_j, first + done_j + take))
-            size += take * ctx.shape[0]
-            done_j += take
-            if size >= CHUNK_ROWS or (report is not None and len(rows) >= PROGRESS_EVERY):
-                flush()
-    flush()
-    times = data[: rec.n, col["time_s"]]
-    end = np.cumsum(times)
-    data[: rec.n, col["start_s"]] = end - times
-    done_first = np.isfinite(first_s)
-    first_s[done_first] = end[first_s[done_first].astype(np.int64)]
-    done_fin = np.isfinite(finish_s)
-    finish_s[done_fin] = end[finish_s[done_fin].astype(np.int64)]
-    return (float(end[-1]) if rec.n else 0.0), totals, lazy
+    def times(self, n: int, ctx_sum: float, steps: int) -> np.ndarray:
+        """Predicted times of ``steps`` iterations of ``n`` requests whose contexts sum to ``ctx_sum`` first."""
+        if self.seen == 0:
+            return np.full(steps, 1e-3)
+        s = ctx_sum + n * np.arange(steps)
+        return np.maximum(self.theta[0] + self.theta[1] * n + self.theta[2] * s, 1e-9)
 
 
-def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.ndarray, t: float
-            ) -> tuple[int, int, int]:
-    """Remove the active requests with no decode iterations left (finishing at ``t``), keeping order.
-
-    Frees their KV tokens and channel load; returns the new active count, KV tokens in use, requests removed.
-    """
-    live = act[:, :n]
-    fin = live[REM] == 0
-    gone = live.compress(fin, axis=1)
-    finish_s[gone[ID]] = t
-    load -= np.bincount(gone[CH], weights=gone[NEED], minlength=load.shape[0])
-    m = n - gone.shape[1]
-    act[:, :m] = live.compress(~fin, axis=1)
-    return m, used - int(gone[NEED].sum()), gone.shape[1]
+def _policy_params(s: Setup, cap_tokens: int) -> PolicyParams:
+    sv = s.system.serving
+    return PolicyParams(cap_tokens, sv.kv_block_tokens, sv.watermark_fraction)
 
 
-def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: bool = True) -> ServeRun:
-    """Serve the setup's requests through continuous batching (module docstring).
-
-    When every request arrives at t = 0 the order of steps and who is in each does not depend on their
-    times, so (with ``vectorize``) the loop first lays out every step and then evaluates all decode
-    iterations at once (``schedule.batched.run_iterations``, the same figures as ``run_iteration``); the
-    clock, first-token and finish times are filled in afterwards from the step times.
-    """
+def run_serving(s: Setup, keep_stages: bool = False, progress=None, policy: str | None = None) -> ServeRun:
+    """Serve the setup's requests through continuous batching (module docstring)."""
+    pol_name = policy or s.system.serving.admission
+    if pol_name not in admission.names():
+        raise InputError(f"--policy '{pol_name}' is not an admission policy: choose one of "
+                         f"{', '.join(admission.names())}")
+    pol = admission.get(pol_name)
     reqs = make_requests(s.workload, s.requests)
     N = len(reqs)
     inp, out, arr = reqs.input_len, reqs.output_len, reqs.arrival_s
@@ -242,124 +218,411 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
     kv_tok_bytes = kv_bytes_per_token_per_device(s.model, s.tp, s.pp)
     cap_bytes = kv_capacity_bytes(s)
     cap = int(cap_bytes // kv_tok_bytes)
-    need = inp + out  # KV tokens reserved per request
+    pp_ = _policy_params(s, cap)
+    need = inp + out  # the most KV tokens a request ever holds
     worst = int(np.argmax(need))
-    if need[worst] > cap:
+    z = np.zeros(1, dtype=np.int64)
+    alone = int(pol.held_units(pp_, need[worst:worst + 1], inp[worst:worst + 1], out[worst:worst + 1])[0])
+    if alone > pol.capacity_units(pp_) or int(pol.admission_units(pp_, inp[worst:worst + 1], out[worst:worst + 1],
+                                                                    z)[0]) > pol.admission_budget(pp_, 0):
         raise InfeasibleDesign(
             f"request {worst} ({inp[worst]} + {out[worst]} tokens) needs {need[worst] * kv_tok_bytes / 2**30:.2f} GiB "
             f"of KV cache per device but {s.model.name} on {s.system.hardware.name} (tp={s.tp}, pp={s.pp}) leaves "
             f"{max(cap_bytes, 0.0) / 2**30:.2f} GiB after weights; lower workload.max_seq_len or raise tp/pp")
-    B = s.batch
-    sched = make_schedule(s, max_rows=B, max_len=int(need.max()))  # longest context any request reaches
-    C = sched.tables.channels
-    policy = s.system.placement.kv_channel_policy
-    attn_share_on = s.system.placement.attention == "pim"
-    prefill = prefill_coster(s.model, s.system, s.tp, s.pp)  # shared per configuration: a pure memo
-    prefill.warm(inp)  # most prefill micro-batches hold one prompt
-    rng = np.random.default_rng(s.system.dbo.seed)
-    arr_l, need_l = arr.tolist(), need.tolist()  # scalar look-ups without numpy scalars
-    # closed loop: lay the steps out first, evaluate the decode iterations together afterwards; until then
-    # first_s / finish_s hold the index of the step that ends at that time
-    deferred = vectorize and batched_supports(sched, keep_stages) and (N == 0 or arr_l[-1] <= 0.0)
-    totals = None
-    pending: list[tuple[int, np.ndarray, np.ndarray, int]] = []  # (first row, contexts, channels, iterations)
-    one_token = out == 1
+    loop = _Loop(s, pol, pp_, reqs, schedule_for(s, s.batch, int(need.max())), keep_stages, progress)
+    return loop.run(cap, cap_bytes, kv_tok_bytes)
 
-    act = np.empty((5, B), dtype=np.int64)  # the active requests: first n columns, in admission order
-    load = np.zeros(C)  # reserved KV tokens per channel (integers, exact in float64)
-    first_s = np.full(N, np.nan)
-    finish_s = np.full(N, np.nan)
-    channel = np.full(N, -1, dtype=np.int64)
-    rec = _Steps(int(out.sum()) // B + 2 * (N // B) + 64)
-    its: list[IterationResult] = []
-    n = nxt = done = used = rr = 0
-    t = idle = prefill_e = 0.0
-    next_report = PROGRESS_EVERY
-    report = progress if callable(progress) else None
 
-    while done < N:
-        # -- admission + prefill: requests nxt .. nxt + k - 1 (contiguous: FCFS over arrival order)
-        room = B - n
-        admitted = False
-        if room > 0 and nxt < N and arr_l[nxt] <= t:
-            hi = min(N, nxt + room)
-            if arr_l[hi - 1] > t:
-                hi = nxt + int(np.searchsorted(arr[nxt:hi], t, side="right"))
-            cum = np.cumsum(need[nxt:hi])
-            k = int(np.searchsorted(cum, cap - used, side="right"))
-            if k:
-                admitted = True
-                a, b = nxt, nxt + k
-                nxt = b
-                used += int(cum[k - 1])
-                chs, rr = admit_channels(policy, need[a:b], load, rr)
-                channel[a:b] = chs
-                cost = prefill(inp[a:b])
-                data = rec.room(1)
-                data[rec.n] = (t, cost.time_s, k, cost.npu_busy_s, 0.0, 0.0, 0.0, PREFILL, used, 0)
-                rec.n += 1
-                t += cost.time_s
-                prefill_e += cost.energy_j
-                first_s[a:b] = rec.n - 1 if deferred else t
-                cols = act[:, n:n + k]
-                cols[ID] = np.arange(a, b)
-                cols[CTX] = inp[a:b] + 1
-                cols[REM] = out[a:b] - 1
-                cols[CH] = chs
-                cols[NEED] = need[a:b]
-                n += k
-                if one_token[a:b].any():  # one-token requests finish with their prefill
-                    n, used, gone = _retire(act, n, used, finish_s, load, rec.n - 1 if deferred else t)
-                    done += gone
-                    data[rec.n - 1, _FIN] = gone
-        if n == 0:
-            if done >= N or admitted:
-                continue
-            if arr_l[nxt] > t:  # idle until the next arrival
-                idle += arr_l[nxt] - t
-                t = arr_l[nxt]
-                continue
-            raise ModelError(f"serving stalled at t={t:.6g} s: request {nxt} waits with nothing active")
-        # -- decode segment: until the next finish, or until a waiting request that fits arrives
-        stop = arr_l[nxt] if (n < B and nxt < N and need_l[nxt] <= cap - used) else np.inf
+class _Loop:
+    """One serving run (module docstring)."""
+
+    def __init__(self, s: Setup, pol, params: PolicyParams, reqs, sched: Schedule, keep_stages: bool,
+                 progress) -> None:
+        self.s, self.pol, self.params, self.sched = s, pol, params, sched
+        self.inp, self.out, self.arr = reqs.input_len, reqs.output_len, reqs.arrival_s
+        self.N = len(reqs)
+        self.B = s.batch
+        self.C = sched.tables.channels
+        self.kv_policy = s.system.placement.kv_channel_policy
+        self.attn_share_on = s.system.placement.attention == "pim"
+        self.prefill = prefill_coster(s.model, s.system, s.tp, s.pp)
+        self.prefill.warm(self.inp)  # most prefill micro-batches hold one prompt
+        self.keep_stages = keep_stages
+        self.report = progress if callable(progress) else None
+        self.unit_tokens = params.block_tokens if pol.preempts else 1
+        self.gen = np.zeros(self.N, dtype=np.int64)  # tokens generated when last preempted
+        self.first_s = np.full(self.N, np.nan)
+        self.finish_s = np.full(self.N, np.nan)
+        self.channel = np.full(self.N, -1, dtype=np.int64)
+        self.rec = _Steps(int(self.out.sum()) // max(self.B, 1) + 2 * (self.N // max(self.B, 1)) + 64)
+        self.lazy = LazyResults()
+        self.totals = dict.fromkeys(SUMMED, 0.0)
+        self.stage_tables: list[StageTable] = []
+        self.pred = _Predictor()
+        self.arr_l = self.arr.tolist()
+
+    # ---- one boundary: admit -> prefill -> (preempt) -> decode segment -> retire -----------------------
+    def _admit(self, st: _State, b: _Boundary) -> None:
+        pol, p, arr = self.pol, self.params, self.arr
+        room = self.B - st.n
+        if room <= 0:
+            return
+        budget = pol.admission_budget(p, st.used)
+        ids: list[int] = []
+        take_front = 0
+        if st.front:  # preempted requests first (they have arrived), head-of-line
+            fr = np.asarray(st.front[:room], dtype=np.int64)
+            units = pol.admission_units(p, self.inp[fr], self.out[fr], self.gen[fr])
+            take_front = int(np.searchsorted(np.cumsum(units), budget, side="right"))
+            ids = fr[:take_front].tolist()
+            budget -= int(units[:take_front].sum())
+            room = room - take_front if take_front == len(st.front) else 0
+            del st.front[:take_front]
+        if room > 0 and st.nxt < self.N:
+            hi = min(self.N, st.nxt + room)
+            new = np.arange(st.nxt, hi)
+            units = pol.admission_units(p, self.inp[new], self.out[new], self.gen[new])
+            b.k_new_max = int(np.searchsorted(np.cumsum(units), budget, side="right"))
+            if b.k_new_max:
+                b.k_new = min(int(np.searchsorted(arr[st.nxt:st.nxt + b.k_new_max], st.t, side="right")), b.k_new_max)
+                ids += range(st.nxt, st.nxt + b.k_new)
+                st.nxt += b.k_new
+        if not ids:
+            return
+        a = np.asarray(ids, dtype=np.int64)
+        k = a.shape[0]
+        g = self.gen[a]
+        chs, st.rr = admit_channels(self.kv_policy, (self.inp[a] + self.out[a]).astype(float), st.load, st.rr)
+        self.channel[a] = chs
+        cost = self.prefill(self.inp[a] + g)
+        cols = st.act[:, st.n:st.n + k]
+        cols[ID], cols[CTX], cols[REM], cols[CH] = a, self.inp[a] + g + 1, self.out[a] - g - 1, chs
+        cols[NEED], cols[PROMPT], cols[OUT] = self.inp[a] + self.out[a], self.inp[a], self.out[a]
+        st.n += k
+        fresh = a[g == 0]
+        if fresh.size:
+            b.first.append((fresh, st.rows))
+        self._used(st)
+        data = self.rec.ensure(st.rows + 1)
+        data[st.rows] = (st.t, cost.time_s, k, cost.npu_busy_s, 0.0, 0.0, 0.0, PREFILL, st.used * self.unit_tokens, 0)
+        st.rows += 1
+        st.t += cost.time_s
+        st.prefill_e += cost.energy_j
+        b.prefill_s = cost.time_s
+        if bool((cols[REM] <= 0).any()):  # requests whose last token came out of the prefill finish there
+            self._retire(st, b, st.rows - 1)
+
+    def _used(self, st: _State) -> None:
+        """Units the active set holds (a policy whose holding grows with the context recomputes it)."""
+        act = st.act
+        st.used = int(self.pol.held_units(self.params, act[CTX, :st.n], act[PROMPT, :st.n], act[OUT, :st.n]).sum())
+
+    def _retire(self, st: _State, b: _Boundary, row: int) -> None:
+        live = st.act[:, :st.n]
+        fin = live[REM] <= 0
+        gone = live.compress(fin, axis=1)
+        b.finished.append((gone[ID].copy(), row))
+        st.load -= np.bincount(gone[CH], weights=gone[NEED], minlength=self.C)
+        m = st.n - gone.shape[1]
+        st.act[:, :m] = live.compress(~fin, axis=1)
+        st.n = m
+        st.done += gone.shape[1]
+        self.rec.data[row, _COL["finished"]] = gone.shape[1]
+        self._used(st)
+
+    def _preempt(self, st: _State, b: _Boundary) -> None:
+        """Preempt the newest active requests until the rest fit (recompute: they wait at the front)."""
+        act = st.act
+        m = self.pol.victims(self.params, act[CTX, :st.n], act[PROMPT, :st.n], act[OUT, :st.n])
+        if m <= 0:
+            return
+        if m >= st.n:
+            raise ModelError(f"serving stalled: the KV cache cannot hold even one request at t={st.t:.6g} s")
+        v = act[:, st.n - m:st.n]
+        b.gen_undo.append((v[ID].copy(), self.gen[v[ID]].copy()))
+        self.gen[v[ID]] = v[CTX] - v[PROMPT]  # tokens generated so far (the latest not yet in the KV)
+        st.load -= np.bincount(v[CH], weights=v[NEED], minlength=self.C)
+        st.front[:0] = v[ID].tolist()  # oldest admitted of them first
+        st.n -= m
+        st.preemptions += m
+        self._used(st)
+
+    def _boundary(self, st: _State, segs: list, room_iters: int, exact: bool, clock_free: bool) -> _Boundary | None:
+        """Lay out one boundary (``st`` advances; decode times predicted, or evaluated when ``exact``). In a
+        clock-free chunk (every request has arrived) no decision can differ, so the snapshot is light."""
+        if st.done >= self.N:
+            return None
+        b = _Boundary(st.copy(light=clock_free))
+        self._admit(st, b)
+        if st.n == 0:
+            if st.done >= self.N or b.prefill_s > 0:
+                return b
+            if st.nxt < self.N and self.arr_l[st.nxt] > st.t:  # idle until the next arrival
+                b.idle_to = self.arr_l[st.nxt]
+                st.idle += b.idle_to - st.t
+                st.t = b.idle_to
+                return b
+            raise ModelError(f"serving stalled at t={st.t:.6g} s: request {st.nxt} waits with nothing active")
+        if self.pol.preempts:
+            self._preempt(st, b)
+        act, n = st.act, st.n
+        ctx, ch = act[CTX, :n].copy(), act[CH, :n].copy()
         rem_min = int(act[REM, :n].min())
-        if deferred:  # every arrival is at 0: a finite stop has passed, so the segment is one iteration
-            J = rem_min if stop == np.inf else 1
-            data = rec.room(J)
-            i = rec.n
-            pending.append((i, act[CTX, :n].copy(), act[CH, :n].copy(), J))
-            data[i:i + J] = (0.0, 0.0, n, 0.0, 0.0, 0.0, 0.0, DECODE, used, 0)
-            i += J
-            rec.n = i
-            its.extend([None] * J)
+        j_cap = self.pol.overflow_at(self.params, ctx, act[PROMPT, :n], act[OUT, :n], rem_min) \
+            if self.pol.preempts else rem_min
+        j_cap = max(min(j_cap, room_iters), 1)
+        stop = np.inf
+        if n < self.B and st.nxt < self.N and not st.front:
+            nx = slice(st.nxt, st.nxt + 1)
+            if int(self.pol.admission_units(self.params, self.inp[nx], self.out[nx], self.gen[nx])[0]) \
+                    <= self.pol.admission_budget(self.params, st.used):
+                stop = self.arr_l[st.nxt]
+        known = None
+        if exact and np.isfinite(stop):
+            known = self._exact(st.t, ctx, ch, stop, j_cap)
+            times = known.time_s
         else:
-            seg = decode_segment(sched, act[CTX, :n], act[CH, :n], rem_min, rng, keep_stages, t, stop)
-            J = len(seg)
-            data = rec.room(J)
-            i = rec.n
-            for r in seg:
-                a_sh = r.attn_offloaded_bytes / r.attn_bytes if (attn_share_on and r.attn_bytes > 0) else 0.0
-                f_sh = r.fc_rows_offloaded / r.fc_rows if r.fc_rows > 0 else 0.0
-                data[i] = (t, r.time_s, n, r.npu_busy_s, r.pim_busy_s, a_sh, f_sh, DECODE, used, 0)
-                t += r.time_s
-                i += 1
-            rec.n = i
-            its.extend(seg)
+            times = self.pred.times(n, float(ctx.sum()), j_cap)
+        J = _stop_index(st.t, times, stop, j_cap)
+        if known is not None:
+            known = _slice_parts([known], J)
+        b.seg, b.j_cap, b.stop_s, b.j = len(segs), j_cap, stop, J
+        i = st.rows
+        segs.append(_Segment(i, ctx, ch, J, known))
+        data = self.rec.ensure(i + J)
+        data[i:i + J] = (0.0, 0.0, n, 0.0, 0.0, 0.0, 0.0, DECODE, st.used * self.unit_tokens, 0)
+        if self.pol.preempts and J > 1:  # the held units grow with the contexts: record each iteration's
+            held = self.pol.held_units(self.params, ctx[None, :] + np.arange(J)[:, None], act[PROMPT, :n],
+                                       act[OUT, :n]).sum(axis=1)
+            data[i:i + J, _COL["kv_tokens"]] = held * self.unit_tokens
+        st.rows = i + J
+        st.iters += J
+        st.t += float(times[:J].sum())
         act[CTX, :n] += J
         act[REM, :n] -= J
-        if J == rem_min:  # the requests with the fewest tokens left are done
-            n, used, gone = _retire(act, n, used, finish_s, load, i - 1 if deferred else t)
-            done += gone
-            data[i - 1, _FIN] = gone
-        if report is not None and not deferred and len(its) >= next_report:
-            report(done, N)
-            next_report = (len(its) // PROGRESS_EVERY + 1) * PROGRESS_EVERY
-    if deferred:
-        t, totals, its = _evaluate_deferred(sched, rec, pending, its, first_s, finish_s, attn_share_on, report)
-    if report is not None:
-        report(done, N)
-    return ServeRun(rec.columns(), its, inp, out, arr, first_s, finish_s, channel, cap, cap_bytes, kv_tok_bytes,
-                    t, idle, prefill_e, totals if deferred else None)
+        if not self.pol.static_hold:
+            self._used(st)
+        if J == rem_min:
+            self._retire(st, b, st.rows - 1)
+        return b
+
+    def _exact(self, t0: float, ctx, ch, stop: float, cap: int) -> IterationBatch:
+        """Evaluate a segment's iterations in growing windows until the true clock reaches ``stop`` (or cap)."""
+        n = ctx.shape[0]
+        w = min(cap, int(_stop_index(t0, self.pred.times(n, float(ctx.sum()), cap), stop, cap)) + 2)
+        got: list[IterationBatch] = []
+        done, t = 0, t0
+        while True:
+            w = min(w, cap - done)
+            lens = (ctx[None, :] + np.arange(done, done + w)[:, None]).ravel()
+            got.append(run_iterations_flat(self.sched, lens, np.tile(ch, w), np.full(w, n, dtype=np.int64),
+                                           keep_stages=self.keep_stages))
+            done += w
+            t += float(got[-1].time_s.sum())
+            if t >= stop or done >= cap:
+                return _slice_parts(got, done)
+            w *= 2
+
+    # ---- chunks ------------------------------------------------------------------------------------------
+    def _evaluate(self, segs: list) -> IterationBatch | None:
+        """Every decode iteration of the chunk's segments, in order: known ones as they are, the others in
+        engine calls of at most CHUNK_ROWS request-iterations."""
+        parts: list[IterationBatch] = []
+        lens_l, ch_l, n_l, size = [], [], [], 0
+
+        def flush() -> None:
+            nonlocal lens_l, ch_l, n_l, size
+            if n_l:
+                parts.append(run_iterations_flat(self.sched, np.concatenate(lens_l), np.concatenate(ch_l),
+                                                 np.concatenate(n_l), keep_stages=self.keep_stages))
+            lens_l, ch_l, n_l, size = [], [], [], 0
+
+        for sg in segs:
+            if sg.known is not None:
+                flush()
+                parts.append(sg.known)
+                continue
+            done = 0
+            while done < sg.j:
+                take = min(sg.j - done, max(1, (CHUNK_ROWS - size) // max(sg.ctx.shape[0], 1)))
+                lens_l.append((sg.ctx[None, :] + np.arange(done, done + take)[:, None]).ravel())
+                ch_l.append(np.tile(sg.ch, take))
+                n_l.append(np.full(take, sg.ctx.shape[0], dtype=np.int64))
+                size += take * sg.ctx.shape[0]
+                done += take
+                if size >= CHUNK_ROWS:
+                    flush()
+        flush()
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else _slice_parts(parts, sum(len(p) for p in parts))
+
+    def run(self, cap: int, cap_bytes: float, kv_tok_bytes: float) -> ServeRun:
+        st = _State(np.empty((7, self.B), dtype=np.int64), 0, 0, [], 0, np.zeros(self.C), 0, 0, 0.0, 0.0, 0.0, 0, 0,
+                    0)
+        horizon = MAX_CHUNK_ITERATIONS
+        next_report = PROGRESS_EVERY
+        exact = False
+        while st.done < self.N:
+            segs: list[_Segment] = []
+            bounds: list[_Boundary] = []
+            iters = 0
+            clock_free = st.nxt >= self.N or self.arr_l[-1] <= st.t  # every request has arrived
+            limit = MAX_CHUNK_ITERATIONS if clock_free else horizon
+            if self.report is not None:  # a progress bar moves at least every PROGRESS_EVERY iterations
+                limit = min(limit, PROGRESS_EVERY)
+            while iters < limit:
+                b = self._boundary(st, segs, limit - iters, exact and not bounds, clock_free)
+                if b is None:
+                    break
+                bounds.append(b)
+                iters += b.j
+            batch = self._evaluate(segs)
+            st, kept = self._commit(bounds, segs, batch, st)
+            exact = kept == 0
+            if kept == len(bounds):
+                horizon = min(MAX_CHUNK_ITERATIONS, horizon * 2)
+            else:
+                horizon = max(MIN_CHUNK_ITERATIONS, horizon // 2)
+            if self.report is not None and st.iters >= next_report:
+                self.report(st.done, self.N)
+                next_report = (st.iters // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+        if self.report is not None:
+            self.report(st.done, self.N)
+        self.rec.n = st.rows
+        stages = _concat_stages(self.stage_tables) if self.keep_stages and self.stage_tables else None
+        return ServeRun(self.rec.columns(), self.lazy, self.inp, self.out, self.arr, self.first_s, self.finish_s,
+                        self.channel, cap, cap_bytes, kv_tok_bytes, st.t, st.idle, st.prefill_e, self.totals,
+                        self.pol.name, st.preemptions, stages)
+
+    def _commit(self, bounds: list[_Boundary], segs: list, batch: IterationBatch | None, end: _State
+                ) -> tuple[_State, int]:
+        """Walk the chunk with the true times; commit every boundary before the first clock-dependent decision
+        that would have gone differently. Returns the state to continue from and the boundaries kept."""
+        arr, N = self.arr, self.N
+        times = batch.time_s if batch is not None else np.zeros(0)
+        offs = np.cumsum([0] + [sg.j for sg in segs])
+        data = self.rec.data
+        t = bounds[0].snap.t if bounds else end.t
+        idle = bounds[0].snap.idle if bounds else end.idle
+        keep = len(bounds)
+        clocks: list[float] = []  # true clock at each kept boundary's start
+        for bi, b in enumerate(bounds):
+            nxt = b.snap.nxt
+            if b.k_new_max and nxt < N:  # how many new arrivals the admission saw
+                seen = int(np.searchsorted(arr[nxt:nxt + b.k_new_max], t, side="right"))
+                if min(seen, b.k_new_max) != b.k_new:
+                    keep = bi
+                    break
+            t_seg = t + b.prefill_s
+            if b.idle_to > 0:
+                idle += b.idle_to - t_seg
+                t_seg = b.idle_to
+            seg_t = None
+            if b.seg >= 0:
+                seg_t = times[offs[b.seg]:offs[b.seg] + b.j]
+                if np.isfinite(b.stop_s) and _stop_index(t_seg, seg_t, b.stop_s, b.j_cap) != b.j:
+                    keep = bi
+                    break
+            clocks.append(t)
+            t = t_seg + (float(seg_t.sum()) if seg_t is not None else 0.0)
+        # commit the kept boundaries: decode figures, clock of every row, first-token and finish times
+        n_seg = sum(1 for b in bounds[:keep] if b.seg >= 0)
+        n_it = int(offs[n_seg])
+        if n_it:
+            kept = _slice_parts([batch], n_it) if n_it < len(batch) else batch
+            rows = np.concatenate([np.arange(segs[k].row, segs[k].row + segs[k].j) for k in range(n_seg)])
+            data[rows, _COL["time_s"]] = kept.time_s
+            data[rows, _COL["npu_busy_s"]] = kept.npu_busy_s
+            data[rows, _COL["pim_busy_s"]] = kept.pim_busy_s
+            if self.attn_share_on:
+                data[rows, _COL["offload_attention_share"]] = np.divide(
+                    kept.attn_offloaded_bytes, kept.attn_bytes, out=np.zeros(len(kept)), where=kept.attn_bytes > 0)
+            data[rows, _COL["offload_fc_share"]] = np.divide(kept.fc_rows_offloaded, kept.fc_rows,
+                                                             out=np.zeros(len(kept)), where=kept.fc_rows > 0)
+            self.lazy.append_batch(kept)
+            for f in SUMMED:
+                self.totals[f] += float(getattr(kept, f).sum())
+            if kept.stages is not None:
+                self.stage_tables.append(kept.stages)
+            ctx_sum = np.concatenate([float(segs[k].ctx.sum()) + segs[k].ctx.shape[0] * np.arange(segs[k].j)
+                                      for k in range(n_seg)])
+            self.pred.update(kept.tokens.astype(float), ctx_sum, kept.time_s)
+        st_col, t_col = _COL["start_s"], _COL["time_s"]
+        for b, clock in zip(bounds[:keep], clocks, strict=True):
+            r = b.snap.rows
+            if b.prefill_s > 0:
+                data[r, st_col] = clock
+                clock += b.prefill_s
+            if b.idle_to > 0:
+                clock = b.idle_to
+            if b.seg >= 0:
+                sg = segs[b.seg]
+                tt = data[sg.row:sg.row + sg.j, t_col]
+                cs = np.cumsum(tt)
+                data[sg.row:sg.row + sg.j, st_col] = clock + cs - tt
+            for ids, row in b.first:
+                self.first_s[ids] = data[row, st_col] + data[row, t_col]
+            for ids, row in b.finished:
+                self.finish_s[ids] = data[row, st_col] + data[row, t_col]
+        if keep == len(bounds):
+            end.t, end.idle = t, idle
+            return end, keep
+        # the decision at boundary `keep` differed: undo what the discarded boundaries wrote, resume there
+        for b in reversed(bounds[keep:]):
+            for ids, old in reversed(b.gen_undo):
+                self.gen[ids] = old
+        st = bounds[keep].snap.copy()
+        act = np.empty((7, self.B), dtype=np.int64)
+        act[:, :st.n] = st.act
+        st.act = act
+        st.t, st.idle = t, idle
+        data[st.rows:end.rows] = 0.0
+        return st, keep
+
+
+def _stop_index(t0: float, times: np.ndarray, stop: float, cap: int) -> int:
+    """Iterations of a segment starting at ``t0``: up to and including the first whose end reaches ``stop``,
+    at most ``cap``."""
+    if not np.isfinite(stop):
+        return cap
+    ends = t0 + np.cumsum(times[:cap])
+    hit = int(np.searchsorted(ends, stop, side="left"))
+    return min(hit + 1, cap)
+
+
+def _slice_parts(parts: list[IterationBatch], n: int) -> IterationBatch:
+    """The first ``n`` iterations of the consecutive engine results ``parts``, as one IterationBatch."""
+    cols: dict[str, list] = {f: [] for f in ("tokens", *FIELDS)}
+    stages = []
+    left = n
+    base = 0
+    for p in parts:
+        if left <= 0:
+            break
+        take = min(left, len(p))
+        for f in cols:
+            cols[f].append(getattr(p, f)[:take])
+        if p.stages is not None:
+            st = p.stages
+            keep = st.iteration < take
+            stages.append(StageTable(**{f: (getattr(st, f)[keep] + base if f == "iteration" else getattr(st, f)[keep])
+                                        for f in StageTable.__dataclass_fields__}))
+        base += take
+        left -= take
+    out = {f: np.concatenate(v) for f, v in cols.items()}
+    return IterationBatch(**out, stages=_concat_stages(stages) if stages else None)
+
+
+def _concat_stages(tables: list[StageTable]) -> StageTable:
+    base = 0
+    cols: dict[str, list] = {f: [] for f in StageTable.__dataclass_fields__}
+    for tb in tables:
+        for f in cols:
+            v = getattr(tb, f)
+            cols[f].append(v + base if f == "iteration" else v)
+        base += int(tb.iteration.max()) + 1 if len(tb) else 0
+    return StageTable(**{f: np.concatenate(v) for f, v in cols.items()})
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
@@ -383,9 +646,8 @@ def latency_stats(run: ServeRun) -> dict[str, dict[str, float]]:
 
 
 def serving_metrics(run: ServeRun, s: Setup) -> dict[str, float]:
-    """Device metrics of the decode iterations plus run-level serving figures (docs/metrics.md)."""
-    m = metrics_from_totals(run.decode_totals, len(run.iterations), s) if run.decode_totals is not None \
-        else iteration_metrics(run.iterations, s)
+    """Device metrics of the decode iterations plus run-level serving figures (metrics.registry)."""
+    m = iteration_metrics(run.decode_totals, len(run.iterations), s)
     st = run.steps
     dec = st["kind"] == KINDS[DECODE]
     tokens = int(run.output_len.sum())
@@ -394,6 +656,7 @@ def serving_metrics(run: ServeRun, s: Setup) -> dict[str, float]:
         "throughput_tokens_per_s": tokens / T if T > 0 else 0.0,
         "iterations": float(len(run.iterations)),
         "prefill_steps": float(int((~dec).sum())),
+        "preemptions": float(run.preemptions),
         "peak_batch": float(st["batch"][dec].max()) if dec.any() else 0.0,
         "mean_batch": float(st["batch"][dec].mean()) if dec.any() else 0.0,
         "peak_kv_occupancy": float(st["kv_tokens"].max()) * run.kv_bytes_per_token / run.kv_capacity_bytes
@@ -409,14 +672,15 @@ def serving_metrics(run: ServeRun, s: Setup) -> dict[str, float]:
 
 
 def per_iteration(run: ServeRun) -> dict[str, np.ndarray]:
-    """The per-step arrays of a run with the KV reservation as a fraction of capacity ('kv_occupancy')."""
+    """The per-step arrays of a run with the KV held as a fraction of capacity ('kv_occupancy')."""
     st = dict(run.steps)
     st["kv_occupancy"] = st.pop("kv_tokens") * run.kv_bytes_per_token / run.kv_capacity_bytes
     return st
 
 
-def serve(setup: Setup, keep_stages: bool = False, progress=None) -> SimResult:
+def serve(setup: Setup, keep_stages: bool = False, progress=None, policy: str | None = None) -> SimResult:
     """Simulate serving the setup's whole request trace; ``progress(done, total)`` is called now and then."""
-    run = run_serving(setup, keep_stages=keep_stages, progress=progress)
+    run = run_serving(setup, keep_stages=keep_stages, progress=progress, policy=policy)
     return SimResult(setup, serving_metrics(run, setup), run.iterations, latency=latency_stats(run),
-                     per_iteration=per_iteration(run), mode="serve")
+                     per_iteration=per_iteration(run), mode="serve", stages=run.stages)
+

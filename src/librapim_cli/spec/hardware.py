@@ -100,12 +100,12 @@ class MemorySpec(Spec):
 
     @property
     def bw_bytes_per_s(self) -> float:
-        """External peak bandwidth = channels * width * pin rate / 8 (facts.md 5.4)."""
+        """External peak bandwidth = channels * width * pin rate / 8 (docs/sources.md#s5.4)."""
         return self.channels * self.channel_bw_bytes_per_s
 
     @property
     def bank_column_bw_bytes_per_s(self) -> float:
-        """Per-bank column bandwidth = column_bytes / max(tCCD_L, tCK) (facts.md 5.4)."""
+        """Per-bank column bandwidth = column_bytes / max(tCCD_L, tCK) (docs/sources.md#s5.4)."""
         return self.column_bytes / (max(self.tCCD_L_ns, self.tCK_ns) * 1e-9)
 
     @property
@@ -136,7 +136,7 @@ class PIMSpec(Spec):
 
 
 class EnergySpec(Spec):
-    """Energy constants, pJ per bit or per op (facts.md 3.4: AttAcc config, citing FGDRAM MICRO'17)."""
+    """Energy constants, pJ per bit or per op (docs/sources.md#s3.4.3: AttAcc config, citing FGDRAM MICRO'17)."""
 
     source: str = Field(description="Where the constants come from.")
     dram_act_pj_per_bit: float = Field(ge=0, description="Row activation + precharge energy, charged per bit read (streams open every row they read).")

@@ -10,7 +10,7 @@ from .base import Spec
 
 
 class ModelSpec(Spec):
-    """Shape of a decoder-only transformer; derived sizes follow facts.md section 7."""
+    """Shape of a decoder-only transformer; derived sizes follow docs/sources.md#s7."""
 
     name: str = Field(description="Preset name of the model, e.g. 'gpt3-7b'.")
     source: str = Field(description="Paper, config file or repository the shape comes from.")
@@ -63,7 +63,7 @@ class ModelSpec(Spec):
 
     @property
     def params_per_layer(self) -> int:
-        """Weights of one layer, excluding norms and biases (facts.md section 7 formula)."""
+        """Weights of one layer, excluding norms and biases (docs/sources.md#s7 formula)."""
         return self.attn_params_per_layer + self.ffn_params_per_layer
 
     @property

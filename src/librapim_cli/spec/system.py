@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from .. import admission, concurrency
 from .base import Spec
 from .hardware import HardwareSpec
-
-ConcurrencyMode = Literal["blocked", "time_interleaved", "dual_row_buffer", "dex"]
 
 
 class ConcurrencySpec(Spec):
     """How NPU memory traffic and PIM compute share the DRAM banks (docs/model/concurrency.md)."""
 
-    mode: ConcurrencyMode = Field(description="blocked | time_interleaved | dual_row_buffer | dex.")
+    mode: str = Field(description="A registered concurrency mode (librapim_cli.concurrency): blocked | time_interleaved "
+                                  "| dual_row_buffer | dex.")
     area_overhead_fraction: float = Field(ge=0, le=1, description="DRAM die area added by the mode, as a fraction.")
     area_source: str = Field(description="Where the area overhead figure comes from.")
     switch_quantum_ns: float = Field(
         default=3900.0, gt=0,
         description="time_interleaved: length of one PIM/normal slot between mode switches, ns.")
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        if v not in concurrency.names():
+            raise ValueError(f"unknown concurrency mode {v!r}; choose one of {', '.join(concurrency.names())}")
+        return v
 
 
 class LinkSpec(Spec):
@@ -52,6 +59,29 @@ class DBOSpec(Spec):
     seed: int = Field(default=0, description="Seed of the prediction-error noise.")
 
 
+class ServingSpec(Spec):
+    """How the serving loop admits requests and accounts the KV cache (docs/model/serving.md)."""
+
+    admission: str = Field(
+        default="reserve",
+        description="A registered admission policy (librapim_cli.admission): 'reserve' (FCFS, reserve prompt + "
+                    "output KV up front, never preempt) or 'paged' (vLLM-style blocks on demand, preempt the "
+                    "newest request by recompute).")
+    kv_block_tokens: int = Field(
+        default=16, ge=1, le=4096,
+        description="paged: tokens per KV block (vLLM's default block size, 16).")
+    watermark_fraction: float = Field(
+        default=0.01, ge=0, lt=1,
+        description="paged: share of the KV blocks kept free when admitting (vLLM's BlockSpaceManager default, 0.01).")
+
+    @field_validator("admission")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        if v not in admission.names():
+            raise ValueError(f"unknown admission policy {v!r}; choose one of {', '.join(admission.names())}")
+        return v
+
+
 class SystemSpec(Spec):
     """A complete system to simulate."""
 
@@ -68,6 +98,7 @@ class SystemSpec(Spec):
     sub_batch_min_batch: int = Field(
         default=2, ge=2, description="Interleave only when the batch has at least this many requests.")
     dbo: DBOSpec = Field(description="Dynamic Batch Offloading.")
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving admission policy and KV accounting.")
 
     @model_validator(mode="after")
     def _check(self) -> SystemSpec:

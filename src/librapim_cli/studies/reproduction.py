@@ -1,7 +1,7 @@
 """Reproduction of the published LibraPIM / NeuPIMs results (docs/reproduction.md).
 
-The grid follows the issue: GPT-3 7B/13B/30B/175B (NeuPIMs' TP/PP degrees, facts.md 2.6) x ShareGPT and
-Alpaca (facts.md 8) x batch 64..512, on the NeuPIMs-class hardware, decode throughput in steady state
+The grid follows the issue: GPT-3 7B/13B/30B/175B (NeuPIMs' TP/PP degrees, docs/sources.md#s2.6) x ShareGPT and
+Alpaca (docs/sources.md#s8) x batch 64..512, on the NeuPIMs-class hardware, decode throughput in steady state
 (mode 'iteration'). Two hardware variants are reported, both sourced and the same for every case: the
 NPU as the released simulator codes it (1 systolic array, src/Common.cc) and as its JSON declares it
 (systolic_array_count 8). No per-case factor exists anywhere.
@@ -16,12 +16,12 @@ from ..errors import InputError
 from ..simulate import simulate
 
 PUBLISHED: dict[str, tuple[float, str]] = {
-    "librapim_over_naive": (6.2, "LibraPIM (PACT 2025) lab page: 6.2x average over baseline PIM-assisted systems (facts.md 1.1)"),
-    "librapim_over_neupims": (2.1, "LibraPIM lab page: 2.1x average over the state-of-the-art heterogeneous system (facts.md 1.1)"),
-    "neupims_over_npu_only": (2.4, "NeuPIMs (ASPLOS 2024) abstract: 2.4x over NPU-only (facts.md 2.1)"),
-    "neupims_over_naive": (1.6, "NeuPIMs abstract: 1.6x over naive NPU+PIM (facts.md 2.1)"),
-    "librapim_npu_util_max": (0.77, "LibraPIM lab page: NPU utilization up to 77% (facts.md 1.1)"),
-    "librapim_pim_util_max": (0.38, "LibraPIM lab page: PIM utilization up to 38% (facts.md 1.1)"),
+    "librapim_over_naive": (6.2, "LibraPIM (PACT 2025) lab page: 6.2x average over baseline PIM-assisted systems (docs/sources.md#s1.1)"),
+    "librapim_over_neupims": (2.1, "LibraPIM lab page: 2.1x average over the state-of-the-art heterogeneous system (docs/sources.md#s1.1)"),
+    "neupims_over_npu_only": (2.4, "NeuPIMs (ASPLOS 2024) abstract: 2.4x over NPU-only (docs/sources.md#s2.1)"),
+    "neupims_over_naive": (1.6, "NeuPIMs abstract: 1.6x over naive NPU+PIM (docs/sources.md#s2.1)"),
+    "librapim_npu_util_max": (0.77, "LibraPIM lab page: NPU utilization up to 77% (docs/sources.md#s1.1)"),
+    "librapim_pim_util_max": (0.38, "LibraPIM lab page: PIM utilization up to 38% (docs/sources.md#s1.1)"),
 }
 
 RATIOS = {

@@ -1,4 +1,5 @@
-"""channel_time per concurrency mode (docs/model/concurrency.md) and the modes' area overheads.
+"""The built-in concurrency modes by hand (docs/model/concurrency.md), their ordering, and the presets' area
+overheads. Properties every registered mode must have are in test_conformance.py.
 
 pim_attn + pim_fc is the PIM units' busy time on a channel, pim_io the part of it on the data bus
 (GWRITE/READRES, so pim_io <= pim_attn + pim_fc), npu_w + npu_kv the NPU's traffic through the channel.
@@ -11,7 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from librapim_cli.cost.concurrency import channel_time, quantum_s, switch_penalty_s
+from librapim_cli import concurrency
+from librapim_cli.concurrency import ModeParams
+from librapim_cli.cost.tables import quantum_s, switch_penalty_s
 from librapim_cli.simulate import simulate
 from librapim_cli.spec import list_presets, load_hardware, load_system
 
@@ -26,6 +29,10 @@ def channel_work(draw):
     pim_attn, pim_fc = draw(secs), draw(secs)
     io_share = draw(st.floats(0.0, 1.0))
     return pim_attn, pim_fc, io_share * (pim_attn + pim_fc), draw(secs), draw(secs)
+
+
+def channel_time(mode, *w, switch_s=28e-9, quantum_s=3.9e-6):
+    return concurrency.get(mode).channel_time(ModeParams(switch_s, quantum_s, 1.0), *w)
 
 
 def ct(mode, w, switch=28e-9, quantum=3.9e-6):
@@ -68,15 +75,15 @@ def test_time_interleaved_hand_value() -> None:
     assert ct("time_interleaved", (0, 0, 0, 5 * US, 0), sw, q) == pytest.approx(5 * US)
 
 
-def test_unknown_mode_raises() -> None:
-    with pytest.raises(ValueError):
-        channel_time("shared_bus", 1.0, 0.0, 0.0, 1.0, 0.0)
+def test_unknown_mode_is_not_registered() -> None:
+    with pytest.raises(KeyError):
+        concurrency.get("shared_bus")
 
 
 def test_broadcasts_over_channels() -> None:
     pim = np.array([1.0, 2.0, 3.0]) * US
     for mode in MODES:
-        out = channel_time(mode, pim, 0.5 * US, 0.1 * US, 2 * US, np.array([0.0, 1.0, 0.0]) * US, 28e-9, 3.9e-6)
+        out = channel_time(mode, pim, 0.5 * US, 0.1 * US, 2 * US, np.array([0.0, 1.0, 0.0]) * US)
         assert out.shape == (3,)
         for c in range(3):
             assert out[c] == pytest.approx(ct(mode, (pim[c], 0.5 * US, 0.1 * US, 2 * US, [0.0, 1.0, 0.0][c] * US)))
@@ -111,11 +118,11 @@ def test_modes_monotone_in_work(w, extra, which) -> None:
 
 # ---- area overheads of the system presets ----------------------------------------------------------------------
 EXPECTED_AREA = {
-    "librapim": 0.00032,  # DEX: 0.032 % (LibraPIM lab page, facts.md 1.1)
+    "librapim": 0.00032,  # DEX: 0.032 % (LibraPIM lab page, docs/sources.md#s1.1)
     "librapim-dex-only": 0.00032,
     "librapim-dbo-only": 0.0,  # time interleaving adds no bank resources
-    "neupims": 0.5,  # ">50 % larger bank" for duplicated row buffers [I] (facts.md 1.4)
-    "attacc": 0.10,  # bank-level PIM area <= 10 % [S] (facts.md 3.6)
+    "neupims": 0.5,  # ">50 % larger bank" for duplicated row buffers [I] (docs/sources.md#s1.4)
+    "attacc": 0.10,  # bank-level PIM area <= 10 % [S] (docs/sources.md#s3.6)
     "npu-pim-blocked": 0.0,
     "npu-only": 0.0,
     "gpu-only": 0.0,

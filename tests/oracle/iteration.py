@@ -1,6 +1,6 @@
 """One decode iteration through the system's stage schedule (docs/model/schedule.md).
 
-With sub-batch interleaving (NeuPIMs StageProgram.cc, facts.md 2.5) the batch splits into two halves and,
+With sub-batch interleaving (NeuPIMs StageProgram.cc, docs/sources.md#s2.5) the batch splits into two halves and,
 per pipeline stage of ``L`` layers, the stages are::
 
     A        NPU: QKV#1                 PIM: -
@@ -25,9 +25,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cost.tables import CostTables, build_tables
-from ..optimize.dbo import decide_many
-from ..optimize.stage import (
+from librapim_cli.cost.tables import CostTables, build_tables
+from librapim_cli.spec.model import ModelSpec
+from librapim_cli.spec.system import SystemSpec
+
+from .dbo import decide_many
+from .stage import (
     NO_OFFLOAD,
     AttentionSet,
     Decision,
@@ -37,8 +40,6 @@ from ..optimize.stage import (
     make_attention_set,
     stage_time,
 )
-from ..spec.model import ModelSpec
-from ..spec.system import SystemSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,28 @@
+"""``dex``: LibraPIM's Dual-Path Execution as this project models it (an inference; docs/model/concurrency.md).
+
+Each bank is two sections with their own paths; the KV cache lives in one section, the weights in the other.
+PIM attention (KV section) and NPU weight streaming (weight section) run concurrently, as with a dual row
+buffer; work DBO moves across devices lands in the other device's section and serializes with it there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ConcurrencyMode, ModeParams
+
+
+class DEX(ConcurrencyMode):
+    name = "dex"
+    summary = "split banks: KV and weight sections concurrent; moved work serializes in its section"
+
+    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+        """max(KV section pim_attn + npu_kv, weight section pim_fc + npu_w, PIM units, data bus)."""
+        return np.maximum(np.maximum(pim_attn + npu_kv, pim_fc + npu_w),
+                          np.maximum(pim_attn + pim_fc, npu_w + npu_kv + pim_io))
+
+    def attention_move_can_help(self, p: ModeParams, pim_s, kv_bytes):
+        """With no FC rows moved, a request the NPU reads through its channel no faster than the PIM processes
+        it only raises the KV-section term (kv_i / channel_bw - pim_i >= 0) and the data bus (kv_i / bw -
+        io_i >= that), so it cannot lower its channel."""
+        return kv_bytes < pim_s * p.ch_bw_bytes_per_s

@@ -1,0 +1,17 @@
+"""``dual_row_buffer``: two open rows per bank (NeuPIMs); PIM units and the data bus run concurrently, and only
+the data bus is shared by NPU traffic and the PIM's GWRITE/READRES (docs/sources.md#s2.3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ConcurrencyMode, ModeParams
+
+
+class DualRowBuffer(ConcurrencyMode):
+    name = "dual_row_buffer"
+    summary = "two row buffers per bank: max(PIM, NPU traffic + PIM data-bus transfers)"
+
+    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+        """max(pim_attn + pim_fc, npu_w + npu_kv + pim_io)."""
+        return np.maximum(pim_attn + pim_fc, npu_w + npu_kv + pim_io)
