@@ -96,7 +96,7 @@ def main() -> int:
             return engine.run_iteration(sched, lens, ch)
 
         r = one()
-        res = f"T={r.time_s[0] * 1e3:.3f} ms, FC rows moved {int(r.fc_rows_offloaded[0])}, " \
+        res = f"T={r.time_s[0] * 1e3:.3f} ms, FC FLOPs moved {r.fc_flops_offloaded[0] / max(r.fc_flops[0], 1):.2%}, " \
               f"attention moved {r.attn_offloaded_bytes[0] / max(r.attn_bytes[0], 1):.2%}"
         if s.system.dbo.enabled:
             med, p90 = dbo_time(one, reps)

@@ -60,7 +60,7 @@ def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gp
                        many.results(), mode="iteration", stages=many.stages if keep_stages else None)
     if breakdown:
         lens, ch = np.concatenate(batches), np.concatenate(placed)
-        result.ops = op_records(sched, lens, ch, many.layout, 0)
+        result.ops = op_records(sched, lens, ch, many, 0)
         result.breakdown_iteration_s = float(many.time_s[0])
     return result
 
@@ -72,5 +72,5 @@ def _attach_breakdown(result: SimResult) -> None:
     sched = schedule_for(s, s.batch, int(lens.max()))
     ch = place_channels(lens, sched.tables.channels, s.system.placement.kv_channel_policy)
     one = run_iterations(sched, [lens], [ch], keep_stages=True)
-    result.ops = op_records(sched, lens, ch, one.layout, 0)
+    result.ops = op_records(sched, lens, ch, one, 0)
     result.breakdown_iteration_s = float(one.time_s[0])

@@ -50,7 +50,20 @@ def test_registry_names_are_unique_and_resolve():
 def test_system_spec_accepts_every_registered_mode(mode):
     data = load_raw("system", "librapim")
     data["concurrency"]["mode"] = mode
+    data["concurrency"]["partial_batch_offload"] = concurrency.get(mode).rides_weight_stream
     assert validate("system", data, "x").concurrency.mode == mode
+
+
+def test_partial_batch_offload_needs_a_mode_that_rides_the_stream():
+    for mode in concurrency.names():
+        data = load_raw("system", "librapim")
+        data["concurrency"]["mode"] = mode
+        data["concurrency"]["partial_batch_offload"] = True
+        if concurrency.get(mode).rides_weight_stream:
+            assert validate("system", data, "x").concurrency.partial_batch_offload
+        else:
+            with pytest.raises(SpecError, match=f"partial_batch_offload needs .* mode '{mode}' cannot"):
+                validate("system", data, "x")
 
 
 def test_system_spec_rejects_an_unregistered_mode():
@@ -100,6 +113,21 @@ def test_monotone_in_every_argument(mode, w, p, extra, which):
     if which == 2:  # data-bus share of the PIM work cannot exceed the PIM work
         more[0] += extra
     assert float(m.channel_time(p, *more)) >= float(m.channel_time(p, *args)) * (1 - 1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=150, deadline=None)
+@given(w=work(), p=params, ride_share=st.floats(0, 1), less_w=st.floats(0, 1))
+def test_fc_work_on_the_pim_never_shortens_a_channel(mode, w, p, ride_share, less_w):
+    """DBO's exact pruning of FC moves (docs/model/dbo.md) bounds a channel from below by the same channel with
+    no PIM FC work and the NPU's smallest weight stream: FC work on the PIM (riding the stream or not) can only
+    add time, a smaller stream cannot add any."""
+    m = concurrency.get(mode)
+    pa, pf, pio, pfio, npu_w, kv = w
+    ride = pf * ride_share if m.rides_weight_stream else 0.0
+    full = float(m.channel_time(p, pa[0], pf, pio[0] + pfio, npu_w, kv[0], ride))
+    bare = float(m.channel_time(p, pa[0], 0.0, pio[0], npu_w * less_w, kv[0], 0.0))
+    assert full >= bare * (1 - 1e-12)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -273,7 +273,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
             i = rec.n
             for r in seg:
                 a_sh = r.attn_offloaded_bytes / r.attn_bytes if (attn_share_on and r.attn_bytes > 0) else 0.0
-                f_sh = r.fc_rows_offloaded / r.fc_rows if r.fc_rows > 0 else 0.0
+                f_sh = r.fc_flops_offloaded / r.fc_flops if r.fc_flops > 0 else 0.0
                 data[i] = (t, r.time_s, n, r.npu_busy_s, r.pim_busy_s, a_sh, f_sh, DECODE, used, 0)
                 t += r.time_s
                 i += 1

@@ -10,6 +10,8 @@ import pytest
 
 from librapim_cli.cost import BOUNDS, npu_cost, pim_cost
 from librapim_cli.graph import attention_ops, fc_ops, lm_head_op
+from librapim_cli.graph.ops import Gemm
+from librapim_cli.schedule import plan
 from librapim_cli.schedule.breakdown import RECORD_KEYS
 from librapim_cli.simulate import simulate
 from librapim_cli.workload import place_channels, steady_state_batch
@@ -48,18 +50,30 @@ def test_records_follow_the_layer_ops_and_placement():
 
 
 def test_sub_batches_and_sram_reuse_follow_the_plan():
-    """With interleaving, FC ops run once per sub-batch; the second streams no weights when they fit."""
+    """With interleaving, FC ops run once per sub-batch; the second finds the share of its group's weights that
+    fits the SRAM still there (partial residency) and streams only the rest."""
     r, lens, ch = _run("neupims", batch=256)
     s = r.setup
-    qkv = [o for o in r.ops if o.op == "qkv"]
-    assert {o.stage for o in qkv} == set("ABCD")
-    assert {(o.sub_batch, o.weights_cached) for o in qkv} == {(0, False), (1, True)}
-    cached = next(o for o in qkv if o.weights_cached)
-    assert cached.bytes == 0 and cached.memory_s == 0
-    # attention of sub-batch #1 (even positions) on its own channels
+    hw = s.system.hardware
+    qkv = {o.stage: o for o in r.ops if o.op == "qkv"}
+    assert set(qkv) == set("ABCD")
+
+    def weight_bytes(phases):
+        return sum(float(op.weight_bytes) for op in fc_ops(s.model, s.tp, 128.0)
+                   if isinstance(op, Gemm) and op.phase in phases)
+
+    # B reuses the QKV weights A streamed; D reuses the projection/FFN and next QKV weights C streamed
+    for stage, phases in (("B", ("qkv",)), ("D", ("qkv", "rest"))):
+        share = min(1.0, hw.npu.sram_bytes / weight_bytes(phases))
+        assert qkv[stage].sub_batch == 1 and qkv[stage].weights_in_sram == pytest.approx(share)
+        op = next(o for o in fc_ops(s.model, s.tp, float(qkv[stage].rows)) if o.name == "qkv")
+        assert qkv[stage].bytes == pytest.approx(float(op.weight_bytes) * (1 - share))
+    assert qkv["A"].weights_in_sram == qkv["C"].weights_in_sram == 0.0
+    # attention of sub-batch #1 (NeuPIMs' split: the first half of every channel's queue) on its own channels
+    sub = plan._split_count(ch, 1, hw.memory.channels)[0]
     mha1 = next(o for o in r.ops if o.op == "attn_score" and o.stage == "B")
-    score = attention_ops(s.model, s.tp, lens[0::2])[0]
-    assert mha1.time_s == pytest.approx(float(pim_cost(score, s.system.hardware, ch[0::2]).time_s))
+    score = attention_ops(s.model, s.tp, lens[sub == 0])[0]
+    assert mha1.time_s == pytest.approx(float(pim_cost(score, hw, ch[sub == 0]).time_s))
 
 
 @pytest.mark.parametrize("system", SYSTEMS_WITHOUT_DBO)
@@ -115,5 +129,5 @@ def test_op_records_are_one_execution_on_one_device():
     r, _, _ = _run("librapim", batch=64)
     rec = next(o for o in r.ops if o.op == "ffn_up")
     op = next(o for o in fc_ops(r.setup.model, r.setup.tp, float(rec.rows)) if o.name == "ffn_up")
-    c = npu_cost(op if not rec.weights_cached else dataclasses.replace(op, streams_weights=False), r.setup.system.hardware)
+    c = npu_cost(dataclasses.replace(op, sram_fraction=rec.weights_in_sram), r.setup.system.hardware)
     assert rec.time_s == pytest.approx(float(c.time_s)) and rec.flops == pytest.approx(float(c.flops))

@@ -9,7 +9,9 @@ Arguments are per-channel busy times in seconds (numpy-broadcastable):
 - ``pim_fc``: PIM units busy with offloaded FC rows (the same on every channel);
 - ``pim_io``: the part of the PIM work that uses the channel data bus (GWRITE + READRES), <= pim_attn + pim_fc;
 - ``npu_w``: NPU weight streaming through this channel (the same on every channel);
-- ``npu_kv``: NPU reads of KV cache held in this channel (attention moved to the NPU).
+- ``npu_kv``: NPU reads of KV cache held in this channel (attention moved to the NPU);
+- ``pim_fc_ride``: the part of ``pim_fc`` that rides the rows the NPU's weight stream opens (partial batch
+  offload, modes with ``rides_weight_stream``); other modes count it as ordinary PIM FC work.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ class ConcurrencyMode(ABC):
     name: str = ""
     #: one line for docs and ``--help``
     summary: str = ""
+    #: the PIM can compute on the rows the NPU streams (a Bank-Split-style alternate I/O path)
+    rides_weight_stream: bool = False
 
     @abstractmethod
-    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv, pim_fc_ride=0.0):
         """Busy time of one channel in one stage (arrays broadcast)."""
 
-    def busiest_channel_time(self, p: ModeParams, pim_attn_max, pim_io_max, pim_fc, pim_fc_io, npu_w):
+    def busiest_channel_time(self, p: ModeParams, pim_attn_max, pim_io_max, pim_fc, pim_fc_io, npu_w, pim_fc_ride=0.0):
         """The slowest channel's time when no channel carries NPU KV reads (``npu_kv = 0`` everywhere).
 
         Only the per-channel maxima of ``pim_attn`` and ``pim_io`` are given; ``pim_fc``, ``pim_fc_io`` and
@@ -50,7 +54,7 @@ class ConcurrencyMode(ABC):
         is a sum or maximum of terms none of which depends on both ``pim_attn`` and ``pim_io`` (true of
         every built-in mode; the conformance suite checks it against the channel-by-channel maximum).
         """
-        return self.channel_time(p, pim_attn_max, pim_fc, pim_io_max + pim_fc_io, npu_w, 0.0)
+        return self.channel_time(p, pim_attn_max, pim_fc, pim_io_max + pim_fc_io, npu_w, 0.0, pim_fc_ride)
 
     def attention_move_can_help(self, p: ModeParams, pim_s: np.ndarray, kv_bytes: np.ndarray) -> np.ndarray:
         """Per request: can moving its attention to the NPU lower its channel's time (with no FC rows moved)?

@@ -10,7 +10,7 @@ class Blocked(ConcurrencyMode):
     name = "blocked"
     summary = "single row buffer: PIM + NPU serialize on every channel"
 
-    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv, pim_fc_ride=0.0):
         """pim_attn + pim_fc + npu_w + npu_kv."""
         return (pim_attn + pim_fc) + (npu_w + npu_kv)
 

@@ -15,10 +15,15 @@ from .base import ConcurrencyMode, ModeParams
 class DEX(ConcurrencyMode):
     name = "dex"
     summary = "split banks: KV and weight sections concurrent; moved work serializes in its section"
+    rides_weight_stream = True
 
-    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
-        """max(KV section pim_attn + npu_kv, weight section pim_fc + npu_w, PIM units, data bus)."""
-        return np.maximum(np.maximum(pim_attn + npu_kv, pim_fc + npu_w),
+    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv, pim_fc_ride=0.0):
+        """max(KV section pim_attn + npu_kv, weight section, PIM units pim_attn + pim_fc, data bus).
+
+        Weight section: pim_fc + npu_w, except that FC work riding the NPU's weight stream (partial batch
+        offload) proceeds with it: max(npu_w, pim_fc_ride) + (pim_fc - pim_fc_ride)."""
+        weight = np.maximum(npu_w, pim_fc_ride) + (pim_fc - pim_fc_ride)
+        return np.maximum(np.maximum(pim_attn + npu_kv, weight),
                           np.maximum(pim_attn + pim_fc, npu_w + npu_kv + pim_io))
 
     def attention_move_can_help(self, p: ModeParams, pim_s, kv_bytes):

@@ -12,6 +12,6 @@ class DualRowBuffer(ConcurrencyMode):
     name = "dual_row_buffer"
     summary = "two row buffers per bank: max(PIM, NPU traffic + PIM data-bus transfers)"
 
-    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv, pim_fc_ride=0.0):
         """max(pim_attn + pim_fc, npu_w + npu_kv + pim_io)."""
         return np.maximum(pim_attn + pim_fc, npu_w + npu_kv + pim_io)

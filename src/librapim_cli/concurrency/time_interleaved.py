@@ -12,7 +12,7 @@ class TimeInterleaved(ConcurrencyMode):
     name = "time_interleaved"
     summary = "PIM and NPU alternate in slots, paying tRP + tRCD per switch"
 
-    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+    def channel_time(self, p: ModeParams, pim_attn, pim_fc, pim_io, npu_w, npu_kv, pim_fc_ride=0.0):
         """PIM + NPU + n_switch (tRP + tRCD), n_switch = 2 ceil(min(PIM, NPU) / quantum)."""
         pim = pim_attn + pim_fc
         npu = npu_w + npu_kv

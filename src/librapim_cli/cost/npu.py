@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph.ops import AllReduce, Attention, Gemm, Op, Vector
+from ..graph.ops import AllReduce, Attention, Gemm, KVWrite, Op, Vector
 from ..spec.hardware import HardwareSpec
 from .types import Cost
 
@@ -71,6 +71,13 @@ def npu_cost(op: Op, hw: HardwareSpec, bw_fraction: float = 1.0) -> Cost:
         time = compute + overhead
         energy = flops * hw.energy.npu_pj_per_flop * PJ
         return Cost("npu", _s(time), _s(compute), 0.0, 0.0, 0.0, _s(overhead), _s(flops), 0.0, _s(energy))
+    if isinstance(op, KVWrite):
+        # the new K/V leave the NPU for DRAM at the sustained bandwidth; no arithmetic, no fixed op overhead
+        # (it trails the QKV GEMM's output stream) [I]
+        nbytes = op.bytes
+        memory = nbytes / bw
+        energy = dram_stream_energy_j(hw, nbytes)
+        return Cost("npu", _s(memory), 0.0, _s(memory), 0.0, 0.0, 0.0, 0.0, _s(nbytes), _s(energy))
     if isinstance(op, AllReduce):
         raise TypeError("all-reduce runs on the link: use link_cost(op, system.link, hw)")
     raise TypeError(f"npu_cost: unsupported op {type(op).__name__}")

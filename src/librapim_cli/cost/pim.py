@@ -197,6 +197,53 @@ def fc_on_pim(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0
     return FCOnPIM(bank_d + io_d, bank_d, io_d, y * rows_pb * macs_per_row_vec, flops, internal, io_bytes, energy)
 
 
+def fc_riding_stream(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0,
+                     bt: BankTiming | None = None) -> FCOnPIM:
+    """PIM time of ``rows`` token rows of a k x n FC layer under Partial Batch Offloading (DEX option, Bank-Split
+    PIM, docs/sources.md#s1.2): the first R = ``input_vectors_per_row`` rows ride the weight rows the NPU is
+    streaming (the alternate I/O buffer holds a copy), so they pay only their MAC commands, with no activation,
+    tRTP or precharge of their own; rows beyond R need passes of their own (``fc_on_pim``). GWRITE/READRES as
+    ``fc_on_pim``. ``FCOnPIM.bank_s`` holds the riding MAC time plus the own passes' bank time; the riding part
+    is returned separately by :func:`riding_mac_s` (the concurrency mode overlaps it with the NPU's stream).
+    """
+    assert hw.pim is not None
+    bt = bt or bank_timing(hw)
+    y = np.asarray(rows, dtype=float)
+    R = input_vectors_per_row(hw)
+    ride_rows = np.minimum(y, R)
+    rest = fc_on_pim(hw, y - ride_rows, k, n, dtype_bytes, sets, bt)
+    full = fc_on_pim(hw, y, k, n, dtype_bytes, sets, bt)  # for the I/O, FLOPs and the bytes of all rows
+    ride = riding_mac_s(hw, ride_rows, k, n, dtype_bytes, sets, bt)
+    e = hw.energy
+    # the riding rows read the copy in the alternate I/O buffer: cell-read energy again, no activation [I]
+    ride_bytes = np.where(ride_rows > 0, k * n * np.asarray(sets, dtype=float) * dtype_bytes, 0.0)
+    ride_energy = (ride_bytes * 8 * e.dram_cell_read_pj_per_bit + 2.0 * ride_rows * k * n * sets * e.pim_pj_per_flop) * PJ
+    rest_energy_no_io = rest.energy_j - _io_energy(hw, rest.io_bytes)
+    energy = ride_energy + rest_energy_no_io + _io_energy(hw, full.io_bytes)
+    bank = ride + rest.bank_s
+    return FCOnPIM(bank + full.io_s, bank, full.io_s, full.mac_cmds, full.flops, rest.internal_bytes + ride_bytes,
+                   full.io_bytes, energy)
+
+
+def riding_mac_s(hw: HardwareSpec, ride_rows, k: int, n: int, dtype_bytes: int, sets=1.0,
+                 bt: BankTiming | None = None):
+    """MAC-command time of ``ride_rows`` input vectors over a k x n layer's weights spread over every bank
+    (per channel, refresh-derated): rows per bank x vectors x MAC commands per row x the MAC interval."""
+    mem, pim = hw.memory, hw.pim
+    assert pim is not None
+    bt = bt or bank_timing(hw)
+    row_elems = mem.row_bytes // dtype_bytes
+    elems_pb = np.ceil(k * n * np.asarray(sets, dtype=float) / mem.banks)
+    rows_pb = np.ceil(elems_pb / row_elems)
+    macs_per_row_vec = (-(-row_elems // pim.mac_lanes_per_unit)) * pim.banks_per_unit
+    return np.asarray(ride_rows, dtype=float) * rows_pb * macs_per_row_vec * bt.t_mac_s / bt.derate
+
+
+def _io_energy(hw: HardwareSpec, io_bytes):
+    e = hw.energy
+    return io_bytes * hw.memory.channels * 8 * (e.dram_bank_to_io_pj_per_bit + e.dram_offchip_pj_per_bit) * PJ
+
+
 def pim_cost(op: Op, hw: HardwareSpec, channels: np.ndarray | None = None) -> Cost:
     """Time, FLOPs, bytes and energy of ``op`` on the PIM units of ``hw``.
 

@@ -7,28 +7,43 @@ of the corresponding op (tests check this).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .. import concurrency
 from ..concurrency import ConcurrencyMode, ModeParams
 from ..graph.decode import attention_ops, fc_ops, lm_head_op, shard_heads
-from ..graph.ops import AllReduce, Gemm, Vector
+from ..graph.ops import AllReduce, Gemm, KVWrite, Vector
 from ..spec.hardware import HardwareSpec
 from ..spec.model import ModelSpec
 from ..spec.system import ConcurrencySpec, SystemSpec
 from .link import link_cost
 from .npu import dram_stream_energy_j, npu_cost
-from .pim import attention_requests, bank_timing, fc_on_pim
+from .pim import (
+    attention_requests,
+    bank_timing,
+    fc_on_pim,
+    fc_riding_stream,
+    input_vectors_per_row,
+    riding_mac_s,
+)
 
 GROUPS = ("qkv", "rest", "both", "head")
 #: order of the FC groups in the stacked tables (``npu_stack``, ``pim_fc_stack``); 'none' is all zeros
 STACK_GROUPS = ("qkv", "rest", "both", "none", "head")
 #: fields of ``npu_stack`` (second axis)
-NPU_FIELDS = ("sa_s", "vec_s", "mem_s", "link_s", "flops", "energy_j", "dram_energy_j", "bytes")
+NPU_FIELDS = ("sa_s", "vec_s", "mem_s", "link_s", "flops", "energy_j", "dram_energy_j", "bytes", "write_s",
+              "vec_flops")
 #: fields of ``pim_fc_stack`` (second axis)
-PIM_FC_FIELDS = ("time_s", "io_s", "flops", "energy_j")
+PIM_FC_FIELDS = ("time_s", "io_s", "flops", "energy_j", "ride_s")
+#: column-tile offload: an FC group's (or the LM head's) output columns move to the PIM in steps of 1/COLUMN_STEPS
+COLUMN_STEPS = 32
+#: fields of ``cols_stack`` (second axis): the NPU's share (systolic incl. op overheads, weight stream, FLOPs,
+#: energy, of which DRAM streaming), the PIM's share (time, data-bus part, FLOPs, energy), and the column
+#: split's own chain: every GEMM waits for both shares before the next op (sum over GEMMs of the slower share)
+COL_FIELDS = ("sa_s", "mem_s", "flops", "energy_j", "dram_energy_j", "pim_s", "pim_io_s", "pim_flops",
+              "pim_energy_j", "chain_s")
 NS = 1e-9
 
 
@@ -56,6 +71,7 @@ class NPUTable:
     link_bytes: np.ndarray
     energy_j: np.ndarray
     dram_energy_j: np.ndarray  # of which streaming the weights from DRAM
+    write_s: np.ndarray  # writing the new tokens' K/V into the KV cache (DRAM writes; never SRAM-cached)
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class PIMFCTable:
     io_s: np.ndarray
     flops: np.ndarray
     energy_j: np.ndarray
+    ride_s: np.ndarray  # of time_s: MAC time riding the NPU's weight stream (partial batch offload), else 0
 
 
 @dataclass(frozen=True)
@@ -105,11 +122,15 @@ class CostTables:
     vector_flops: float
     sa_peak_flops: float
     pim_peak_flops: float
+    npu_pj_per_flop: float  # NPU ALU energy per FLOP (vector ops of FC rows moved to the PIM stay on the NPU)
     mode: ConcurrencyMode  # the system's concurrency mode (librapim_cli.concurrency)
     mode_params: ModeParams
     has_pim: bool
     npu_stack: np.ndarray  # (len(STACK_GROUPS), len(NPU_FIELDS), max_rows + 1): every NPU table in one array
     pim_fc_stack: np.ndarray  # (4, len(PIM_FC_FIELDS), max_rows + 1): PIM-FC tables of qkv, rest, both, none
+    pim_fc_ride_stack: np.ndarray | None  # the same with partial batch offload (None without it)
+    cols_stack: np.ndarray | None  # (len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1): column-tile
+    #   offload of every FC group and the LM head (None when nothing may move columns)
     movable_by_len: np.ndarray  # (max_len + 1,) bool: mode.attention_move_can_help per context length
     attn_prop_rows: np.ndarray  # columns 2..6 of attn_stacked that are exactly proportional to L (attn_slopes)
     attn_sum_rows: np.ndarray  # the other columns of 2..6
@@ -120,7 +141,7 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
     n = rows.shape[0]
     z = np.zeros(n)
     sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy = (z.copy() for _ in range(9))
-    dram_e = z.copy()
+    dram_e, write = z.copy(), z.copy()
     for op in ops:
         if isinstance(op, AllReduce):
             c = link_cost(op, system.link, hw)
@@ -137,20 +158,58 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
             elif isinstance(op, Vector):
                 vec = vec + c.time_s
                 vflops = vflops + c.flops
+            elif isinstance(op, KVWrite):
+                write = write + c.memory_s
         energy = energy + c.energy_j
-    return NPUTable(sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy, dram_e)
+    return NPUTable(sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy, dram_e, write)
 
 
-def _pim_group(ops, system: SystemSpec, rows: np.ndarray) -> PIMFCTable:
+def _pim_group(ops, system: SystemSpec, rows: np.ndarray, ride: bool = False) -> PIMFCTable:
+    """PIM figures of a group's GEMMs over 0..max_rows offloaded rows (``ride``: partial batch offload)."""
     hw = system.hardware
     n = rows.shape[0]
-    t, io, fl, en = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    t, io, fl, en, rd = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     bt = bank_timing(hw)
     for op in ops:
         if isinstance(op, Gemm):
-            f = fc_on_pim(hw, op.set_rows, op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
+            args = (hw, op.set_rows, op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
+            f = fc_riding_stream(*args) if ride else fc_on_pim(*args)
             t, io, fl, en = t + f.time_s, io + f.io_s, fl + f.flops, en + f.energy_j
-    return PIMFCTable(t, io, fl, en)
+            if ride:
+                R = input_vectors_per_row(hw)
+                rd = rd + riding_mac_s(hw, np.minimum(op.set_rows, R), op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
+    return PIMFCTable(t, io, fl, en, rd)
+
+
+def _column_tiles(ops, system: SystemSpec, rows: np.ndarray) -> np.ndarray:
+    """Figures of a group's GEMMs when column fraction j / COLUMN_STEPS of every GEMM's output columns runs on
+    the PIM (the NPU streams and multiplies the other columns), for j = 0..COLUMN_STEPS and rows 0..max_rows:
+    an array (len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1). The PIM reads its columns' weights itself
+    (``fc_on_pim`` over all rows, every channel receiving every input row and returning its outputs)."""
+    hw = system.hardware
+    J = COLUMN_STEPS
+    j = np.arange(J + 1, dtype=float)[:, None]
+    out = np.zeros((len(COL_FIELDS), J + 1, rows.shape[0]))
+    bt = bank_timing(hw) if hw.pim is not None else None
+    for op in ops:
+        if not isinstance(op, Gemm):
+            continue
+        moved = np.round(op.n * j / J)
+        kept = op.n - moved
+        on_npu = (kept > 0) & (np.asarray(op.m) > 0)
+        c = npu_cost(replace(op, n=kept), hw)
+        npu_t = np.where(on_npu, np.asarray(c.time_s), 0.0)
+        sa = np.where(on_npu, np.asarray(c.compute_s) + np.asarray(c.overhead_s), 0.0)
+        fig = [sa, np.where(on_npu, c.memory_s, 0.0), np.where(on_npu, c.flops, 0.0),
+               np.where(on_npu, c.energy_j, 0.0), np.where(on_npu, dram_stream_energy_j(hw, c.bytes), 0.0)]
+        if bt is not None:
+            f = fc_on_pim(hw, op.set_rows, op.k, moved, op.dtype_bytes, op.weight_sets, bt)
+            on_pim = (moved > 0) & (np.asarray(op.m) > 0)
+            pim = [np.where(on_pim, v, 0.0) for v in (f.time_s, f.io_s, f.flops, f.energy_j)]
+        else:
+            pim = [np.zeros_like(sa)] * 4
+        out += np.stack([np.broadcast_to(v, sa.shape) for v in fig + pim + [np.maximum(npu_t, pim[0])]])
+    return out
 
 
 def _slopes(stacked: np.ndarray) -> np.ndarray:
@@ -183,6 +242,8 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     npu = {g: _npu_group(o, system, rows) for g, o in groups.items()}
     has_pim = hw.pim is not None
     pim_fc = {g: _pim_group(groups[g], system, rows) for g in ("qkv", "rest", "both")} if has_pim else {}
+    ride = has_pim and system.concurrency.partial_batch_offload
+    pim_ride = {g: _pim_group(groups[g], system, rows, ride=True) for g in ("qkv", "rest", "both")} if ride else {}
     # attention per context length
     lens = np.arange(max_len + 1, dtype=np.int64)
     q, kv = shard_heads(model, tp)
@@ -207,6 +268,14 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
                           else np.zeros((len(NPU_FIELDS), max_rows + 1)) for g in STACK_GROUPS])
     pim_fc_stack = np.stack([np.stack([getattr(pim_fc[g], f) for f in PIM_FC_FIELDS]) if g in pim_fc
                              else np.stack([zeros] * len(PIM_FC_FIELDS)) for g in STACK_GROUPS[:4]])
+    ride_stack = np.stack([np.stack([getattr(pim_ride[g], f) for f in PIM_FC_FIELDS]) if g in pim_ride
+                           else np.stack([zeros] * len(PIM_FC_FIELDS)) for g in STACK_GROUPS[:4]]) if ride else None
+    cols = None
+    if has_pim and (system.dbo.enabled and (system.dbo.lm_head or system.dbo.fc_columns)
+                    or system.placement.fc == "pim"):
+        shape = (len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1)
+        cols = np.stack([_column_tiles(groups[g], system, rows) if g != "none" else np.zeros(shape)
+                         for g in STACK_GROUPS])
     slopes = _slopes(attn.stacked)
     mode = concurrency.get(system.concurrency.mode)
     params = ModeParams(switch_s=switch_penalty_s(hw) if has_pim else 0.0, quantum_s=quantum_s(system.concurrency),
@@ -218,7 +287,8 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
         max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
         npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff,
         vector_flops=hw.npu.vector_flops, sa_peak_flops=hw.npu.peak_flops, pim_peak_flops=hw.pim_peak_flops,
-        mode=mode, mode_params=params, has_pim=has_pim, npu_stack=npu_stack, pim_fc_stack=pim_fc_stack,
+        npu_pj_per_flop=hw.energy.npu_pj_per_flop, mode=mode, mode_params=params, has_pim=has_pim, npu_stack=npu_stack, pim_fc_stack=pim_fc_stack,
+        pim_fc_ride_stack=ride_stack, cols_stack=cols,
         movable_by_len=movable, attn_prop_rows=np.array([c for c in range(2, 7) if np.isfinite(slopes[c])], dtype=np.int64),
         attn_sum_rows=np.array([c for c in range(2, 7) if not np.isfinite(slopes[c])], dtype=np.int64),
     )

@@ -9,7 +9,7 @@ from .decode import (
            prefill_ops,
            shard_heads,
 )
-from .ops import AllReduce, Attention, Gemm, Op, Vector
+from .ops import AllReduce, Attention, Gemm, KVWrite, Op, Vector
 
-__all__ = ["AllReduce", "Attention", "Gemm", "Op", "Vector", "attention_ops", "decode_layer_ops", "fc_ops",
+__all__ = ["AllReduce", "Attention", "Gemm", "KVWrite", "Op", "Vector", "attention_ops", "decode_layer_ops", "fc_ops",
            "lm_head_op", "moe_expected_experts", "prefill_ops", "shard_heads"]

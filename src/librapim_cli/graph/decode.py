@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec.model import ModelSpec
-from .ops import AllReduce, Attention, Gemm, Vector
+from .ops import AllReduce, Attention, Gemm, KVWrite, Vector
 
 
 def shard_heads(model: ModelSpec, tp: int) -> tuple[int, int]:
@@ -29,7 +29,8 @@ def moe_expected_experts(model: ModelSpec, tokens: np.ndarray | float) -> np.nda
 def fc_ops(model: ModelSpec, tp: int, tokens: np.ndarray | float) -> list:
     """FC, vector and collective ops of one layer for ``tokens`` rows (may be an array of row counts).
 
-    Phases: 'qkv' (LN1 + QKV) and 'rest' (projection, all-reduce, residual, LN2, FFN, all-reduce, residual).
+    Phases: 'qkv' (LN1, QKV and writing each token's new K/V into the KV cache) and 'rest' (projection,
+    all-reduce, residual, LN2, FFN, all-reduce, residual).
     """
     d, dh, dt = model.d_model, model.head_dim, model.dtype_bytes
     q, kv = shard_heads(model, tp)
@@ -48,6 +49,7 @@ def fc_ops(model: ModelSpec, tp: int, tokens: np.ndarray | float) -> list:
     ops: list = [
         Vector("layernorm_1", "qkv", t * d, 5.0),
         Gemm("qkv", "qkv", t, d, (q + 2 * kv) * dh, dt),
+        KVWrite("kv_write", "qkv", t, 2 * kv * dh * dt),
         Gemm("out_proj", "rest", t, q * dh, d, dt),
     ]
     if tp > 1:

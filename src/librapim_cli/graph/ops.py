@@ -27,6 +27,7 @@ class Gemm:
     weight_sets: np.ndarray | float = 1.0
     rows_per_set: np.ndarray | float | None = None  # default: m
     streams_weights: bool = True  # False: both operands are activations already on chip (prefill attention)
+    sram_fraction: float = 0.0  # share of the weights still in on-chip SRAM from the previous sub-batch (not re-read)
 
     @property
     def set_rows(self) -> np.ndarray | float:
@@ -40,10 +41,12 @@ class Gemm:
 
     @property
     def weight_bytes(self) -> np.ndarray | float:
-        """Weights streamed from DRAM: sets * k * n * dtype (once per iteration, reused across rows)."""
+        """Weights streamed from DRAM: sets * k * n * dtype (once per iteration, reused across rows), less the
+        share still in SRAM."""
         if not self.streams_weights:
             return np.zeros_like(np.asarray(self.m, dtype=float))
-        return np.where(np.asarray(self.m) > 0, self.weight_sets * self.k * self.n * self.dtype_bytes, 0.0)
+        return np.where(np.asarray(self.m) > 0,
+                        self.weight_sets * self.k * self.n * self.dtype_bytes * (1.0 - self.sram_fraction), 0.0)
 
     @property
     def bytes(self) -> np.ndarray | float:
@@ -100,6 +103,27 @@ class Vector:
 
 
 @dataclass(frozen=True, slots=True)
+class KVWrite:
+    """Writing new tokens' K and V into the KV cache in DRAM (decode: one token per request per layer; prefill:
+    every prompt token). The NPU produced them in the QKV GEMM; they go to the channel holding the request."""
+
+    name: str
+    phase: Phase
+    tokens: np.ndarray | float
+    bytes_per_token: int  # K + V of one token on this shard: 2 * kv_heads * head_dim * dtype
+
+    @property
+    def flops(self) -> float:
+        """No arithmetic."""
+        return 0.0
+
+    @property
+    def bytes(self) -> np.ndarray | float:
+        """DRAM bytes written: tokens * bytes_per_token."""
+        return self.tokens * self.bytes_per_token
+
+
+@dataclass(frozen=True, slots=True)
 class AllReduce:
     """Ring all-reduce of ``payload_bytes`` over ``devices`` tensor-parallel devices."""
 
@@ -119,4 +143,4 @@ class AllReduce:
         return 2.0 * (self.devices - 1) / self.devices * self.payload_bytes
 
 
-Op = Gemm | Attention | Vector | AllReduce
+Op = Gemm | Attention | Vector | KVWrite | AllReduce

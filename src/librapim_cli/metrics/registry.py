@@ -96,9 +96,11 @@ METRICS: tuple[MetricDef, ...] = (
               "`Σ attn_offloaded_bytes / Σ attn_bytes`",
               "Share of the attention KV bytes whose attention DBO moved from PIM to the NPU. It is 0 when "
               "`placement.attention = \"npu\"`: attention placed on the NPU is not an offload."),
-    MetricDef("offload_fc_share", "1", "FC rows moved NPU -> PIM (DBO)", "pct", "`Σ fc_rows_offloaded / Σ fc_rows`",
-              "Share of the FC token rows DBO moved to the PIM. Only rows of the **DBO-balanced** stages (C, D or "
-              "Q, R) count."),
+    MetricDef("offload_fc_share", "1", "FC work moved NPU -> PIM (DBO)", "pct",
+              "`Σ fc_flops_offloaded / Σ fc_flops`",
+              "Share of the FC FLOPs DBO moved to the PIM, as token rows or output-column tiles. Only the "
+              "**DBO-balanced** stages (C, D or Q, R) and the LM heads count. It is 0 when `placement.fc = \"pim\"`: "
+              "FC work placed on the PIM is not an offload."),
     MetricDef("energy_j_per_token", "J/token", "Energy per token", "energy", "`Σ energy_j / tokens`",
               "Whole-system **decode** energy per generated token: dynamic energy only, all tp·pp devices. Prefill "
               "is excluded (see `prefill_energy_j`). See [model/energy.md](model/energy.md)."),

@@ -34,9 +34,13 @@ from .stage import channel_times, npu_time
 
 @dataclass(frozen=True, slots=True)
 class StageProblem:
-    """The NPU side of the stage instances the attention direction considers (arrays over instances, the
-    predictor's view): ``vec`` includes the softmax, ``npu_s`` / ``time_s`` are the NPU and stage times with
-    nothing moved, ``fpb`` the attention FLOPs per KV byte (vector work per byte the NPU takes over)."""
+    """The stage instances the attention direction considers (arrays over those instances, the predictor's
+    view), each with FC rows already moved to the PIM (``pf``...; zeros for none): ``vec`` includes the
+    softmax, ``mem`` the NPU's DRAM stream (weights and KV writes; every channel's ``npu_w``), ``npu_s`` /
+    ``time_s`` the NPU and stage times with no attention moved, ``fpb`` the attention FLOPs per KV byte
+    (vector work per byte the NPU takes over), ``pf`` / ``pfio`` / ``ride`` the PIM FC time, its data-bus
+    part and its part riding the NPU's stream on every channel, ``floor`` any other lower bound of the stage
+    (the offloaded FC chain)."""
 
     sa: np.ndarray
     vec: np.ndarray
@@ -45,13 +49,18 @@ class StageProblem:
     npu_s: np.ndarray
     time_s: np.ndarray
     fpb: np.ndarray
+    pf: np.ndarray
+    pfio: np.ndarray
+    ride: np.ndarray
+    floor: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
 class Requests:
-    """The requests whose attention runs in the instances (predictor's view), concatenated."""
+    """The attention units of the stages (predictor's view), concatenated: a unit is a request's attention, or
+    with head granularity one of its KV heads (an equal share of the request's figures)."""
 
-    inst: np.ndarray  # instance (index into the StageProblem arrays) of each request, -1 if none
+    inst: np.ndarray  # stage (index into the StageProblem arrays) of each unit, -1 if none
     channel: np.ndarray
     pim_s: np.ndarray
     io_s: np.ndarray
@@ -94,7 +103,8 @@ def _order(channel, pim_s, kv_bytes, channels: int):
 
 
 def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: np.ndarray, io_s: np.ndarray,
-                    kvb: np.ndarray, Q: int, sa, vec, mem, link, fpb, base_pim=None, base_io=None):
+                    kvb: np.ndarray, Q: int, sa, vec, mem, link, fpb, base_pim=None, base_io=None, pf=None,
+                    pfio=None, ride=None, floor=None):
     """The exact attention-offload sweep for Q independent stages at once (module docstring).
 
     Request r belongs to stage ``stage[r]`` and channel ``chan[r]``; stage q's NPU terms are ``sa[q]``,
@@ -103,7 +113,8 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     segments of the sorted event list. Returns (predicted stage times (Q,), offload mask over the
     requests, events taken per stage (Q,)). ``base_pim`` / ``base_io`` (Q*C,) are the channels' PIM and
     data-bus times before any move, when the requests given are only the candidates; by default they
-    are the given requests' own sums.
+    are the given requests' own sums. ``pf`` / ``pfio`` / ``ride`` (Q,) are FC work already moved to the
+    PIM (every channel), ``floor`` (Q,) a lower bound of each stage (default zeros).
     """
     C = t.channels
     order, chs, counts, pos = _order(stage * C + chan, pim_s, kvb, Q * C)
@@ -115,7 +126,12 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     bp = cg[:, -1:] if base_pim is None else np.asarray(base_pim)[:, None]
     bi = cio[:, -1:] if base_io is None else np.asarray(base_io)[:, None]
     mem_row = np.repeat(mem, C)[:, None]
-    level = t.mode.channel_time(t.mode_params, bp - cg, 0.0, bi - cio, mem_row, ckv / t.ch_bw_bytes_per_s)
+    z = np.zeros(Q)
+    pf_row = np.repeat(z if pf is None else pf, C)[:, None]
+    pfio_row = np.repeat(z if pfio is None else pfio, C)[:, None]
+    ride_row = np.repeat(z if ride is None else ride, C)[:, None]
+    level = t.mode.channel_time(t.mode_params, bp - cg, pf_row, bi - cio + pfio_row, mem_row,
+                                ckv / t.ch_bw_bytes_per_s, ride_row)
     # beyond a channel's request count the cumulative sums stay flat, so those k are never records
     prev_min = np.empty_like(level)
     prev_min[:, 0] = np.inf
@@ -142,7 +158,7 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     t_before = tcum - term_s - np.where(seg_start > 0, tcum[seg_start - 1], 0)[seg_s]
     npu = npu_time(sa[seg_s], vec[seg_s] + kv_before * fpb[seg_s] / t.vector_flops,
                    mem[seg_s] + kv_before / t.npu_bw_bytes_per_s, link[seg_s])
-    total = np.where(t_before > 0, np.inf, np.maximum(npu, thr_s))
+    total = np.where(t_before > 0, np.inf, np.maximum(np.maximum(npu, thr_s), (z if floor is None else floor)[seg_s]))
     seg_min = np.minimum.reduceat(total, seg_start)
     first = np.flatnonzero(total == seg_min[seg_s])
     best_pos = first[np.searchsorted(seg_s[first], np.arange(Q))]  # each stage's first argmin in sorted order
@@ -169,20 +185,24 @@ def best_attention(t: CostTables, p: StageProblem, r: Requests, sel: np.ndarray)
     req = (q_req >= 0) & r.movable
     pred, mask, m = attention_sweep(t, q_req[req], r.channel[req], r.pim_s[req], r.io_s[req], r.kv_bytes[req], Q,
                                     p.sa[sel], p.vec[sel], p.mem[sel], p.link[sel], p.fpb[sel],
-                                    r.pim_c[sel].reshape(-1), r.io_c[sel].reshape(-1))
+                                    r.pim_c[sel].reshape(-1), r.io_c[sel].reshape(-1), p.pf[sel], p.pfio[sel],
+                                    p.ride[sel], p.floor[sel])
     full = np.zeros(r.inst.shape[0], dtype=bool)
     full[np.flatnonzero(req)] = mask
     return pred, m, full, q_req
 
 
 def busiest_can_drop(t: CostTables, p: StageProblem, r: Requests, sel: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """For each instance of ``sel``: can moving a prefix of its busiest channel's movable requests (in the
-    sweep's order) bring that channel below ``best``? If not, no decision of the sweep's family can make the
-    stage shorter than ``best`` (the stage lasts at least as long as that channel, whose level depends only on
-    its own moves), so the sweep is skipped: an exact pre-test, at a fraction of the sweep's cost."""
+    """For each instance of ``sel``: can moving a prefix of its busiest channel's movable units (in the
+    sweep's order) bring both that channel and the NPU (which takes at least those units' bytes and FLOPs)
+    below ``best``? If not, no decision of the sweep's family can make the stage shorter than ``best`` (the
+    stage lasts at least as long as that channel, whose level depends only on its own moves, and as the NPU),
+    so the sweep is skipped: an exact pre-test, at a fraction of the sweep's cost."""
     Q = sel.shape[0]
     pc, ic, mem = r.pim_c[sel], r.io_c[sel], p.mem[sel]
-    c_star = np.argmax(channel_times(t, pc, 0.0, ic, mem[:, None], 0.0), axis=1)
+    pf, pfio, ride = p.pf[sel], p.pfio[sel], p.ride[sel]
+    c_star = np.argmax(channel_times(t, pc, pf[:, None], ic + pfio[:, None], mem[:, None], 0.0, ride[:, None]),
+                       axis=1)
     q_of_inst = np.full(p.sa.shape[0], -1, dtype=np.int64)
     q_of_inst[sel] = np.arange(Q)
     q_req = np.where(r.inst >= 0, q_of_inst[np.maximum(r.inst, 0)], -1)
@@ -198,10 +218,15 @@ def busiest_can_drop(t: CostTables, p: StageProblem, r: Requests, sel: np.ndarra
     base = np.where(starts > 0, cum[:, np.maximum(starts - 1, 0)], 0.0)[:, groups]  # group-local prefix sums
     cs = cum - base
     idx = (groups, c_star[groups])
-    level = channel_times(t, pc[idx] - cs[0], 0.0, ic[idx] - cs[1], mem[groups], cs[2] / t.ch_bw_bytes_per_s)
+    level = channel_times(t, pc[idx] - cs[0], pf[groups], ic[idx] - cs[1] + pfio[groups], mem[groups],
+                          cs[2] / t.ch_bw_bytes_per_s, ride[groups])
+    # the NPU takes the moved bytes (at least those of this channel's prefix): the stage is at least that long
+    q = sel[groups]
+    npu = npu_time(p.sa[q], p.vec[q] + cs[2] * p.fpb[q] / t.vector_flops, p.mem[q] + cs[2] / t.npu_bw_bytes_per_s,
+                   p.link[q])
+    ok = (np.maximum(level, npu) < best[q]).astype(np.int64)
     has = counts > 0
-    low = np.minimum.reduceat(level, starts[has])
-    out[np.flatnonzero(has)] = low < best[sel][has]
+    out[np.flatnonzero(has)] = np.add.reduceat(ok, starts[has]) > 0
     return out
 
 
@@ -216,7 +241,7 @@ def decide_attention(t: CostTables, p: StageProblem, r: Requests, best: np.ndarr
     y = np.zeros(n, dtype=np.int64)
     moved = None
     holds = np.bincount(r.inst[r.movable & (r.inst >= 0)], minlength=n) > 0
-    sel = np.flatnonzero((p.time_s > p.npu_s) & holds)
+    sel = np.flatnonzero((p.time_s > np.maximum(p.npu_s, p.floor)) & holds)
     if sel.size:
         sel = sel[busiest_can_drop(t, p, r, sel, best)]
     if sel.size:

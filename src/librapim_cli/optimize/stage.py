@@ -19,9 +19,11 @@ import numpy as np
 from ..cost.tables import CostTables
 
 # columns of CostTables.npu_stack
-SA, VEC, MEM, LINK, FLOPS, ENERGY, DRAM_ENERGY, BYTES = range(8)
+SA, VEC, MEM, LINK, FLOPS, ENERGY, DRAM_ENERGY, BYTES, WRITE, VEC_FLOPS = range(10)
 # columns of CostTables.pim_fc_stack
-PF_TIME, PF_IO, PF_FLOPS, PF_ENERGY = range(4)
+PF_TIME, PF_IO, PF_FLOPS, PF_ENERGY, PF_RIDE = range(5)
+# fields of CostTables.cols_stack
+CL_SA, CL_MEM, CL_FLOPS, CL_ENERGY, CL_DRAM_E, CL_PIM, CL_PIM_IO, CL_PIM_FLOPS, CL_PIM_E, CL_CHAIN = range(10)
 
 
 def npu_time(sa, vec, mem, link):
@@ -29,50 +31,135 @@ def npu_time(sa, vec, mem, link):
     return np.maximum(np.maximum(sa, vec), mem) + link
 
 
-def busiest_channel(t: CostTables, pim_attn_max, pim_io_max, pf, pfio, mem):
+def busiest_channel(t: CostTables, pim_attn_max, pim_io_max, pf, pfio, mem, ride=0.0):
     """The slowest channel's busy time when no attention moved to the NPU (``ConcurrencyMode``)."""
-    return t.mode.busiest_channel_time(t.mode_params, pim_attn_max, pim_io_max, pf, pfio, mem)
+    return t.mode.busiest_channel_time(t.mode_params, pim_attn_max, pim_io_max, pf, pfio, mem, ride)
 
 
-def channel_times(t: CostTables, pim_attn, pim_fc, pim_io, npu_w, npu_kv):
+def channel_times(t: CostTables, pim_attn, pim_fc, pim_io, npu_w, npu_kv, ride=0.0):
     """Every channel's busy time (arrays over channels)."""
-    return t.mode.channel_time(t.mode_params, pim_attn, pim_fc, pim_io, npu_w, npu_kv)
+    return t.mode.channel_time(t.mode_params, pim_attn, pim_fc, pim_io, npu_w, npu_kv, ride)
 
 
 # rows of fc_curves (per instance, per y)
-C_SA, C_VEC, C_MEM, C_LINK, C_FLOPS, C_ENERGY, C_PF, C_PFIO, C_PF_FLOPS, C_PF_ENERGY = range(10)
+(C_SA, C_VEC, C_MEM, C_LINK, C_FLOPS, C_ENERGY, C_PF, C_PFIO, C_PF_FLOPS, C_PF_ENERGY, C_RIDE,
+ C_CHAIN) = range(12)
+N_CURVES = 12
 
 
-def fc_curves(t: CostTables, gi, rows, cached):
-    """NPU figures at rows - y and PIM-FC figures at y, for y = 0..max(rows): (n, 10, Y); y > rows gives
-    an infinite systolic time (never chosen)."""
-    Y = int(rows.max()) + 1 if rows.size else 1
-    ys = np.arange(Y)
-    nb = rows[:, None] - ys[None, :]
-    valid = nb >= 0
-    g = gi[:, None]
-    n = t.npu_stack[g, :, np.maximum(nb, 0)]  # (n, Y, 8)
-    p = t.pim_fc_stack[g, :, ys[None, :]]  # (n, Y, 4)
-    out = np.empty((rows.shape[0], 10, Y))
-    out[:, C_SA] = np.where(valid, n[..., SA], np.inf)
-    out[:, C_VEC] = n[..., VEC]
-    out[:, C_MEM] = np.where(cached[:, None], 0.0, n[..., MEM])
-    out[:, C_LINK] = t.npu_stack[g, LINK, rows[:, None]]
-    out[:, C_FLOPS] = n[..., FLOPS]
-    out[:, C_ENERGY] = n[..., ENERGY] - np.where(cached[:, None], n[..., DRAM_ENERGY], 0.0)
-    out[:, C_PF] = p[..., PF_TIME]
-    out[:, C_PFIO] = p[..., PF_IO]
-    out[:, C_PF_FLOPS] = p[..., PF_FLOPS]
-    out[:, C_PF_ENERGY] = p[..., PF_ENERGY]
+def fc_at(t: CostTables, gi, rows, cache_frac, y):
+    """The figures of moving ``y`` of an FC group's ``rows`` token rows to the PIM (arrays broadcast), with
+    the figures on the last axis (N_CURVES).
+
+    NPU side: the systolic arrays and the weight stream over the rows - y left (the stream shrunk by the
+    share of the weights still in SRAM, plus the new tokens' K/V writes of every row), the vector ops
+    (norms, activation, residuals) of **every** row (the PIM has no vector units for them), the all-reduce
+    of every row. PIM side at y (partial batch offload when the system has it and the NPU streams the
+    weights). ``C_CHAIN``: the moved rows' own chain, which hands off between PIM and NPU at every vector op
+    and cannot overlap itself: PIM FC time + their vector time + the all-reduce (0 at y = 0). y > rows gives
+    an infinite systolic time (never chosen).
+    """
+    nb = rows - y
+    nbc = np.maximum(nb, 0)
+    n = t.npu_stack[gi, :, nbc]
+    full = t.npu_stack[gi, :, rows]
+    at_y = t.npu_stack[gi, :, np.minimum(y, rows)]
+    gp = np.minimum(gi, 3)
+    p = t.pim_fc_stack[gp, :, y]
+    if t.pim_fc_ride_stack is not None:  # partial batch offload rides the NPU's stream: only while it streams
+        rides = ((nb >= 1) & (cache_frac == 0))[..., None]
+        p = np.where(rides, t.pim_fc_ride_stack[gp, :, y], p)
+    f = np.asarray(cache_frac)
+    out = np.empty(np.broadcast(nb, f).shape + (N_CURVES,))
+    out[..., C_SA] = np.where(nb >= 0, n[..., SA], np.inf)
+    out[..., C_VEC] = full[..., VEC]
+    out[..., C_MEM] = n[..., MEM] * (1.0 - f) + full[..., WRITE]
+    out[..., C_LINK] = full[..., LINK]
+    out[..., C_FLOPS] = n[..., FLOPS]
+    out[..., C_ENERGY] = (n[..., ENERGY] - n[..., DRAM_ENERGY] * f
+                          + (full[..., VEC_FLOPS] - n[..., VEC_FLOPS]) * t.npu_pj_per_flop * 1e-12)
+    out[..., C_PF] = p[..., PF_TIME]
+    out[..., C_PFIO] = p[..., PF_IO]
+    out[..., C_PF_FLOPS] = p[..., PF_FLOPS]
+    out[..., C_PF_ENERGY] = p[..., PF_ENERGY]
+    out[..., C_RIDE] = p[..., PF_RIDE]
+    out[..., C_CHAIN] = np.where(y > 0, p[..., PF_TIME] + at_y[..., VEC] + full[..., LINK], 0.0)
     return out
 
 
-def fc_grid(t: CostTables, c: np.ndarray, vec_x, mem_x, pmax, iomax):
-    """Stage time (and NPU time) of every instance for every y over its FC-offload curves ``c`` (n, 10, Y),
-    with per-instance NPU extras and per-channel attention maxima (arrays over instances)."""
-    mem = c[:, C_MEM] + mem_x[:, None]
-    npu = npu_time(c[:, C_SA], c[:, C_VEC] + vec_x[:, None], mem, c[:, C_LINK])
-    chan = busiest_channel(t, pmax[:, None], iomax[:, None], c[:, C_PF], c[:, C_PFIO], mem)
-    return np.maximum(npu, chan), npu
+def fc_cols_at(t: CostTables, gi, rows, cache_frac, j):
+    """The figures of moving column fraction ``j`` / COLUMN_STEPS of every GEMM of an FC group to the PIM (arrays
+    broadcast; figures on the last axis, as :func:`fc_at`). The NPU streams and multiplies the other columns
+    over every row (its stream shrunk by the SRAM-resident share), runs every vector op and the all-reduce; the
+    PIM reads its columns' weights itself (no ride). ``C_CHAIN``: every GEMM waits for both shares, so the
+    group lasts at least the sum over GEMMs of the slower share, plus the vector ops and the all-reduce (the
+    NPU share taken with its weights streamed: an upper bound when part of them sits in SRAM)."""
+    col = t.cols_stack[gi, :, j, rows]
+    col0 = t.cols_stack[gi, :, 0, rows]
+    full = t.npu_stack[gi, :, rows]
+    f = np.asarray(cache_frac)
+    out = np.empty(np.broadcast(np.asarray(rows), f, np.asarray(j)).shape + (N_CURVES,))
+    out[..., C_SA] = col[..., CL_SA]
+    out[..., C_VEC] = full[..., VEC]
+    out[..., C_MEM] = col[..., CL_MEM] * (1.0 - f) + full[..., WRITE]
+    out[..., C_LINK] = full[..., LINK]
+    out[..., C_FLOPS] = col[..., CL_FLOPS]
+    out[..., C_ENERGY] = full[..., ENERGY] - col0[..., CL_ENERGY] + col[..., CL_ENERGY] - col[..., CL_DRAM_E] * f
+    out[..., C_PF] = col[..., CL_PIM]
+    out[..., C_PFIO] = col[..., CL_PIM_IO]
+    out[..., C_PF_FLOPS] = col[..., CL_PIM_FLOPS]
+    out[..., C_PF_ENERGY] = col[..., CL_PIM_E]
+    out[..., C_RIDE] = 0.0
+    out[..., C_CHAIN] = np.where(j > 0, col[..., CL_CHAIN] + full[..., VEC] + full[..., LINK], 0.0)
+    return out
 
 
+def fc_figures(t: CostTables, gi, rows, cache_frac, y, j):
+    """The figures of a decision: ``y`` token rows (:func:`fc_at`) or, where ``j`` > 0, column fraction
+    ``j`` / COLUMN_STEPS (:func:`fc_cols_at`) moved to the PIM (a decision moves one or the other)."""
+    out = fc_at(t, gi, rows, cache_frac, y)
+    if t.cols_stack is not None and np.any(j > 0):
+        out = np.where((np.asarray(j) > 0)[..., None], fc_cols_at(t, gi, rows, cache_frac, j), out)
+    return out
+
+
+#: FC token rows move in steps of 1/ROW_STEPS of a stage's rows (every row count up to ROW_STEPS rows)
+ROW_STEPS = 64
+#: the fields of :func:`fc_curves` that :func:`fc_grid` reads per decision (the others are constant in it or
+#: only needed for the chosen decision)
+GRID_FIELDS = (C_SA, C_MEM, C_PF, C_PFIO, C_RIDE, C_CHAIN)
+
+
+def row_steps(rows, i):
+    """Token rows of row step ``i`` (0..ROW_STEPS) of a stage with ``rows`` rows: round(rows * i / ROW_STEPS)."""
+    return (np.asarray(rows) * np.asarray(i) * 2 + ROW_STEPS) // (2 * ROW_STEPS)
+
+
+def fc_curves(t: CostTables, gi, rows, cache_frac, columns: bool = True):
+    """Every FC decision of every instance, as (n, N_CURVES, U): :func:`fc_at` at row steps i = 0..ROW_STEPS
+    (index u = i, y = :func:`row_steps`), then, with ``columns`` and column tables, :func:`fc_cols_at` for
+    j = 1..COLUMN_STEPS (index u = ROW_STEPS + j). :func:`decode` turns an index back into (y, j)."""
+    y = row_steps(rows[:, None], np.arange(ROW_STEPS + 1)[None, :])
+    c = fc_at(t, gi[:, None], rows[:, None], cache_frac[:, None], y)
+    if columns and t.cols_stack is not None:
+        J = t.cols_stack.shape[2] - 1
+        cc = fc_cols_at(t, gi[:, None], rows[:, None], cache_frac[:, None], np.arange(1, J + 1)[None, :])
+        c = np.concatenate([c, cc], axis=1)
+    return np.moveaxis(c, 2, 1)
+
+
+def decode(u: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows y, column steps j) of curve indices ``u`` of :func:`fc_curves` for stages of ``rows`` rows."""
+    row = u <= ROW_STEPS
+    return np.where(row, row_steps(rows, np.minimum(u, ROW_STEPS)), 0), np.where(row, 0, u - ROW_STEPS)
+
+
+def fc_grid(t: CostTables, g: np.ndarray, vec, link, vec_x, mem_x, pmax, iomax):
+    """Stage time (and NPU time) of every instance under every FC decision: ``g`` (n, len(GRID_FIELDS), U) its
+    curves' grid fields, ``vec`` / ``link`` (n,) its NPU vector time and all-reduce (the same for every
+    decision), with per-instance NPU extras and per-channel attention maxima (arrays over instances):
+    max(NPU, slowest channel, the moved work's chain)."""
+    mem = g[:, 1] + mem_x[:, None]
+    npu = np.maximum(np.maximum(g[:, 0], (vec + vec_x)[:, None]), mem) + link[:, None]
+    chan = busiest_channel(t, pmax[:, None], iomax[:, None], g[:, 2], g[:, 3], mem, g[:, 4])
+    return np.maximum(np.maximum(npu, chan), g[:, 5]), npu

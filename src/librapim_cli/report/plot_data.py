@@ -90,7 +90,7 @@ def roofline_points(result: SimResult) -> RooflineData:
     hw = s.system.hardware
     first: dict[str, object] = {}
     for r in result.ops:
-        if r.micro_batch == 0 and r.sub_batch in (0, -1) and not r.weights_cached and r.op not in first:
+        if r.micro_batch == 0 and r.sub_batch in (0, -1) and r.weights_in_sram == 0 and r.op not in first:
             first[r.op] = r
     for r in result.ops:  # ops that only ever run on later sub-batches or micro-batches
         first.setdefault(r.op, r)

@@ -27,8 +27,8 @@ def step_table(result: SimResult) -> dict[str, np.ndarray]:
     start_s = np.concatenate([[0.0], np.cumsum(time_s)[:-1]]) if its else np.zeros(0)
     attn = np.array([r.attn_bytes for r in its], dtype=float)
     attn_off = np.array([r.attn_offloaded_bytes for r in its], dtype=float)
-    rows = np.array([r.fc_rows for r in its], dtype=float)
-    rows_off = np.array([r.fc_rows_offloaded for r in its], dtype=float)
+    rows = np.array([r.fc_flops for r in its], dtype=float)
+    rows_off = np.array([r.fc_flops_offloaded for r in its], dtype=float)
     on_pim = result.setup.system.placement.attention == "pim"
     return {
         "kind": np.full(len(its), "decode"),

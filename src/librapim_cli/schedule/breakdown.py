@@ -1,11 +1,12 @@
 """Per-op costs of one decode iteration, as the schedule ran it (docs/model/schedule.md, 'Per-op breakdown').
 
-The stage plan's instances of one iteration (``schedule.plan.layout``) are expanded into the ops of the op
-graph, each costed on its home device under the system's static placement (before DBO moves anything):
+The stage plan's instances of one iteration, for the schedule candidate it ran (``schedule.plan``), are
+expanded into the ops of the op graph, each costed on its home device under the system's static placement
+(before DBO moves anything):
 
-- FC GEMMs and vector ops (norms, activations, residuals) of a stage's FC group, over that stage's token
-  rows: the NPU (``cost.npu_cost``); a group whose weights the previous sub-batch left in SRAM streams no
-  weights (the same SRAM reuse as the engine);
+- FC GEMMs, vector ops (norms, activations, residuals) and the new tokens' K/V writes (``kv_write``) of a
+  stage's FC group, over that stage's token rows: the NPU (``cost.npu_cost``); the share of a group's weights
+  the previous sub-batch left in SRAM is not streamed again (the same SRAM reuse as the engine);
 - decode attention (score and context GEMVs) of the stage's sub-batch: the PIM when attention's home is
   the PIM (``cost.pim_cost`` with the requests' KV channels, so the slowest channel sets the time), else the
   NPU; the softmax runs on the NPU's vector units;
@@ -34,7 +35,8 @@ from ..cost.types import BOUNDS
 from ..graph.decode import attention_ops, fc_ops, lm_head_op
 from ..graph.ops import AllReduce, Attention, Gemm
 from .context import Schedule
-from .plan import FC_GROUPS, HEAD_STAGE, KINDS, Layout
+from .engine import IterationBatch
+from .plan import FC_GROUPS, HEAD_STAGE, KINDS
 
 RECORD_KEYS = ("op", "phase", "device", "repeats", "time_s", "share", "bound", "flops", "bytes", "energy_j")
 _GROUP_PHASES = {"qkv": ("qkv",), "rest": ("rest",), "both": ("rest", "qkv")}
@@ -60,7 +62,7 @@ class OpRecord:
     flops: float
     bytes: float
     energy_j: float
-    weights_cached: bool = False
+    weights_in_sram: float = 0.0  # share of a GEMM's weights still in SRAM from the previous sub-batch
 
     @property
     def devices_scale(self) -> str:
@@ -68,31 +70,38 @@ class OpRecord:
         return "head" if self.phase in ("head", "pipeline") else "layer"
 
 
-def _record(op: Any, c: Any, stage: str, mb: int, sub: int, rows: int, reps: int, cached: bool = False) -> OpRecord:
+def _record(op: Any, c: Any, stage: str, mb: int, sub: int, rows: int, reps: int, in_sram: float = 0.0) -> OpRecord:
     phase = "attention" if isinstance(op, Attention) else str(op.phase)
     return OpRecord(op.name, phase, c.device, stage, mb, sub, rows, reps, float(c.time_s), float(c.compute_s),
                     float(c.memory_s), float(c.bank_s), float(c.link_s), float(c.flops), float(c.bytes),
-                    float(c.energy_j), cached)
+                    float(c.energy_j), in_sram)
 
 
-def op_records(s: Schedule, lens: np.ndarray, channels: np.ndarray, lay: Layout, k: int = 0) -> list[OpRecord]:
-    """One record per op of every stage instance of iteration ``k`` of ``lay`` (module docstring).
+def op_records(s: Schedule, lens: np.ndarray, channels: np.ndarray, batch: IterationBatch, k: int = 0) -> list[OpRecord]:
+    """One record per op of every stage instance of iteration ``k`` of ``batch`` (run with ``keep_stages``), as
+    its schedule candidate ran (module docstring).
 
-    ``lens`` / ``channels`` are the requests of all iterations of the layout, concatenated as the engine
+    ``lens`` / ``channels`` are the requests of all iterations of the batch, concatenated as the engine
     received them. Records come in execution order: micro-batch, stage, op.
     """
+    a, lay = batch.assignment, batch.layout
+    assert a is not None and lay is not None and batch.candidate is not None, "run the engine with keep_stages"
     system, model, hw = s.system, s.model, s.system.hardware
     tp = s.tp
     on_pim = s.on_pim
+    R = lens.shape[0]
+    v = int(np.flatnonzero((a.var_k == k) & (a.var_c == batch.candidate[k]))[0])
     n_k = lay.mb_rows.reshape(lay.K, s.pp).sum(axis=1)
     lo = int(n_k[:k].sum())
     mine = np.arange(lo, lo + int(n_k[k]))
+    block = v // a.K
+    groups = a.row_group[block * R + mine]
     members = {}
-    for g in np.unique(lay.group[mine]):
-        idx = mine[lay.group[mine] == g]
+    for g in np.unique(groups):
+        idx = mine[groups == g]
         members[int(g)] = (np.asarray(lens[idx], dtype=np.int64), np.asarray(channels[idx], dtype=np.int64))
     out: list[OpRecord] = []
-    insts = np.flatnonzero((lay.inst_k == k) & (lay.inst_reps > 0))
+    insts = np.flatnonzero((lay.inst_var == v) & (lay.inst_reps > 0))
     for mb in range(s.pp):
         mbi = k * s.pp + mb
         rows_mb = int(lay.mb_rows[mbi])
@@ -101,7 +110,7 @@ def op_records(s: Schedule, lens: np.ndarray, channels: np.ndarray, lay: Layout,
         for i in insts[lay.inst_mb[insts] == mb]:
             kind = KINDS[int(lay.inst_kind[i])]
             reps = int(lay.inst_reps[i])
-            cached = bool(lay.inst_cached[i])
+            in_sram = float(lay.inst_cache_frac[i])
             rows = int(lay.inst_rows[i])
             group = FC_GROUPS[int(lay.inst_fc_group[i])]
             if group in _GROUP_PHASES and rows > 0:
@@ -113,11 +122,11 @@ def op_records(s: Schedule, lens: np.ndarray, channels: np.ndarray, lay: Layout,
                         if isinstance(op, AllReduce):
                             c = link_cost(op, system.link, hw)
                         else:
-                            if cached and isinstance(op, Gemm):
-                                op = dataclasses.replace(op, streams_weights=False)
+                            if in_sram > 0 and isinstance(op, Gemm):
+                                op = dataclasses.replace(op, sram_fraction=in_sram)
                             c = npu_cost(op, hw)
                         out.append(_record(op, c, kind.name, mb, kind.fc_sub, rows, reps,
-                                           cached and isinstance(op, Gemm)))
+                                           in_sram if isinstance(op, Gemm) else 0.0))
             ag = int(lay.inst_ag[i])
             if ag < lay.n_groups and ag in members:
                 glens, gch = members[ag]

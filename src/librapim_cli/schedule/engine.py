@@ -1,24 +1,27 @@
 """The stage engine: decode iterations evaluated in one vectorized pass (docs/model/schedule.md).
 
-One iteration is a batch of one. Every request of every iteration is one row of the request arrays, every
-stage instance (a stage kind of one micro-batch of one iteration, laid out by ``schedule.plan``) one row
-of the instance arrays, and DBO decides all balanced instances at once (``optimize.dbo``). The figures of
-every instance come from ``optimize.stage``'s formulas over the cost tables; an iteration sums its
-instances' figures times their repeats, plus the LM head and the pipeline hand-off of each micro-batch.
+One iteration is a batch of one. Every request of every iteration (once per schedule candidate it is laid
+out in) is one row of the attention arrays, every stage instance (a stage kind of one micro-batch of one
+candidate of one iteration, laid out by ``schedule.plan``) one row of the instance arrays, and DBO decides
+all balanced instances at once (``optimize.dbo``). The figures of every instance come from
+``optimize.stage``'s formulas over the cost tables; a candidate sums its instances' figures times their
+repeats; an iteration keeps its fastest candidate (by the predictor, with a runtime scheduler; the only
+one otherwise) and adds the LM head and the pipeline hand-off of each micro-batch.
 
 Evaluation is split by what the figures depend on:
 
-- :func:`prepare` (once per requests-per-iteration vector, memoized per schedule for small K): the layout,
-  and everything that depends only on it and on the cost tables: the NPU side of every instance, the LM
-  heads, and DBO's decision for balanced stages without attention (they depend only on their FC group,
-  rows and SRAM reuse), plus the FC-offload curves of the balanced stages that have attention;
+- :func:`prepare` (once per candidate structure, memoized per schedule for small K): the stage
+  instances, and everything that depends only on them and on the cost tables: the NPU side of every
+  instance, the LM heads (with DBO's column split), DBO's decision for balanced stages without attention
+  (they depend only on their FC group, rows and SRAM reuse), and the FC-offload curves of the balanced
+  stages with attention;
 - :func:`run_iterations_flat` (every call): the attention of every group of requests, the stage times,
-  and DBO for the balanced stages with attention.
+  DBO for the balanced stages with attention, and each iteration's choice of candidate.
 
-With a noisy DBO predictor (``dbo.prediction_error > 0``) DBO decides on a view in which every request's
-PIM time is off by a factor uniform in 1 +/- prediction_error; the factor is a fixed pseudo-random function
-of (``dbo.seed``, context length, channel), so it does not depend on how iterations are batched. The
-figures are those of the true times under those decisions.
+With a noisy DBO predictor (``dbo.prediction_error > 0``) DBO (and the runtime scheduler) decide on a view
+in which every request's PIM time is off by a factor uniform in 1 +/- prediction_error; the factor is a
+fixed pseudo-random function of (``dbo.seed``, context length, channel), so it does not depend on how
+iterations are batched. The figures are those of the true times under those decisions.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 
 from ..cost.tables import CostTables
-from ..optimize.dbo import Requests, StageProblem, best_fc, decide_attention
+from ..optimize.dbo import attention_sweep
 from ..optimize.stage import (
     BYTES,
+    C_CHAIN,
     C_ENERGY,
     C_FLOPS,
     C_LINK,
@@ -41,37 +46,47 @@ from ..optimize.stage import (
     C_PF_ENERGY,
     C_PF_FLOPS,
     C_PFIO,
+    C_RIDE,
     C_SA,
     C_VEC,
-    DRAM_ENERGY,
+    CL_ENERGY,
+    CL_FLOPS,
+    CL_MEM,
+    CL_PIM,
+    CL_PIM_E,
+    CL_PIM_FLOPS,
+    CL_PIM_IO,
+    CL_SA,
     ENERGY,
     FLOPS,
-    LINK,
+    GRID_FIELDS,
     MEM,
-    PF_ENERGY,
-    PF_FLOPS,
-    PF_IO,
-    PF_TIME,
     SA,
-    VEC,
     busiest_channel,
     channel_times,
+    decode,
     fc_curves,
+    fc_figures,
     fc_grid,
     npu_time,
+    row_steps,
 )
 from .context import Schedule
-from .plan import BOTH, HEAD, HEAD_STAGE, KINDS, Layout, layout
+from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, structure
 
 # figures summed per iteration (IterationBatch fields besides ``tokens``)
 FIELDS = ("time_s", "npu_busy_s", "npu_sa_busy_s", "pim_busy_s", "pim_busy_max_s", "npu_flops", "pim_flops",
-          "energy_j", "attn_bytes", "attn_offloaded_bytes", "fc_rows", "fc_rows_offloaded")
-# rows of the per-group attention aggregates
-G_PMAX, G_IOMAX, G_PMEAN, G_SOFT, G_KV, G_FLOPS, G_PIM_E, G_NPU_E = range(8)
-# aggregate row of each attention-table column 2..6 (kv, flops, softmax, PIM energy, NPU energy)
-_AGG_ROW = np.array([-1, -1, G_KV, G_FLOPS, G_SOFT, G_PIM_E, G_NPU_E])
-LAYOUT_MEMO = 256  # prepared layouts remembered per schedule (serving steps repeat batch sizes)
-MEMO_MAX_K = 16  # only layouts of at most this many iterations are remembered
+          "energy_j", "attn_bytes", "attn_offloaded_bytes", "fc_flops", "fc_flops_offloaded")
+# columns of the attention table (cost.tables.AttnTable.stacked)
+A_PIM, A_IO, A_KV, A_FLOPS, A_SOFT, A_PIM_E, A_NPU_E = range(7)
+# rows of the per-group attention sums: the attention-table columns 2..6
+G_KV, G_FLOPS, G_SOFT, G_PIM_E, G_NPU_E = range(5)
+LAYOUT_MEMO = 256  # prepared structures remembered per schedule (serving steps repeat batch shapes)
+MEMO_MAX_K = 16  # only structures of at most this many iterations are remembered
+#: DBO's joint moves: FC row steps (out of stage.ROW_STEPS) moved to the PIM beside the attention sweep
+JOINT_STEPS = (2, 4, 8, 16, 32)
+#: attention moves by KV head in a channel holding at most this many of the stage's requests (else by request)
+HEAD_UNITS_MAX_REQUESTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +104,8 @@ class IterationResult:
     energy_j: float  # whole system (all devices)
     attn_bytes: float
     attn_offloaded_bytes: float
-    fc_rows: float  # FC token rows in DBO-balanced stages (x repeats)
-    fc_rows_offloaded: float
+    fc_flops: float  # FC FLOPs of the DBO-balanced stages and LM heads (x repeats)
+    fc_flops_offloaded: float  # of which DBO moved to the PIM
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ class StageTable:
 
     iteration: np.ndarray
     micro_batch: np.ndarray
+    candidate: np.ndarray  # the schedule candidate the iteration ran (plan.CANDIDATES)
     name: np.ndarray  # stage names (A..F, Q/M/R, H)
     repeats: np.ndarray
     time_s: np.ndarray  # one repetition
@@ -110,9 +126,10 @@ class StageTable:
     channel_max_s: np.ndarray  # slowest channel's busy time under the concurrency mode
     energy_j: np.ndarray  # one repetition, one device
     fc_rows: np.ndarray
-    fc_rows_to_pim: np.ndarray
+    fc_rows_to_pim: np.ndarray  # FC token rows moved to the PIM
+    fc_cols_to_pim: np.ndarray  # column tiles (out of cost.tables.COLUMN_STEPS) moved to the PIM
     attn_requests: np.ndarray
-    attn_to_npu: np.ndarray  # requests whose attention DBO moved to the NPU
+    attn_to_npu: np.ndarray  # attention units (requests, or KV heads) DBO moved to the NPU
     npu_work: np.ndarray
     pim_work: np.ndarray
 
@@ -144,10 +161,12 @@ class IterationBatch:
     energy_j: np.ndarray
     attn_bytes: np.ndarray
     attn_offloaded_bytes: np.ndarray
-    fc_rows: np.ndarray
-    fc_rows_offloaded: np.ndarray
+    fc_flops: np.ndarray
+    fc_flops_offloaded: np.ndarray
+    candidate: np.ndarray | None = None  # the schedule candidate each iteration ran
     stages: StageTable | None = None  # when asked (keep_stages)
     layout: Layout | None = None  # when asked (keep_stages): what the iterations ran
+    assignment: Assignment | None = None  # when asked (keep_stages)
 
     def __len__(self) -> int:
         return int(self.time_s.shape[0])
@@ -199,95 +218,149 @@ class LazyResults(Sequence):
         return self._batches[c].result(i - self._starts[c])
 
 
-# ---- preparation: everything that depends only on the layout ----------------------------------------------
+# ---- preparation: everything that depends only on the stage structure ------------------------------------
 @dataclass(frozen=True)
 class Prepared:
     """A layout with the figures that do not depend on the requests' context lengths (module docstring).
 
-    Instance arrays (S): the NPU side at ``rows - y0`` and the PIM-FC side at ``y0``, where ``y0`` is DBO's
-    decision for balanced stages without attention (0 elsewhere). ``dyn`` lists the balanced instances with
-    attention (DBO decides them every call); their FC-offload curves over y are ``curves`` (n_dyn, 8, Y).
+    ``x`` (N_CURVES, S): every instance's figures under its fixed FC decision (``y0`` rows or ``j0`` column
+    tiles on the PIM: DBO's decision for balanced stages without attention, or the placement's; 0 elsewhere).
+    ``dyn`` lists the balanced instances with attention (DBO decides them every call): ``curves`` the figures
+    of every distinct FC stage under every FC decision (``stage.fc_curves``), with lower bounds over every
+    decision that moves FC work; ``q_*`` the pseudo-stages of the attention direction: every dyn instance with
+    no rows moved, then its joint row steps (``q_u``).
     """
 
     lay: Layout
-    sa: np.ndarray
-    vec: np.ndarray
-    mem: np.ndarray
-    link: np.ndarray
-    flops: np.ndarray
-    energy: np.ndarray  # NPU energy (SRAM reuse deducted) + PIM-FC energy at y0
-    pf: np.ndarray  # PIM-FC seconds at y0 (every channel)
-    pfio: np.ndarray
-    pf_flops: np.ndarray
+    x: np.ndarray
     y0: np.ndarray
+    j0: np.ndarray
     reps: np.ndarray
-    fc_rows: np.ndarray  # FC rows counted in offload_fc_share: balanced instances' rows
+    fc_flops: np.ndarray  # FC FLOPs counted in offload_fc_share (balanced instances), per instance
+    offload_counts: bool  # FC work on the PIM is DBO's offload (not the placement's home)
     dyn: np.ndarray
-    curves: np.ndarray | None
-    starts: np.ndarray  # first instance of each iteration that has instances
-    starts_k: np.ndarray
-    head: np.ndarray  # (5, K): per iteration, LM heads + hand-offs: time, npu, sa, flops, energy (all devices)
+    curves: np.ndarray | None  # (distinct FC stages, N_CURVES, U): stage.fc_curves
+    grid: np.ndarray | None  # curves[:, GRID_FIELDS]
+    vec_link: np.ndarray | None  # (distinct, 2): NPU vector time and all-reduce (the same for every decision)
+    dyn_u: np.ndarray | None  # (n_dyn,) each dyn instance's row of ``curves``
+    lb_chain: np.ndarray  # (distinct,) lower bounds over every decision that moves FC work: its chain ...
+    lb_mem: np.ndarray  # ... and the NPU's stream
+    q_of: np.ndarray  # (Q,) the dyn index of each pseudo-stage
+    q_u: np.ndarray  # (Q,) its FC decision (curve index: a row step)
+    q_x: np.ndarray  # (N_CURVES, Q) its figures
+    var_starts: np.ndarray  # first instance of each variant that has instances
+    var_ids: np.ndarray
+    head: np.ndarray  # (len(FIELDS), K): per iteration, what its LM heads and hand-offs add to each field
     mbs: np.ndarray  # live micro-batches (flat index)
-    head_mb: np.ndarray  # (5, live mbs): head time incl. hand-off, npu, sa, rows, energy (for stage records)
+    head_mb: np.ndarray  # (7, live mbs): time incl. hand-off, npu, sa, rows, energy, pim time, column tiles moved
 
 
-def prepare(s: Schedule, n_k: np.ndarray) -> Prepared:
-    """The layout of K iterations of ``n_k`` requests and its request-independent figures (memoized)."""
-    key = n_k.tobytes()
+def prepare(s: Schedule, a: Assignment) -> Prepared:
+    """The stage structure of an assignment and its request-independent figures (memoized)."""
+    key = a.key()
     hit = s.layouts.get(key)
     if hit is not None:
         return hit
-    prep = _prepare(s, n_k)
-    if n_k.shape[0] <= MEMO_MAX_K:
+    prep = _prepare(s, a)
+    if a.K <= MEMO_MAX_K:
         if len(s.layouts) >= LAYOUT_MEMO:
             s.layouts.clear()
         s.layouts[key] = prep
     return prep
 
 
-def _prepare(s: Schedule, n_k: np.ndarray) -> Prepared:
+def _prepare(s: Schedule, a: Assignment) -> Prepared:
     t, system = s.tables, s.system
-    K = int(n_k.shape[0])
-    lay = layout(system, s.pp, s.layers_per_stage, n_k, t.npu_stack[BOTH, BYTES], t.sram_bytes)
-    gi, rows, cached, ag = lay.inst_fc_group, lay.inst_rows, lay.inst_cached, lay.inst_ag
+    K = a.K
+    lay = structure(a, s.layers_per_stage, t.npu_stack[:, BYTES], t.sram_bytes)
+    gi, rows, cache, ag = lay.inst_fc_group, lay.inst_rows, lay.inst_cache_frac, lay.inst_ag
     S = rows.shape[0]
     y0 = np.zeros(S, dtype=np.int64)
+    j0 = np.zeros(S, dtype=np.int64)
     dbo = system.dbo if s.dbo_on else None
+    fc_home_pim = system.placement.fc == "pim" and t.has_pim
+    columns = dbo is not None and dbo.fc_columns and t.cols_stack is not None
     live_bal = lay.inst_balanced & (lay.inst_reps > 0)
     has_attn = ag < lay.n_groups
-    curves = None
     dyn = np.zeros(0, dtype=np.int64)
-    if dbo is not None:
+    curves = grid = vec_link = dyn_u = None
+    lb_chain = lb_mem = np.zeros(0)
+    if fc_home_pim:  # every FC GEMM on the PIM
+        y0 = rows.copy()
+    elif dbo is not None:
         dyn = np.flatnonzero(live_bal & has_attn)
         fixed = np.flatnonzero(live_bal & ~has_attn & (rows > 0)) if dbo.fc_to_pim else np.zeros(0, dtype=np.int64)
-        if fixed.size:  # FC-only balanced stages: DBO's decision depends on (group, rows, SRAM reuse) alone
-            key = np.stack((gi[fixed], rows[fixed], cached[fixed]))
-            uniq, inv = np.unique(key, axis=1, return_inverse=True)
-            c = fc_curves(t, uniq[0], uniq[1], uniq[2].astype(bool))
-            z = np.zeros(uniq.shape[1])
-            y0[fixed] = best_fc(fc_grid(t, c, z, z, z, z))[0][inv.reshape(-1)]  # y > 0 only if strictly shorter
-        if dbo.fc_to_pim and dyn.size:
-            curves = fc_curves(t, gi[dyn], rows[dyn], cached[dyn])
-    nb = rows - y0
-    n = t.npu_stack[gi, :, nb]
-    p = t.pim_fc_stack[np.minimum(gi, 3), :, y0]
-    energy = n[:, ENERGY] - np.where(cached, n[:, DRAM_ENERGY], 0.0) + np.where(y0 > 0, p[:, PF_ENERGY], 0.0)
-    ks = lay.inst_k
-    starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1]))) if S else np.zeros(0, dtype=np.int64)
-    # LM head of every micro-batch, and its hand-off from the previous pipeline stage
+        need = np.concatenate([fixed, dyn]) if dbo.fc_to_pim else fixed
+        if need.size:  # the curves of every distinct (FC group, rows, SRAM share) once
+            uniq, inv = np.unique(np.stack((gi[need], rows[need], cache[need])), axis=1, return_inverse=True)
+            inv = inv.reshape(-1)
+            curves = fc_curves(t, uniq[0].astype(np.int64), uniq[1].astype(np.int64), uniq[2], columns)
+            grid = curves[:, GRID_FIELDS]
+            vec_link = curves[:, (C_VEC, C_LINK), 0]
+            if fixed.size:  # FC-only balanced stages: the first minimum (moves only if strictly shorter)
+                z = np.zeros(curves.shape[0])
+                u = np.argmin(fc_grid(t, grid, vec_link[:, 0], vec_link[:, 1], z, z, z, z)[0], axis=1)
+                y0[fixed], j0[fixed] = decode(u[inv[:fixed.size]], rows[fixed])
+            if dbo.fc_to_pim:
+                dyn_u = inv[fixed.size:]
+                lb_chain = curves[:, C_CHAIN, 1:].min(axis=1)
+                lb_mem = curves[:, C_MEM, 1:].min(axis=1)
+    x = fc_figures(t, gi, rows, cache, y0, j0).T  # (N_CURVES, S)
+    # pseudo-stages of the attention direction: no rows moved, then the joint row steps
+    n = dyn.shape[0]
+    q_of, q_u = np.arange(n), np.zeros(n, dtype=np.int64)
+    q_x = x[:, dyn]
+    if dbo is not None and dyn_u is not None and dbo.joint and s.on_pim and dbo.attention_to_npu and n:
+        r = rows[dyn]
+        steps = np.array(JOINT_STEPS)
+        ys = row_steps(r[:, None], steps[None, :])
+        keep = (ys > 0) & (ys < r[:, None])
+        keep[:, 1:] &= ys[:, 1:] != ys[:, :-1]
+        jo, col = np.nonzero(keep)
+        q_of, q_u = np.concatenate([q_of, jo]), np.concatenate([q_u, steps[col]])
+        q_x = np.concatenate([q_x, curves[dyn_u[jo], :, steps[col]].T], axis=1)
+    vs = lay.inst_var
+    var_starts = np.flatnonzero(np.concatenate(([True], vs[1:] != vs[:-1]))) if S else np.zeros(0, dtype=np.int64)
+    # LM head of every micro-batch (with DBO: the vocabulary-column share on the PIM), and its hand-off
     mbs = np.flatnonzero(lay.mb_rows > 0)
     hr = lay.mb_rows[mbs]
+    m = np.arange(hr.shape[0])
     h = t.npu_stack[HEAD, :, hr]
-    head_s = npu_time(h[:, SA], h[:, VEC], h[:, MEM], h[:, LINK])
+    head_s = np.maximum(h[:, SA], h[:, MEM])  # max(systolic, stream): the head has no vector op or all-reduce
+    head_npu, head_sa, head_fl, head_e = head_s, h[:, SA], h[:, FLOPS], h[:, ENERGY]
+    head_pim = head_pfl = np.zeros(hr.shape[0])
+    head_j = np.zeros(hr.shape[0], dtype=np.int64)
+    if t.cols_stack is not None and hr.size and (fc_home_pim or (dbo is not None and dbo.lm_head)):
+        hc = t.cols_stack[HEAD][:, :, hr]  # (fields, J + 1, m)
+        npu_j = np.maximum(hc[CL_SA], hc[CL_MEM])
+        total = np.maximum(npu_j, busiest_channel(t, 0.0, 0.0, hc[CL_PIM], hc[CL_PIM_IO], hc[CL_MEM]))
+        # the first minimum: columns move only if strictly shorter; a PIM home moves them all
+        head_j = np.full(hr.shape[0], hc.shape[1] - 1) if fc_home_pim else np.argmin(total, axis=0)
+        head_s = total[head_j, m]
+        head_npu, head_sa = npu_j[head_j, m], hc[CL_SA, head_j, m]
+        head_fl, head_e = hc[CL_FLOPS, head_j, m], hc[CL_ENERGY, head_j, m] + hc[CL_PIM_E, head_j, m]
+        head_pim, head_pfl = hc[CL_PIM, head_j, m], hc[CL_PIM_FLOPS, head_j, m]
     p2p = (s.p2p_latency_s + hr * s.p2p_s_per_row) if s.pp > 1 else np.zeros(hr.shape[0])
     kk = mbs // s.pp
-    head = np.stack([np.bincount(kk, weights=v, minlength=K) for v in
-                     (head_s + p2p, head_s, h[:, SA], h[:, FLOPS], h[:, ENERGY] * s.tp)])
-    return Prepared(lay, n[:, SA], n[:, VEC], np.where(cached, 0.0, n[:, MEM]), t.npu_stack[gi, LINK, rows],
-                    n[:, FLOPS], energy, np.where(y0 > 0, p[:, PF_TIME], 0.0), np.where(y0 > 0, p[:, PF_IO], 0.0),
-                    np.where(y0 > 0, p[:, PF_FLOPS], 0.0), y0, lay.inst_reps,
-                    np.where(lay.inst_balanced, rows, 0).astype(float), dyn, curves, starts, ks[starts], head,
-                    mbs, np.stack((head_s + p2p, head_s, h[:, SA], hr.astype(float), h[:, ENERGY])))
+    z = np.zeros(hr.shape[0])
+    off = head_pfl if dbo is not None else z  # FC work on the PIM by placement is its home, not an offload
+    per_mb = (head_s + p2p, head_npu, head_sa, head_pim, head_pim, head_fl, head_pfl, head_e * s.tp, z, z,
+              head_fl + head_pfl, off)  # in FIELDS order
+    head = np.stack([np.bincount(kk, weights=v, minlength=K) for v in per_mb])
+    fc_flops = np.where(lay.inst_balanced, x[C_FLOPS] + x[C_PF_FLOPS], 0.0)
+    return Prepared(lay, x, y0, j0, lay.inst_reps, fc_flops, dbo is not None, dyn, curves, grid, vec_link, dyn_u,
+                    lb_chain, lb_mem, q_of, q_u, q_x, var_starts, vs[var_starts], head, mbs,
+                    np.stack((head_s + p2p, head_npu, head_sa, hr.astype(float), head_e, head_pim,
+                              head_j.astype(float))))
+
+
+@lru_cache(maxsize=64)
+def _field_scale(devices: int) -> np.ndarray:
+    """Per field: the factor from one device's stage figures to the iteration's (energy: every device)."""
+    out = np.ones(len(FIELDS))
+    out[FIELDS.index("energy_j")] = devices
+    out.setflags(write=False)
+    return out
 
 
 # ---- evaluation --------------------------------------------------------------------------------------------
@@ -308,77 +381,18 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, keep_stag
                                np.array([lens.shape[0]], dtype=np.int64), keep_stages)
 
 
-def _group_aggregates(t: CostTables, lens, ch, group, G1: int, pim_s, io_s):
-    """Per group (G1 rows, the last one empty): per-channel PIM / data-bus sums and the other columns."""
-    C = t.channels
-    gc = group * C + ch
-    pim_c = np.bincount(gc, weights=pim_s, minlength=G1 * C).reshape(G1, C)
-    io_c = np.bincount(gc, weights=io_s, minlength=G1 * C).reshape(G1, C)
-    agg = np.empty((8, G1))
-    agg[G_PMAX] = pim_c.max(axis=1)
-    agg[G_IOMAX] = io_c.max(axis=1)
-    agg[G_PMEAN] = pim_c.sum(axis=1) / C
-    # columns proportional to the context (exact slopes): slope x the group's sum(L); the others summed
-    prop = t.attn_prop_rows
-    if prop.size:
-        agg[_AGG_ROW[prop]] = np.multiply.outer(t.attn_slopes[prop], np.bincount(group, weights=lens, minlength=G1))
-    for col in t.attn_sum_rows:
-        agg[_AGG_ROW[col]] = np.bincount(group, weights=t.attn_stacked[col, lens], minlength=G1)
-    return pim_c, io_c, agg
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """The attention rows of one call (every request once per block of the assignment) and their sums."""
 
-
-def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.ndarray,
-                        keep_stages: bool = False) -> IterationBatch:
-    """Evaluate K decode iterations; iteration k holds the next ``n_k[k]`` entries of ``lens`` / ``ch``."""
-    t = s.tables
-    K = int(n_k.shape[0])
-    prep = prepare(s, n_k)
-    lay = prep.lay
-    on_pim = s.on_pim
-    # ---- attention aggregates of every group of requests, gathered per stage instance
-    g0 = t.attn_stacked[:2, lens]  # per request: PIM seconds, of which on the data bus
-    pim_c, io_c, agg = _group_aggregates(t, lens, ch, lay.group, lay.n_groups + 1, g0[0], g0[1])
-    a = agg[:, lay.inst_ag]
-    vf = t.vector_flops
-    # ---- every stage instance under the prepared decision (nothing moved for stages with attention)
-    zeros = np.zeros(lay.inst_rows.shape[0])
-    if on_pim:
-        vec_x, mem_x = a[G_SOFT] / vf, zeros
-        pmax, iomax, pmean, pim_fl = a[G_PMAX], a[G_IOMAX], a[G_PMEAN], a[G_FLOPS]
-        attn_off, attn_e = zeros, a[G_PIM_E]
-        mem = prep.mem
-    else:  # attention on the NPU: it streams the KV and runs the MACs on the vector units
-        vec_x, mem_x = (a[G_SOFT] + a[G_FLOPS]) / vf, a[G_KV] / t.npu_bw_bytes_per_s
-        pmax = iomax = pmean = pim_fl = zeros
-        attn_off, attn_e = a[G_KV], a[G_NPU_E]
-        mem = prep.mem + mem_x
-    energy = prep.energy + attn_e
-    sa = prep.sa
-    vec = prep.vec + vec_x
-    npu = npu_time(sa, vec, mem, prep.link)
-    chan = busiest_channel(t, pmax, iomax, prep.pf, prep.pfio, mem)
-    time = np.maximum(npu, chan)
-    pim_max, pmean, pim_fl = pmax + prep.pf, pmean + prep.pf, pim_fl + prep.pf_flops
-    npu_fl, y = prep.flops, prep.y0
-    moved_n = None
-    if prep.dyn.size:
-        (time, npu, sa, npu_fl, energy, pim_max, pmean, pim_fl, attn_off, y, chan, moved_n) = _dbo(
-            s, prep, lens, ch, g0, pim_c, io_c, a, vec_x, mem_x, attn_e, vec, mem, pmax, iomax, npu, time,
-            [time, npu, sa, npu_fl, energy, pim_max, pmean, pim_fl, attn_off, y, chan])
-    # ---- per-iteration sums: stage instances x repeats, plus the LM heads and hand-offs
-    block = np.stack((time, npu, sa, pmean, pim_max, npu_fl, pim_fl, energy, a[G_KV], attn_off, prep.fc_rows,
-                      y)) * prep.reps
-    out = np.zeros((len(FIELDS), K))
-    if prep.starts.size:
-        out[:, prep.starts_k] = np.add.reduceat(block, prep.starts, axis=1)
-    h = prep.head
-    out[0] += h[0]
-    out[1] += h[1]
-    out[2] += h[2]
-    out[5] += h[3]
-    out[7] = out[7] * (s.tp * s.pp) + h[4]
-    stages = _records(s, prep, time, npu, sa, pim_max, pmean, chan, energy, y, moved_n) if keep_stages else None
-    return IterationBatch(n_k, *out, stages=stages, layout=lay if keep_stages else None)
+    lens: np.ndarray  # (R,) the requests
+    ch: np.ndarray
+    gc: np.ndarray  # (B * R,) group * C + channel of every row
+    pim: np.ndarray  # (B * R,) PIM seconds
+    io: np.ndarray  # (B * R,) of which on the data bus
+    pim_c: np.ndarray  # (G + 1, C) per-channel sums
+    io_c: np.ndarray
+    agg: np.ndarray  # (5, G + 1) per-group sums of the attention-table columns 2..6
 
 
 def prediction_noise(seed: int, lens: np.ndarray, ch: np.ndarray, err: float) -> np.ndarray:
@@ -394,127 +408,317 @@ def prediction_noise(seed: int, lens: np.ndarray, ch: np.ndarray, err: float) ->
     return 1.0 + err * (2.0 * u - 1.0)
 
 
-def _dbo(s: Schedule, prep: Prepared, lens, ch, g0, pim_c, io_c, a, vec_x, mem_x, attn_e, vec, mem, pmax, iomax, npu,
-         time, figs):
-    """DBO for the dynamic instances (balanced, with attention); returns the figures updated in copies."""
+def _rows(t: CostTables, a: Assignment, lens: np.ndarray, ch: np.ndarray) -> _Rows:
+    """Gather every request's attention figures once and sum them per group and channel."""
+    C, B = t.channels, a.blocks
+    G1 = a.n_groups + 1
+    ct = np.tile(ch, B) if B > 1 else ch
+    gc = a.row_group * C + ct
+    col = t.attn_stacked[:, lens]
+    if B > 1:
+        col = np.tile(col, (1, B))
+    pim_c = np.bincount(gc, weights=col[A_PIM], minlength=G1 * C).reshape(G1, C)
+    io_c = np.bincount(gc, weights=col[A_IO], minlength=G1 * C).reshape(G1, C)
+    agg = np.empty((5, G1))
+    prop = t.attn_prop_rows
+    if prop.size:  # columns proportional to the context (exact slopes): slope x the group's sum(L)
+        lsum = np.bincount(a.row_group, weights=np.tile(lens, B) if B > 1 else lens, minlength=G1)
+        agg[prop - 2] = np.multiply.outer(t.attn_slopes[prop], lsum)
+    for c in t.attn_sum_rows:
+        agg[c - 2] = np.bincount(a.row_group, weights=col[c], minlength=G1)
+    return _Rows(lens, ch, gc, col[A_PIM], col[A_IO], pim_c, io_c, agg)
+
+
+# rows of the per-instance figure array of one call (DBO overwrites the columns of the instances it changes);
+# the first len(FIELDS) rows are summed per iteration in FIELDS order
+(F_TIME, F_NPU, F_SA, F_PMEAN, F_PMAX, F_NPU_FL, F_PIM_FL, F_ENERGY, F_KV, F_ATTN_OFF, F_FC_FL, F_FC_OFF,
+ F_PRED, F_CHAN, F_Y, F_J, F_MOVED) = range(17)
+N_FIG = 17
+
+
+def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.ndarray,
+                        keep_stages: bool = False) -> IterationBatch:
+    """Evaluate K decode iterations; iteration k holds the next ``n_k[k]`` entries of ``lens`` / ``ch``."""
+    t = s.tables
+    K = int(n_k.shape[0])
+    a = assign(s.system, s.pp, n_k, lens, ch, t.channels)
+    prep = prepare(s, a)
+    lay = prep.lay
+    rw = _rows(t, a, lens, ch)
+    ag = lay.inst_ag
+    av = rw.agg[:, ag]
+    x = prep.x
+    vf = t.vector_flops
+    if s.on_pim:
+        pim_c = rw.pim_c[ag]
+        pmax, iomax = pim_c.max(axis=1), rw.io_c[ag].max(axis=1)
+        pmean = pim_c.sum(axis=1) / t.channels
+        vec_x, mem_x = av[G_SOFT] / vf, np.zeros(ag.shape[0])
+        pim_fl, attn_off, attn_e = av[G_FLOPS], np.zeros(ag.shape[0]), av[G_PIM_E]
+    else:  # attention on the NPU: it streams the KV and runs the MACs on the vector units
+        vec_x, mem_x = (av[G_SOFT] + av[G_FLOPS]) / vf, av[G_KV] / t.npu_bw_bytes_per_s
+        pmax = iomax = pmean = pim_fl = np.zeros(ag.shape[0])
+        attn_off, attn_e = av[G_KV], av[G_NPU_E]
+    vec = x[C_VEC] + vec_x
+    mem = x[C_MEM] + mem_x
+    npu = npu_time(x[C_SA], vec, mem, x[C_LINK])
+    chan = busiest_channel(t, pmax, iomax, x[C_PF], x[C_PFIO], mem, x[C_RIDE])
+    time = np.maximum(np.maximum(npu, chan), x[C_CHAIN])
+    S = ag.shape[0]
+    fig = np.empty((N_FIG, S))
+    fig[F_TIME] = fig[F_PRED] = time
+    fig[F_NPU], fig[F_SA], fig[F_CHAN], fig[F_NPU_FL] = npu, x[C_SA], chan, x[C_FLOPS]
+    fig[F_ENERGY] = x[C_ENERGY] + x[C_PF_ENERGY] + attn_e
+    fig[F_PMAX], fig[F_PMEAN], fig[F_PIM_FL] = pmax + x[C_PF], pmean + x[C_PF], pim_fl + x[C_PF_FLOPS]
+    fig[F_KV], fig[F_ATTN_OFF], fig[F_FC_FL] = av[G_KV], attn_off, prep.fc_flops
+    fig[F_FC_OFF] = x[C_PF_FLOPS] if prep.offload_counts else 0.0
+    fig[F_Y], fig[F_J], fig[F_MOVED] = prep.y0, prep.j0, 0.0
+    if prep.dyn.size:
+        _dbo(s, prep, a, rw, av, vec_x, mem_x, attn_e, pmax, iomax, fig)
+    # ---- each iteration's candidate: the fastest by the predictor (ties: the simplest)
+    reps = prep.reps
+    V = a.var_k.shape[0]
+    chosen_var = np.arange(V)
+    if a.blocks > 1:
+        pv = np.zeros(V)
+        if prep.var_starts.size:
+            pv[prep.var_ids] = np.add.reduceat(fig[F_PRED] * reps, prep.var_starts)
+        pv = np.where(a.var_ok, pv, np.inf).reshape(a.blocks, K)
+        chosen_var = np.argmin(pv, axis=0) * K + np.arange(K)
+    keep = np.zeros(V, dtype=bool)
+    keep[chosen_var] = True
+    live = keep[lay.inst_var]
+    # ---- per-iteration sums: the chosen candidate's instances x repeats, plus the LM heads and hand-offs
+    block = fig[:len(FIELDS)] * np.where(live, reps, 0.0)
+    out = np.zeros((len(FIELDS), K))
+    if prep.var_starts.size:
+        sums = np.add.reduceat(block, prep.var_starts, axis=1)
+        np.add.at(out.T, a.var_k[prep.var_ids], sums.T)
+    out = out * _field_scale(s.tp * s.pp)[:, None] + prep.head
+    cand = a.var_c[chosen_var]
+    stages = _records(s, prep, a, live, fig, cand) if keep_stages else None
+    return IterationBatch(n_k, *out, candidate=cand, stages=stages, layout=lay if keep_stages else None,
+                          assignment=a if keep_stages else None)
+
+
+# ---- DBO ----------------------------------------------------------------------------------------------------
+def _units(heads: int, q: np.ndarray, gc_r: np.ndarray, count_gc: np.ndarray, by_heads: bool):
+    """The attention units of the candidate rows (pseudo-stage ``q``, group * C + channel ``gc_r``): one per row,
+    or ``heads`` equal shares of a row whose stage holds at most HEAD_UNITS_MAX_REQUESTS requests in its channel
+    (``count_gc``: requests per group and channel). Returns (row of each unit, its share)."""
+    if not by_heads or heads <= 1 or q.shape[0] == 0:
+        return np.arange(q.shape[0]), np.ones(q.shape[0])
+    u = np.where(count_gc[gc_r] <= HEAD_UNITS_MAX_REQUESTS, heads, 1)
+    src = np.repeat(np.arange(q.shape[0]), u)
+    return src, 1.0 / u[src]
+
+
+def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x, attn_e, pmax, iomax,
+         fig: np.ndarray) -> None:
+    """DBO for the dynamic instances (balanced, with attention), on the predictor's view (docs/model/dbo.md):
+
+    1. FC direction: every row count and column tile, scored at once (``stage.fc_grid``) for the instances
+       whose lower bound over every FC move (the moved work's chain, the NPU's vector time and all-reduce, the
+       slowest channel with the NPU's smallest stream) is below their stage time;
+    2. attention direction: the pseudo-stages (no rows moved, and the joint grid of rows moved) whose PIM side
+       bounds them and whose lower bound (every channel relieved of all its movable attention at no cost, the
+       NPU and the moved rows' chain unchanged) beats the best so far, get the exact prefix sweep
+       (``optimize.dbo.attention_sweep``) over their movable units (requests, or KV heads);
+    3. each instance keeps its best decision (strictly shorter than moving nothing), and its figures are
+       recomputed with the true attention times.
+    """
     t, dbo, lay = s.tables, s.system.dbo, prep.lay
-    on_pim = s.on_pim
     d = prep.dyn
-    ag = lay.inst_ag[d]
-    pim_s, io_s = g0[0], g0[1]
-    p_max, i_max, time_p = pmax[d], iomax[d], time[d]
-    if on_pim and dbo.prediction_error > 0 and lens.shape[0] > 0:
-        f = prediction_noise(dbo.seed, lens, ch, dbo.prediction_error)
-        pim_s, io_s = pim_s * f, io_s * f
-        G1 = lay.n_groups + 1
-        gc = lay.group * t.channels + ch
-        p_c = np.bincount(gc, weights=pim_s, minlength=G1 * t.channels).reshape(G1, -1)[ag]
-        i_c = np.bincount(gc, weights=io_s, minlength=G1 * t.channels).reshape(G1, -1)[ag]
-        p_max, i_max = p_c.max(axis=1), i_c.max(axis=1)
-        time_p = np.maximum(npu[d], busiest_channel(t, p_max, i_max, 0.0, 0.0, mem[d]))
-    else:
-        p_c, i_c = pim_c[ag], io_c[ag]
     n = d.shape[0]
-    best = time_p.copy()
-    yd = np.zeros(n, dtype=np.int64)
-    if prep.curves is not None:  # FC rows to the PIM: every y at once
-        yb, pred = best_fc(fc_grid(t, prep.curves, vec_x[d], mem_x[d], p_max, i_max))
-        better = pred < best
-        yd = np.where(better, yb, 0)
-        best = np.where(better, pred, best)
+    C = t.channels
+    G1 = lay.n_groups + 1
+    agd = lay.inst_ag[d]
+    vxd, mxd = vec_x[d], mem_x[d]
+    on_pim = s.on_pim
+    pim_r, io_r = rw.pim, rw.io
+    pmax_d, imax_d, best = pmax[d], iomax[d], fig[F_TIME, d]
+    pc_d, ic_d = rw.pim_c, rw.io_c  # (G1, C) in the predictor's view
+    if on_pim and dbo.prediction_error > 0 and rw.lens.shape[0] > 0:
+        f = prediction_noise(dbo.seed, rw.lens, rw.ch, dbo.prediction_error)
+        f = np.tile(f, a.blocks) if a.blocks > 1 else f
+        pim_r, io_r = pim_r * f, io_r * f
+        pc_d = np.bincount(rw.gc, weights=pim_r, minlength=G1 * C).reshape(G1, C)
+        ic_d = np.bincount(rw.gc, weights=io_r, minlength=G1 * C).reshape(G1, C)
+        pmax_d, imax_d = pc_d[agd].max(axis=1), ic_d[agd].max(axis=1)
+        x = prep.x[:, d]
+        best = np.maximum(np.maximum(fig[F_NPU, d], busiest_channel(t, pmax_d, imax_d, x[C_PF], x[C_PFIO],
+                                                                   x[C_MEM] + mxd, x[C_RIDE])), x[C_CHAIN])
+    best = best.copy()
+    u_best = np.zeros(n, dtype=np.int64)
+    # 1. FC rows / column tiles to the PIM
+    if prep.dyn_u is not None:
+        du = prep.dyn_u
+        vl = prep.vec_link[du]
+        lb = np.maximum(np.maximum(prep.lb_chain[du], vl[:, 0] + vxd + vl[:, 1]),
+                        busiest_channel(t, pmax_d, imax_d, 0.0, 0.0, prep.lb_mem[du] + mxd, 0.0))
+        sel = np.flatnonzero(lb < best)
+        if sel.size:
+            us = du[sel]
+            tot = fc_grid(t, prep.grid[us], vl[sel, 0], vl[sel, 1], vxd[sel], mxd[sel], pmax_d[sel], imax_d[sel])[0]
+            u = np.argmin(tot, axis=1)
+            pred = tot[np.arange(sel.shape[0]), u]
+            win = pred < best[sel]
+            u_best[sel[win]] = u[win]
+            best[sel[win]] = pred[win]
+    # 2. attention to the NPU (alone, or beside rows moved to the PIM)
+    att_q = None
+    if on_pim and dbo.attention_to_npu:
+        q_of, qx = prep.q_of, prep.q_x
+        vec_q = qx[C_VEC] + vxd[q_of]
+        mem_q = qx[C_MEM]
+        npu_q = npu_time(qx[C_SA], vec_q, mem_q, qx[C_LINK])
+        floor_q = np.maximum(npu_q, qx[C_CHAIN])
+        chan_q = busiest_channel(t, pmax_d[q_of], imax_d[q_of], qx[C_PF], qx[C_PFIO], mem_q, qx[C_RIDE])
+        sq = np.flatnonzero((chan_q > floor_q) & (floor_q < best[q_of]))
+        if sq.size:
+            mov = t.movable_by_len[rw.lens]
+            mov = np.tile(mov, a.blocks) if a.blocks > 1 else mov
+            pm = np.bincount(rw.gc, weights=pim_r * mov, minlength=G1 * C).reshape(G1, C)
+            im = np.bincount(rw.gc, weights=io_r * mov, minlength=G1 * C).reshape(G1, C)
+            g = agd[q_of[sq]]
+            lvl = channel_times(t, pc_d[g] - pm[g], qx[C_PF, sq][:, None], ic_d[g] - im[g] + qx[C_PFIO, sq][:, None],
+                                mem_q[sq][:, None], 0.0, qx[C_RIDE, sq][:, None]).max(axis=1)
+            sq = sq[np.maximum(floor_q[sq], lvl) < best[q_of[sq]]]
+        if sq.size:
+            att_q = _attention(s, prep, a, rw, av, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q, mem_q, best)
     moved = None
     att = np.zeros(n, dtype=bool)
-    if on_pim and dbo.attention_to_npu:
-        # only a stage whose PIM side bounds it, holding a request whose move can lower its channel, can gain
-        cand = np.flatnonzero(time_p > npu[d])
-        if cand.size:
-            kv = a[G_KV, d]
-            fpb = np.where(kv > 0, a[G_FLOPS, d] / np.where(kv > 0, kv, 1.0), 0.0)
-            prob = StageProblem(prep.sa[d], vec[d], mem[d], prep.link[d], npu[d], time_p, fpb)
-            inst_of_group = np.full(lay.n_groups + 1, -1, dtype=np.int64)
-            inst_of_group[ag] = np.arange(n)  # a group is the attention of at most one balanced instance
-            inst_of_group[lay.n_groups] = -1
-            req_inst = inst_of_group[lay.group]
-            reqs = Requests(req_inst, ch, pim_s, io_s, t.attn_stacked[2, lens], t.movable_by_len[lens], p_c, i_c)
-            dec = decide_attention(t, prob, reqs, best)
-            if dec.moved is not None:
-                moved, att = dec.moved, dec.attn
-                yd = np.where(att, 0, yd)
-    time, npu, sa, npu_fl, energy, pim_max, pmean, pim_fl, attn_off, y, chan_all = (x.copy() for x in figs)
-    moved_n = np.zeros(time.shape[0], dtype=np.int64)
-    fc = np.flatnonzero(yd > 0)
-    if fc.size:  # FC rows on the PIM (nothing moved to the NPU): figures at y from the curves, true attention
-        i = d[fc]
-        c = prep.curves[fc, :, yd[fc]]  # (m, 10)
-        mem_ = c[:, C_MEM] + mem_x[i]
-        npu_ = npu_time(c[:, C_SA], c[:, C_VEC] + vec_x[i], mem_, c[:, C_LINK])
-        chan = busiest_channel(t, pmax[i], iomax[i], c[:, C_PF], c[:, C_PFIO], mem_)
-        chan_all[i] = chan
-        time[i] = np.maximum(npu_, chan)
-        npu[i], sa[i], npu_fl[i] = npu_, c[:, C_SA], c[:, C_FLOPS]
-        energy[i] = c[:, C_ENERGY] + c[:, C_PF_ENERGY] + attn_e[i]
-        pim_max[i] = pmax[i] + c[:, C_PF]
-        pmean[i] = pmean[i] + c[:, C_PF]
-        pim_fl[i] = pim_fl[i] + c[:, C_PF_FLOPS]
-        y[i] = yd[fc]
-    if moved is not None:  # attention moved to the NPU: true figures of the moved requests
-        sel = np.flatnonzero(att)
-        i = d[sel]
-        S = sel.shape[0]
-        C = t.channels
-        q_of = np.full(n, -1, dtype=np.int64)
-        q_of[sel] = np.arange(S)
-        inst_of_group = np.full(lay.n_groups + 1, -1, dtype=np.int64)
-        inst_of_group[ag] = np.arange(n)
-        j = q_of[inst_of_group[lay.group[moved]]]
-        col = t.attn_stacked[:, lens[moved]]
-        kv_off = np.bincount(j, weights=col[2], minlength=S)
-        fl_off = np.bincount(j, weights=col[3], minlength=S)
-        idx = j * C + ch[moved]
-        pc = pim_c[ag[sel]] - np.bincount(idx, weights=col[0], minlength=S * C).reshape(S, C)
-        ic = io_c[ag[sel]] - np.bincount(idx, weights=col[1], minlength=S * C).reshape(S, C)
-        kv_c = np.bincount(idx, weights=col[2], minlength=S * C).reshape(S, C) / t.ch_bw_bytes_per_s
-        npu_ = npu_time(sa[i], vec[i] + fl_off / t.vector_flops, mem[i] + kv_off / t.npu_bw_bytes_per_s,
-                        prep.link[i])
-        chan = channel_times(t, pc, 0.0, ic, mem[i][:, None], kv_c).max(axis=1)
-        chan_all[i] = chan
-        time[i] = np.maximum(npu_, chan)
-        npu[i] = npu_
-        # the moved requests' energy on the NPU instead of the PIM
-        energy[i] = (energy[i] - np.bincount(j, weights=col[5], minlength=S)
-                     + np.bincount(j, weights=col[6], minlength=S))
-        pim_max[i] = pc.max(axis=1)
-        pmean[i] = pc.sum(axis=1) / C
-        pim_fl[i] = pim_fl[i] - fl_off
-        attn_off[i] = kv_off
-        moved_n[i] = np.bincount(j, minlength=S)
-    return time, npu, sa, npu_fl, energy, pim_max, pmean, pim_fl, attn_off, y, chan_all, moved_n
+    if att_q is not None:
+        win_q, pred_q, units = att_q
+        inst = prep.q_of[win_q]
+        order = np.lexsort((pred_q, inst))  # per instance: its best winning pseudo-stage
+        first = order[np.concatenate(([True], inst[order][1:] != inst[order][:-1]))]
+        take_q, take_i, take_p = win_q[first], inst[first], pred_q[first]
+        ok = take_p < best[take_i]
+        take_q, take_i, take_p = take_q[ok], take_i[ok], take_p[ok]
+        if take_q.size:
+            att[take_i] = True
+            u_best[take_i] = prep.q_u[take_q]
+            best[take_i] = take_p
+            chosen = np.zeros(prep.q_of.shape[0], dtype=bool)
+            chosen[take_q] = True
+            u_rows, share, u_q, umask = units
+            umask = umask & chosen[u_q]
+            moved = (u_rows[umask], share[umask], u_q[umask])
+    fig[F_PRED, d] = best
+    changed = (u_best > 0) | att
+    if not changed.any():
+        return
+    # 3. the chosen decisions' figures, with the true attention times
+    sel = np.flatnonzero(changed)
+    i_all = d[sel]
+    yd, jd = decode(u_best[sel], lay.inst_rows[i_all])
+    xc = prep.curves[prep.dyn_u[sel], :, u_best[sel]].T if prep.dyn_u is not None else prep.x[:, i_all]
+    mem_ = xc[C_MEM] + mem_x[i_all]
+    vec_ = xc[C_VEC] + vec_x[i_all]
+    S = sel.shape[0]
+    g = agd[sel]
+    pc, ic = (rw.pim_c[g], rw.io_c[g]) if on_pim else (np.zeros((S, C)), np.zeros((S, C)))
+    attn_fl = av[G_FLOPS, i_all] if on_pim else 0.0
+    kv_c = np.zeros((S, C))
+    kv_off = fl_off = e_swap = np.zeros(S)
+    n_units = np.zeros(S, dtype=np.int64)
+    if moved is not None:
+        m_rows, m_share, m_q = moved
+        pos = np.full(n, -1, dtype=np.int64)
+        pos[sel] = np.arange(S)
+        jpos = pos[prep.q_of[m_q]]
+        lens_m = rw.lens[m_rows % rw.lens.shape[0]]
+        colm = t.attn_stacked[:, lens_m] * m_share
+        idx = jpos * C + rw.ch[m_rows % rw.lens.shape[0]]
+        pc = pc - np.bincount(idx, weights=colm[A_PIM], minlength=S * C).reshape(S, C)
+        ic = ic - np.bincount(idx, weights=colm[A_IO], minlength=S * C).reshape(S, C)
+        kv_c = np.bincount(idx, weights=colm[A_KV], minlength=S * C).reshape(S, C) / t.ch_bw_bytes_per_s
+        kv_off = np.bincount(jpos, weights=colm[A_KV], minlength=S)
+        fl_off = np.bincount(jpos, weights=colm[A_FLOPS], minlength=S)
+        e_swap = np.bincount(jpos, weights=colm[A_NPU_E] - colm[A_PIM_E], minlength=S)  # on the NPU, not the PIM
+        n_units = np.bincount(jpos, minlength=S)
+    npu_ = npu_time(xc[C_SA], vec_ + fl_off / t.vector_flops, mem_ + kv_off / t.npu_bw_bytes_per_s, xc[C_LINK])
+    chan_ = channel_times(t, pc, xc[C_PF][:, None], ic + xc[C_PFIO][:, None], mem_[:, None], kv_c,
+                          xc[C_RIDE][:, None]).max(axis=1)
+    new = np.empty((N_FIG, S))
+    new[F_TIME] = np.maximum(np.maximum(npu_, chan_), xc[C_CHAIN])
+    new[F_NPU], new[F_SA], new[F_CHAN], new[F_NPU_FL] = npu_, xc[C_SA], chan_, xc[C_FLOPS]
+    new[F_ENERGY] = xc[C_ENERGY] + xc[C_PF_ENERGY] + attn_e[i_all] + e_swap
+    new[F_PMAX], new[F_PMEAN] = pc.max(axis=1) + xc[C_PF], pc.sum(axis=1) / C + xc[C_PF]
+    new[F_PIM_FL], new[F_KV], new[F_ATTN_OFF], new[F_FC_FL] = attn_fl - fl_off + xc[C_PF_FLOPS], av[G_KV, i_all], \
+        kv_off, fig[F_FC_FL, i_all]
+    new[F_FC_OFF], new[F_PRED], new[F_Y], new[F_J], new[F_MOVED] = xc[C_PF_FLOPS], best[sel], yd, jd, n_units
+    fig[:, i_all] = new
 
 
-def _records(s: Schedule, prep: Prepared, time, npu, sa, pim_max, pmean, chan, energy, y, moved_n) -> StageTable:
-    """The executed stages (repeats > 0) and LM heads, micro-batch by micro-batch in execution order."""
+def _attention(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q,
+               mem_q, best):
+    """The exact prefix sweep for the pseudo-stages ``sq`` over their movable units. Returns (winning
+    pseudo-stages, their predicted times, (unit rows, shares, unit pseudo-stages, moved mask)) or None."""
+    t, lay = s.tables, prep.lay
+    C = t.channels
+    G1 = lay.n_groups + 1
+    q_of, qx = prep.q_of, prep.q_x
+    g_sq = lay.inst_ag[prep.dyn[q_of[sq]]]
+    # every movable row of a selected group, once per selected pseudo-stage of that group
+    sq = sq[np.argsort(g_sq, kind="stable")]
+    g_sq = lay.inst_ag[prep.dyn[q_of[sq]]]
+    per = np.bincount(g_sq, minlength=G1)
+    first = np.cumsum(per) - per
+    R = rw.lens.shape[0]
+    grp = a.row_group
+    rows = np.flatnonzero((per[grp] > 0) & mov)
+    if rows.size == 0:
+        return None
+    rg = grp[rows]
+    rep = per[rg]
+    r_src = np.repeat(rows, rep)
+    k = np.arange(r_src.shape[0]) - np.repeat(np.cumsum(rep) - rep, rep)
+    q_pos = np.repeat(first[rg], rep) + k  # position in sq
+    heads = max(1, s.model.kv_heads // s.tp)
+    count_gc = np.bincount(rw.gc, minlength=G1 * C) if s.system.dbo.attention_by_heads and heads > 1 else None
+    src, share = _units(heads, q_pos, rw.gc[r_src], count_gc, count_gc is not None)
+    u_rows = r_src[src]
+    u_pos = q_pos[src]
+    gq = g_sq
+    kv = av[G_KV, prep.dyn[q_of[sq]]]
+    fpb = np.where(kv > 0, av[G_FLOPS, prep.dyn[q_of[sq]]] / np.where(kv > 0, kv, 1.0), 0.0)
+    lens_u = rw.lens[u_rows % R]
+    pred, mask, m = attention_sweep(
+        t, u_pos, rw.ch[u_rows % R], pim_r[u_rows] * share, io_r[u_rows] * share,
+        t.attn_stacked[A_KV, lens_u] * share, sq.shape[0], qx[C_SA, sq], vec_q[sq], mem_q[sq], qx[C_LINK, sq], fpb,
+        pc_d[gq].reshape(-1), ic_d[gq].reshape(-1), qx[C_PF, sq], qx[C_PFIO, sq], qx[C_RIDE, sq], qx[C_CHAIN, sq])
+    win = (m > 0) & (pred < best[q_of[sq]])
+    if not win.any():
+        return None
+    return sq[win], pred[win], (u_rows, share, sq[u_pos], mask)
+
+
+def _records(s: Schedule, prep: Prepared, a: Assignment, live_mask, fig: np.ndarray, cand: np.ndarray) -> StageTable:
+    """The executed stages (repeats > 0) of the chosen candidates and the LM heads, micro-batch by
+    micro-batch in execution order."""
     lay = prep.lay
-    live = prep.reps > 0
+    live = (prep.reps > 0) & live_mask
     mbs = prep.mbs
     names = np.array([k.name for k in KINDS] + [HEAD_STAGE])
     npu_w = np.array([k.npu_work for k in KINDS] + ["LM head"])
-    pim_w = np.array([k.pim_work for k in KINDS] + ["-"])
+    pim_w = np.array([k.pim_work for k in KINDS] + ["LM head columns"])
     kind = np.concatenate([lay.inst_kind[live], np.full(mbs.shape[0], len(KINDS))])
     mb_of = np.concatenate([lay.inst_k[live] * s.pp + lay.inst_mb[live], mbs])
     order = np.lexsort((kind, mb_of))  # micro-batch by micro-batch; kinds in table order, head last
     zi = np.zeros(mbs.shape[0], dtype=np.int64)
-    zf = np.zeros(mbs.shape[0])
     hm = prep.head_mb
-    moved = moved_n if moved_n is not None else np.zeros(time.shape[0], dtype=np.int64)
     cols = dict(
-        iteration=mb_of // s.pp, micro_batch=mb_of % s.pp, name=names[kind],
+        iteration=mb_of // s.pp, micro_batch=mb_of % s.pp, candidate=cand[mb_of // s.pp], name=names[kind],
         repeats=np.concatenate([prep.reps[live], np.ones(mbs.shape[0])]).astype(np.int64),
-        time_s=np.concatenate([time[live], hm[0]]), npu_s=np.concatenate([npu[live], hm[1]]),
-        npu_sa_s=np.concatenate([sa[live], hm[2]]), pim_max_s=np.concatenate([pim_max[live], zf]),
-        pim_mean_s=np.concatenate([pmean[live], zf]), channel_max_s=np.concatenate([chan[live], zf]),
-        energy_j=np.concatenate([energy[live], hm[4]]),
+        time_s=np.concatenate([fig[F_TIME, live], hm[0]]), npu_s=np.concatenate([fig[F_NPU, live], hm[1]]),
+        npu_sa_s=np.concatenate([fig[F_SA, live], hm[2]]), pim_max_s=np.concatenate([fig[F_PMAX, live], hm[5]]),
+        pim_mean_s=np.concatenate([fig[F_PMEAN, live], hm[5]]),
+        channel_max_s=np.concatenate([fig[F_CHAN, live], hm[5]]), energy_j=np.concatenate([fig[F_ENERGY, live], hm[4]]),
         fc_rows=np.concatenate([lay.inst_rows[live], hm[3].astype(np.int64)]),
-        fc_rows_to_pim=np.concatenate([y[live], zi]),
+        fc_rows_to_pim=np.concatenate([fig[F_Y, live].astype(np.int64), zi]),
+        fc_cols_to_pim=np.concatenate([fig[F_J, live].astype(np.int64), hm[6].astype(np.int64)]),
         attn_requests=np.concatenate([lay.group_rows[lay.inst_ag[live]], zi]),
-        attn_to_npu=np.concatenate([moved[live], zi]), npu_work=npu_w[kind], pim_work=pim_w[kind])
+        attn_to_npu=np.concatenate([fig[F_MOVED, live].astype(np.int64), zi]), npu_work=npu_w[kind], pim_work=pim_w[kind])
     return StageTable(**{k: v[order] for k, v in cols.items()})

@@ -4,22 +4,26 @@ This module is the one definition of the schedule's structure. The engine (``sch
 the instances it lays out, the breakdown (``schedule.breakdown``) costs the ops of the same instances, so
 the two cannot drift apart.
 
-- **Pipeline micro-batches**: with pipeline parallelism the batch splits into ``pp`` micro-batches that
-  follow each other through every pipeline stage (request i -> micro-batch i mod pp).
-- **Sub-batch interleaving** (NeuPIMs ``src/StageProgram.cc``, docs/sources.md#s2.5): each micro-batch
-  splits in two (even / odd positions), and the stages overlap one sub-batch's FC with the other's
-  attention. It is used when the system enables it and the smallest micro-batch has at least
-  ``sub_batch_min_batch`` requests; the decision is taken once per iteration, so every micro-batch runs
-  the same stage list.
+- **Pipeline micro-batches** (pp > 1): the batch splits into ``pp`` micro-batches that follow each other
+  through every pipeline stage. The split is channel-aware: each channel's requests (in admission order)
+  are dealt to the micro-batches in turn, so every micro-batch gets an equal share of every channel.
+- **Sub-batch interleaving** (NeuPIMs ``src/StageProgram.cc``, docs/sources.md#s2.5): each micro-batch splits
+  in two, and the stages overlap one sub-batch's FC with the other's attention. Two channel-aware splits:
+  ``count`` (NeuPIMs' scheduler, ``Scheduler::group_sub_batches``: each channel's queue split in half, the
+  odd channels alternately giving the extra request to either half) and ``context`` (each channel's requests
+  by context length, longest first, dealt 0, 1, 1, 0, 0, 1, ...: equal counts and near-equal KV per channel).
+- **Candidates**: ``flat`` (no interleaving), ``count`` and ``context``. Under ``scheduler = "rule"`` each
+  iteration runs one, by NeuPIMs' rule: ``count`` when the system interleaves and the smallest micro-batch
+  holds ``sub_batch_min_batch`` requests, else ``flat``. Under ``scheduler = "runtime"`` every allowed
+  candidate is laid out and the engine keeps the one its predictor finds fastest.
 - **Stage kinds** (:data:`KINDS`): the interleaved table A..F and the flat table Q, M, R. Each names the FC
   group the NPU runs and over which sub-batch's rows, the sub-batch whose attention runs beside it, its
   repeat count as a function of the layers per pipeline stage, whether DBO balances it, and whether its
   weights may still be in SRAM from the previous sub-batch.
 - **LM head** and the activation hand-off close every micro-batch.
 
-:func:`layout` turns K iterations (their requests' context lengths and KV channels, concatenated) into flat
-arrays: a group per (iteration, micro-batch, sub-batch) of requests, and a stage instance per (iteration,
-micro-batch, stage kind), ordered by iteration, then micro-batch, then execution order.
+:func:`assign` gives every request its micro-batch and, per candidate, its sub-batch; :func:`structure`
+turns the candidates' group sizes into stage instances (it depends on nothing else, so it is memoized).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from ..spec.system import SystemSpec
 # FC groups of the cost tables, by index in the stacked NPU / PIM-FC tables (cost.tables)
 FC_GROUPS = ("qkv", "rest", "both", "none", "head")
 QKV, REST, BOTH, NONE, HEAD = range(5)
+# schedule candidates
+CANDIDATES = ("flat", "count", "context")
+FLAT_C, COUNT_C, CONTEXT_C = range(3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,87 +86,169 @@ def kind_table(field: str) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
-    """K iterations laid out as groups of requests and stage instances (module docstring).
+class Assignment:
+    """Where every request of K iterations goes (module docstring).
 
-    Requests (R, in the input order): ``group`` of each. Groups (G + 1; the last is an empty group that
-    stage instances without attention point to): ``group_rows``. Micro-batches (K * pp): ``mb_rows``,
-    ``mb_k``, ``mb_live``, ``interleave``. Stage instances (S): the rest.
+    Variants are (candidate, iteration) pairs, candidate-major: block b holds one variant per iteration, all
+    of candidate ``var_c`` (under the rule scheduler one block, its candidate chosen per iteration). Attention
+    rows are the requests once per block (``row_req`` = the request index, block after block), each in its
+    group (variant, micro-batch, sub-batch). ``var_ok`` is False for a variant its iteration cannot run (an
+    interleaved candidate with a micro-batch of fewer than two requests).
     """
 
     K: int
     pp: int
-    layers_per_stage: int
-    group: np.ndarray  # (R,) group of each request
-    n_groups: int  # G (the empty group is index G)
-    group_rows: np.ndarray  # (G + 1,) requests per group
+    blocks: int
+    var_k: np.ndarray  # (V,) iteration of each variant
+    var_c: np.ndarray  # (V,) candidate of each variant
+    var_ok: np.ndarray  # (V,) bool
+    row_group: np.ndarray  # (blocks * R,) group of each attention row
+    group_rows: np.ndarray  # (V * pp * SUBS + 1,) requests per group (the last: the empty group)
     mb_rows: np.ndarray  # (K * pp,) requests per micro-batch
-    mb_interleaved: np.ndarray  # (K * pp,) bool
-    interleave: np.ndarray  # (K,) bool: the iteration runs the interleaved table
-    # stage instances
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.group_rows.shape[0] - 1)
+
+    def key(self) -> bytes:
+        """Everything the stage structure depends on."""
+        return self.var_c.tobytes() + b"|" + self.group_rows.tobytes() + b"|" + self.mb_rows.tobytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Stage instances of the variants of an :class:`Assignment` (ordered by variant, micro-batch, kind)."""
+
+    K: int
+    pp: int
+    layers_per_stage: int
+    n_groups: int  # G (the empty group is index G)
+    group_rows: np.ndarray
+    mb_rows: np.ndarray  # (K * pp,)
+    var_k: np.ndarray
+    var_c: np.ndarray
+    inst_var: np.ndarray  # variant
     inst_k: np.ndarray  # iteration
     inst_mb: np.ndarray  # micro-batch (0..pp-1)
     inst_kind: np.ndarray  # index into KINDS
     inst_fc_group: np.ndarray  # index into FC_GROUPS
     inst_rows: np.ndarray  # FC token rows
     inst_ag: np.ndarray  # attention group (n_groups = none)
-    inst_cached: np.ndarray  # bool: FC weights already in SRAM
+    inst_cache_frac: np.ndarray  # share of the FC group's weights still in SRAM (0 if none)
     inst_reps: np.ndarray  # float repeats
     inst_balanced: np.ndarray  # bool
 
-    @property
-    def mb_k(self) -> np.ndarray:
-        """Iteration of each micro-batch."""
-        return np.arange(self.K * self.pp) // self.pp
+
+def _small(x: np.ndarray, bound: int) -> np.ndarray:
+    """``x`` (values in 0..bound-1) in the narrowest unsigned type, so a stable argsort is a radix sort."""
+    return x.astype(np.uint16) if bound <= 1 << 16 else x.astype(np.uint32) if bound <= 1 << 32 else x
 
 
-def interleave_rule(system: SystemSpec, mb_rows: np.ndarray) -> np.ndarray:
-    """Per iteration (rows of ``mb_rows``, shape (K, pp)): does it run the interleaved table?
-
-    The system must enable it and the smallest non-empty micro-batch must hold ``sub_batch_min_batch``.
-    """
-    live = mb_rows > 0
-    smallest = np.where(live, mb_rows, np.iinfo(np.int64).max).min(axis=1)
-    return system.sub_batch_interleaving & live.any(axis=1) & (smallest >= system.sub_batch_min_batch)
-
-
-def layout(system: SystemSpec, pp: int, layers_per_stage: int, n_k: np.ndarray, both_bytes: np.ndarray,
-           sram_bytes: float) -> Layout:
-    """Lay out K iterations of ``n_k[k]`` requests each (requests of iteration k follow those of k - 1).
-
-    ``both_bytes[r]`` is the DRAM weight bytes of the 'both' FC group at r rows (its MoE-dependent part),
-    which decides SRAM reuse: sub-batch #2 reuses the weights sub-batch #1 just streamed when the layer's
-    weights its rows touch fit ``sram_bytes``.
-    """
+def assign(system: SystemSpec, pp: int, n_k: np.ndarray, lens: np.ndarray, ch: np.ndarray, C: int) -> Assignment:
+    """Micro-batches, candidates and sub-batches of K iterations of ``n_k[k]`` requests each (requests of
+    iteration k follow those of k - 1 in ``lens`` / ``ch``, in admission order; ``C`` channels)."""
     K = int(n_k.shape[0])
-    R = int(n_k.sum())
-    starts = np.cumsum(n_k) - n_k
-    kid = np.repeat(np.arange(K), n_k)
-    r = np.arange(R) - starts[kid]
-    mb, pos = (r % pp, r // pp) if pp > 1 else (np.zeros(R, dtype=np.int64), r)
-    mb_rows2 = (n_k[:, None] - np.arange(pp)[None, :] + pp - 1) // pp  # (K, pp)
-    inter = interleave_rule(system, mb_rows2)
-    sub = np.where(inter[kid], pos % SUBS, 0)
-    mbi_of_req = kid * pp + mb
-    group = mbi_of_req * SUBS + sub
-    G = K * pp * SUBS
-    group_rows = np.bincount(group, minlength=G + 1)
-    mb_rows = mb_rows2.reshape(-1)
-    mb_inter = np.repeat(inter, pp)
-    live = np.flatnonzero(mb_rows > 0)
-    counts = np.where(mb_inter[live], len(INTERLEAVED), len(FLAT))
-    inst_mbi = np.repeat(live, counts)
+    R = int(lens.shape[0])
+    kid = np.repeat(np.arange(K), n_k) if K > 1 else np.zeros(R, dtype=np.int64)
+    if pp > 1:  # deal each channel's requests (in admission order) to the micro-batches in turn
+        starts = np.cumsum(n_k) - n_k
+        order = np.argsort(_small(kid * C + ch, K * C), kind="stable")
+        mb = np.empty(R, dtype=np.int64)
+        mb[order] = (np.arange(R) - starts[kid[order]]) % pp
+        mbi = kid * pp + mb
+    else:
+        mbi = kid
+    KP = K * pp
+    mb_rows = np.bincount(mbi, minlength=KP)
+    mb2 = mb_rows.reshape(K, pp)
+    live = mb2 > 0
+    smallest = np.where(live, mb2, np.iinfo(np.int64).max).min(axis=1)
+    if system.scheduler == "runtime":
+        blocks = 3 if system.sub_batch_interleaving else 1
+        var_c = np.repeat(np.arange(blocks), K)
+        var_ok = (var_c == FLAT_C) | np.tile(smallest >= 2, blocks)
+    else:
+        blocks = 1
+        var_c = np.where(system.sub_batch_interleaving & live.any(axis=1) &
+                         (smallest >= system.sub_batch_min_batch), COUNT_C, FLAT_C)
+        var_ok = np.ones(K, dtype=bool)
+    V = blocks * K
+    var_k = np.tile(np.arange(K), blocks)
+    group = mbi * SUBS
+    if blocks == 1:
+        if (var_c == COUNT_C).any():
+            group = group + np.where(var_c[kid] == COUNT_C, _split_count(mbi * C + ch, KP, C)[0], 0)
+    else:
+        sub_count, sub_context = _splits(mbi * C + ch, KP, C, lens)
+        group = np.concatenate([group, group + (KP * SUBS + sub_count), group + (2 * KP * SUBS + sub_context)])
+    G = V * pp * SUBS
+    return Assignment(K, pp, blocks, var_k, var_c, var_ok, group, np.bincount(group, minlength=G + 1), mb_rows)
+
+
+def _split_count(queue: np.ndarray, KP: int, C: int):
+    """NeuPIMs' split (``count``): each (micro-batch, channel) queue in admission order, its first half to
+    sub-batch 0; odd queues alternately give their extra request to sub-batch 0 and 1, counting afresh in every
+    micro-batch (``ceil_turn``). Returns (sub-batch per request, queue sizes, extra side per queue)."""
+    Q = KP * C
+    order = np.argsort(_small(queue, Q), kind="stable")
+    size = np.bincount(queue, minlength=Q)
+    first = np.cumsum(size) - size
+    qs = queue[order]
+    rank = np.arange(queue.shape[0]) - first[qs]
+    odd = (size % 2).reshape(KP, C)
+    extra = (odd & ((np.cumsum(odd, axis=1) - odd) % 2 == 0)).reshape(-1)  # odd queues before it in its mb
+    sub = np.empty(queue.shape[0], dtype=np.int64)
+    sub[order] = rank >= (size // 2 + extra)[qs]
+    return sub, size, first, extra
+
+
+def _splits(queue: np.ndarray, KP: int, C: int, lens: np.ndarray):
+    """Both channel-aware splits (module docstring). ``context``: each queue by context, longest first (ties in
+    admission order), dealt 0, 1, 1, 0, 0, 1, ...; an odd queue gives its extra request to the side the count
+    split gives it to (the pattern's own extra side is 0 if size % 4 == 1, else 1)."""
+    count, size, first, extra = _split_count(queue, KP, C)
+    Lmax = int(lens.max()) + 1 if lens.shape[0] else 1
+    by_len = np.argsort(_small(Lmax - 1 - lens, Lmax), kind="stable")
+    order = by_len[np.argsort(_small(queue[by_len], KP * C), kind="stable")]
+    qs = queue[order]
+    rank = np.arange(queue.shape[0]) - first[qs]
+    sz = size[qs]
+    flip = (sz % 2 == 1) & ((sz % 4 == 3) != (extra[qs] == 0))  # natural extra side != wanted (1 - extra)
+    pattern = (rank % 4 == 1) | (rank % 4 == 2)
+    out = np.empty(queue.shape[0], dtype=np.int64)
+    out[order] = pattern != flip
+    return count, out
+
+
+def structure(a: Assignment, layers_per_stage: int, group_bytes: np.ndarray, sram_bytes: float) -> Layout:
+    """Stage instances of every variant (depends only on ``a.key()``, so the engine memoizes it).
+
+    ``group_bytes[g, r]`` is the DRAM weight bytes of FC group g (FC_GROUPS) at r rows (MoE: the experts r rows
+    touch). The FC group of the second sub-batch was just streamed for the first (A then B, C then D, E then F):
+    it finds the share min(1, sram / bytes) of those weights still in SRAM, bytes at the larger sub-batch's
+    rows (partial residency: what fits stays, the rest streams again).
+    """
+    pp, V = a.pp, a.var_k.shape[0]
+    G = a.n_groups
+    group_rows = a.group_rows
+    vm = np.arange(V * pp)  # (variant, micro-batch)
+    vm_rows = group_rows[vm * SUBS] + group_rows[vm * SUBS + 1]
+    vm_inter = np.repeat(a.var_c != FLAT_C, pp)  # (variant, micro-batch) pairs
+    live = np.flatnonzero(vm_rows > 0)
+    counts = np.where(vm_inter[live], len(INTERLEAVED), len(FLAT))
+    inst_vm = np.repeat(live, counts)
     first = np.cumsum(counts) - counts
-    within = np.arange(inst_mbi.shape[0]) - np.repeat(first, counts)
-    kind = within + np.where(mb_inter[inst_mbi], INTERLEAVED[0], FLAT[0])
+    within = np.arange(inst_vm.shape[0]) - np.repeat(first, counts)
+    kind = within + np.where(vm_inter[inst_vm], INTERLEAVED[0], FLAT[0])
     fc_sub = _K["fc_sub"][kind]
     attn_sub = _K["attn_sub"][kind]
-    rows = np.where(fc_sub >= 0, group_rows[inst_mbi * SUBS + np.maximum(fc_sub, 0)], 0)
-    ag = np.where(attn_sub >= 0, inst_mbi * SUBS + np.maximum(attn_sub, 0), G)
-    # SRAM reuse: the weights both sub-batches' rows touch (MoE: the experts max(b1, b2) rows hit)
-    b_max = np.maximum(group_rows[inst_mbi * SUBS], group_rows[inst_mbi * SUBS + 1])
-    cached = _K["may_be_cached"][kind] & (both_bytes[b_max] <= sram_bytes)
+    rows = np.where(fc_sub >= 0, group_rows[inst_vm * SUBS + np.maximum(fc_sub, 0)], 0)
+    ag = np.where(attn_sub >= 0, inst_vm * SUBS + np.maximum(attn_sub, 0), G)
+    b_max = np.maximum(group_rows[inst_vm * SUBS], group_rows[inst_vm * SUBS + 1])
+    wb = group_bytes[_K["fc_group"][kind], b_max]
+    frac = np.where(wb > 0, np.minimum(1.0, sram_bytes / np.where(wb > 0, wb, 1.0)), 0.0)
+    cache = np.where(_K["may_be_cached"][kind], frac, 0.0)
     reps = (_K["per_layer"][kind] * layers_per_stage + _K["extra"][kind]).astype(float)
-    return Layout(K, pp, layers_per_stage, group, G, group_rows, mb_rows, mb_inter, inter,
-                  inst_mbi // pp, inst_mbi % pp, kind, _K["fc_group"][kind], rows, ag, cached, reps,
-                  _K["balanced"][kind])
+    var = inst_vm // pp
+    return Layout(a.K, pp, layers_per_stage, G, group_rows, a.mb_rows, a.var_k, a.var_c, var, a.var_k[var],
+                  inst_vm % pp, kind, _K["fc_group"][kind], rows, ag, cache, reps, _K["balanced"][kind])

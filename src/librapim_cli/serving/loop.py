@@ -538,8 +538,8 @@ class _Loop:
             if self.attn_share_on:
                 data[rows, _COL["offload_attention_share"]] = np.divide(
                     kept.attn_offloaded_bytes, kept.attn_bytes, out=np.zeros(len(kept)), where=kept.attn_bytes > 0)
-            data[rows, _COL["offload_fc_share"]] = np.divide(kept.fc_rows_offloaded, kept.fc_rows,
-                                                             out=np.zeros(len(kept)), where=kept.fc_rows > 0)
+            data[rows, _COL["offload_fc_share"]] = np.divide(kept.fc_flops_offloaded, kept.fc_flops,
+                                                             out=np.zeros(len(kept)), where=kept.fc_flops > 0)
             self.lazy.append_batch(kept)
             for f in SUMMED:
                 self.totals[f] += float(getattr(kept, f).sum())

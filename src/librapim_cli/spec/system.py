@@ -21,6 +21,11 @@ class ConcurrencySpec(Spec):
     switch_quantum_ns: float = Field(
         default=3900.0, gt=0,
         description="time_interleaved: length of one PIM/normal slot between mode switches, ns.")
+    partial_batch_offload: bool = Field(
+        default=False,
+        description="DEX option from the same group's Bank-Split PIM (DAC'25 'Partial Batch Offloading'): FC token "
+                    "rows DBO moves to the PIM ride the weight rows the NPU is streaming (the alternate I/O buffer "
+                    "gets a copy), up to the PIM's input vectors per row, with no activation of their own.")
 
     @field_validator("mode")
     @classmethod
@@ -28,6 +33,13 @@ class ConcurrencySpec(Spec):
         if v not in concurrency.names():
             raise ValueError(f"unknown concurrency mode {v!r}; choose one of {', '.join(concurrency.names())}")
         return v
+
+    @model_validator(mode="after")
+    def _ride_needs_support(self) -> ConcurrencySpec:
+        if self.partial_batch_offload and not concurrency.get(self.mode).rides_weight_stream:
+            raise ValueError(f"partial_batch_offload needs a mode whose PIM can compute on the rows the NPU streams "
+                             f"(dex); mode {self.mode!r} cannot")
+        return self
 
 
 class LinkSpec(Spec):
@@ -41,7 +53,11 @@ class LinkSpec(Spec):
 class PlacementSpec(Spec):
     """Where each op class runs before DBO moves anything."""
 
-    fc: Literal["npu"] = Field(default="npu", description="FC / GEMM ops (QKV, projection, FFN): always the NPU.")
+    fc: Literal["npu", "pim"] = Field(
+        default="npu",
+        description="FC / GEMM ops (QKV, projection, FFN) and the LM head: 'npu' (DBO may move token rows or column "
+                    "tiles to the PIM), or 'pim': every FC GEMM and the LM head run on the PIM as GEMVs, the vector "
+                    "ops (norms, activations, residuals) stay on the NPU (Samsung HBM-PIM / SK hynix AiM style).")
     attention: Literal["npu", "pim"] = Field(description="Decode attention GEMVs: on the NPU or on the PIM.")
     kv_channel_policy: Literal["round_robin", "least_loaded"] = Field(
         default="least_loaded", description="How a request's KV cache is assigned to one HBM channel.")
@@ -53,6 +69,16 @@ class DBOSpec(Spec):
     enabled: bool = Field(description="Run the DBO optimizer every iteration.")
     attention_to_npu: bool = Field(default=True, description="Allow moving requests' attention from PIM to the NPU.")
     fc_to_pim: bool = Field(default=True, description="Allow moving FC token rows from the NPU to the PIM.")
+    attention_by_heads: bool = Field(
+        default=True, description="Move attention at the granularity of one KV head (with its query heads), not only "
+                                  "of whole requests.")
+    joint: bool = Field(
+        default=True, description="Also consider moving FC rows to the PIM and attention to the NPU in the same stage.")
+    fc_columns: bool = Field(
+        default=True, description="Also move FC output-column tiles (1/32 of every GEMM's columns each) to the PIM: "
+                                  "unlike token rows, they shrink the NPU's weight stream.")
+    lm_head: bool = Field(
+        default=True, description="Also rebalance the LM head: vocabulary-column tiles (1/32 each) to the PIM.")
     prediction_error: float = Field(
         default=0.0, ge=0, lt=1,
         description="Relative error of DBO's predictor: each request's predicted PIM time is off by a seeded uniform factor in +/- this fraction.")
@@ -96,7 +122,12 @@ class SystemSpec(Spec):
     concurrency: ConcurrencySpec = Field(description="NPU-traffic / PIM-compute concurrency mode.")
     sub_batch_interleaving: bool = Field(description="Split the batch in two and overlap NPU FC with PIM attention.")
     sub_batch_min_batch: int = Field(
-        default=2, ge=2, description="Interleave only when the batch has at least this many requests.")
+        default=2, ge=2, description="scheduler 'rule': interleave only when the batch has at least this many requests.")
+    scheduler: Literal["rule", "runtime"] = Field(
+        default="rule",
+        description="'rule': interleave by the fixed batch-size rule with NeuPIMs' channel split (a published "
+                    "baseline's behaviour); 'runtime': every iteration choose, with DBO's predictor, between no "
+                    "interleaving and interleaving with either channel-balanced split.")
     dbo: DBOSpec = Field(description="Dynamic Batch Offloading.")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving admission policy and KV accounting.")
 
@@ -106,9 +137,15 @@ class SystemSpec(Spec):
             raise ValueError(f"placement.attention is 'pim' but hardware '{self.hardware.name}' has no PIM")
         if self.dbo.enabled and self.hardware.pim is None:
             raise ValueError("dbo.enabled needs hardware with PIM")
+        if self.placement.fc == "pim" and self.hardware.pim is None:
+            raise ValueError(f"placement.fc is 'pim' but hardware '{self.hardware.name}' has no PIM")
+        if self.placement.fc == "pim" and self.dbo.enabled:
+            raise ValueError("placement.fc = 'pim' fixes every FC GEMM on the PIM; DBO cannot rebalance it "
+                             "(set dbo.enabled = false)")
         return self
 
     @property
     def uses_pim(self) -> bool:
         """True if any work can run on PIM."""
-        return self.hardware.pim is not None and (self.placement.attention == "pim" or self.dbo.enabled)
+        return self.hardware.pim is not None and (self.placement.attention == "pim" or self.dbo.enabled
+                                                   or self.placement.fc == "pim")
