@@ -209,7 +209,8 @@ def test_running_trials_of_dead_workers_are_failed(small, tmp_path) -> None:
 
     import optuna
 
-    from librapim_cli.sweep.study import _reap_stale, open_storage, parse_storage, worker_identity
+    from librapim_cli.sweep.storage import open_storage, parse_storage
+    from librapim_cli.sweep.workers import reap_stale, worker_identity
 
     storage = str(tmp_path / "stale.journal")
     spec = parse_sweep(small, "s")
@@ -231,8 +232,7 @@ def test_running_trials_of_dead_workers_are_failed(small, tmp_path) -> None:
     running({"worker": {**me, "host": "elsewhere"}}, 1000)  # #5: another machine, far beyond the limit
     running({"worker": me}, 0)  # #6: this process, which is not running a trial now
     running({}, 1)  # #7: no record yet, 1 s old: may be starting
-    study = optuna.load_study(study_name="stale", storage=st)
-    _reap_stale(study, st, me)
+    assert reap_stale(st, study_id, me) == 4
     rows = {r["number"]: r for r in trials_table(storage, "stale")}
     assert [rows[n]["state"] for n in range(2, 8)] == ["FAIL", "FAIL", "RUNNING", "FAIL", "FAIL", "RUNNING"]
     assert "died before finishing the trial" in rows[2]["reason"]
@@ -244,7 +244,7 @@ def test_a_journal_lock_left_by_a_dead_process_is_taken_over_at_once(small, tmp_
     import os
     import time
 
-    from librapim_cli.sweep.study import worker_identity
+    from librapim_cli.sweep.workers import worker_identity
 
     storage = tmp_path / "locked.journal"
     storage.touch()
