@@ -253,3 +253,59 @@ def test_a_journal_lock_left_by_a_dead_process_is_taken_over_at_once(small, tmp_
     res = run(parse_sweep(small, "s"), trials=2, storage=str(storage))
     assert res.finished == 2
     assert time.monotonic() - t0 < 10  # not optuna's 30 s grace period
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_recorded_trials_read_back_through_optuna_field_by_field(tmp_path, kind: str) -> None:
+    import math
+    import os
+
+    import optuna
+
+    from librapim_cli.sweep.record import make_recorder
+    from librapim_cli.sweep.storage import open_storage, parse_storage
+
+    if kind == "postgresql" and not os.environ.get("LIBRAPIM_TEST_PG_URL"):
+        pytest.skip("LIBRAPIM_TEST_PG_URL is not set (source .ci/start-postgres.sh)")
+    text = {"sqlite": f"sqlite:///{tmp_path}/r.db", "journal": str(tmp_path / "r.journal"),
+            "postgresql": os.environ.get("LIBRAPIM_TEST_PG_URL", "")}[kind]
+    ref = parse_storage(text)
+    st = open_storage(ref)
+    name = f"roundtrip-{os.getpid()}-{id(tmp_path)}"
+    stored = optuna.create_study(storage=st, study_name=name, directions=["maximize", "minimize"])
+    local = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=1))
+
+    def objective(t: optuna.Trial) -> list[float]:
+        x = t.suggest_float("x", 0.5, 4.0, log=True)
+        n = t.suggest_int("n", 1, 9, step=2)
+        t.suggest_categorical("c", ["a", True, 3])
+        t.set_constraint("fits", 0.0 if n < 9 else 1.0)
+        t.set_user_attr("metrics", {"m": x * n, "deep": {"k": [1, 2.5, None]}})
+        if t.number in (3, 11):
+            t.set_user_attr("reason", "does not fit")
+            raise optuna.TrialPruned("does not fit")
+        return [math.inf if t.number == 2 else x * n, -x]
+
+    local.optimize(objective, n_trials=25)
+    recorder = make_recorder(ref, st, stored._study_id, None, 20, {"host": "h", "pid": 1})
+    for t in local.trials:
+        recorder.add(t)
+    recorder.flush()
+    assert recorder.done == 20 and recorder.surplus == 5  # exactly N: the last 5 did not fit
+    back = optuna.load_study(study_name=name, storage=open_storage(ref)).trials
+    assert [t.number for t in back if t.state != optuna.trial.TrialState.FAIL] == list(range(20))
+    by_number = {t.number: t for t in back}
+    for want in local.trials[:20]:
+        got = by_number[want.number]
+        assert got.state == want.state
+        assert got.values == want.values
+        assert got.params == want.params and got.distributions == want.distributions
+        assert got.user_attrs == {**want.user_attrs, "worker": {"host": "h", "pid": 1}}
+        assert got.system_attrs == want.system_attrs
+        assert got.datetime_start == want.datetime_start
+        if kind == "journal":  # finished by its second append, when it was recorded
+            assert want.datetime_complete <= got.datetime_complete
+        else:
+            assert got.datetime_complete == want.datetime_complete
+    assert any(v == math.inf for t in back for v in (t.values or ()))
+    assert any(t.state == optuna.trial.TrialState.PRUNED for t in back)

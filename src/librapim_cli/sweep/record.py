@@ -13,9 +13,10 @@ memory) and writes each finished trial to the storage whole, with the storage's 
 - RDB (SQLite, PostgreSQL, MySQL): finished trials are written in one transaction per batch (a batch is
   flushed at least every :data:`FLUSH_S` seconds and whenever the study may be complete). The transaction
   locks the study's row (SQLite: the database), counts the live trials, and inserts only as many as still
-  fit under N, numbered as optuna numbers them: exact N with one write and no surplus rows. It uses
-  optuna's own ORM models (``optuna.storages._rdb.models``), the schema that ``RDBStorage`` checked when it
-  opened the database; tests/sweep read every written trial back through optuna and compare it field by field.
+  fit under N, numbered as optuna numbers them: exact N with one write and no surplus rows. It inserts
+  rows with SQLAlchemy Core into the tables of optuna's own models (``optuna.storages._rdb.models``), the
+  schema ``RDBStorage`` checked when it opened the database, converting values as optuna's models do;
+  tests/sweep read written trials back through optuna and compare them field by field.
 
 Counts: finished (COMPLETE + PRUNED) and running trials of the whole study, as of the last write or
 :meth:`Recorder.refresh`. Trials other processes finished are added to the local study when they are seen,
@@ -25,6 +26,7 @@ so a sampler learns from every worker.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import time
 from typing import Any
@@ -78,6 +80,11 @@ class Recorder:
     def reap(self) -> int:
         """Fail RUNNING trials of dead workers; returns how many."""
         return 0
+
+    def snapshot(self, study: optuna.Study) -> optuna.Study | None:
+        """The stored study as this recorder knows it for certain, without reading it back (None if it cannot
+        vouch for every trial: load the study instead)."""
+        return None
 
 
 def _stored_copy(trial: FrozenTrial, worker: dict[str, Any]) -> FrozenTrial:
@@ -176,7 +183,10 @@ class RDBRecorder(Recorder):
         self.seen: set[int] = set()  # numbers of the trials in the local study (or counted)
         self.total = 0  # trials of the study (any state) as of the last read
         self.last_flush = time.monotonic()
+        self.known: dict[int, FrozenTrial] = {}  # every trial of the study by number, while `exact`
+        self.exact = True  # no other writer seen: `known` is the whole study
         self._sync()
+        self.known = {t.number: t for t in self.storage.get_all_trials(self.study_id, deepcopy=False)}
 
     @property
     def pending(self) -> int:
@@ -221,6 +231,7 @@ class RDBRecorder(Recorder):
         self.seen.update(range(total, total + accepted))
         self.buffer.clear()
         if others:
+            self.exact = False
             self._sync()
         else:
             self.total = total + accepted
@@ -230,7 +241,19 @@ class RDBRecorder(Recorder):
     def refresh(self) -> None:
         counts, total = self._counts()
         if total != self.total:
+            self.exact = False
             self._sync()
+
+    def snapshot(self, study: optuna.Study) -> optuna.Study | None:
+        """An in-memory copy of the stored study built from the trials this process read and wrote, when no
+        other process wrote meanwhile (saves reading every trial back at the end of a run)."""
+        if not self.exact or self.running or len(self.known) != self.total:
+            return None
+        copy_ = optuna.create_study(study_name=study.study_name, directions=study.directions)
+        for key, value in study.user_attrs.items():
+            copy_.set_user_attr(key, value)
+        copy_.add_trials([self.known[n] for n in sorted(self.known)])
+        return copy_
 
     def _counts(self) -> tuple[dict[TrialState, int], int]:
         from optuna.storages._rdb import models
@@ -251,7 +274,7 @@ class RDBRecorder(Recorder):
         state before, trials before, trials inserted)."""
         from optuna.distributions import distribution_to_json
         from optuna.storages._rdb import models
-        from sqlalchemy import func, update
+        from sqlalchemy import func, insert, update
 
         session = self.rdb.scoped_session()
         try:
@@ -266,36 +289,55 @@ class RDBRecorder(Recorder):
             total = sum(counts.values())
             live = sum(n for s, n in counts.items() if s in LIVE)
             fit = trials[: max(0, self.target - live)]
-            objs: list[Any] = []
+            written: list[tuple[int, int, FrozenTrial]] = []
+            # SQLAlchemy Core on optuna's tables: one INSERT per trial (its id), one executemany per child table
+            rows: dict[Any, list[dict[str, Any]]] = {m: [] for m in (
+                models.TrialParamModel, models.TrialValueModel, models.TrialUserAttributeModel,
+                models.TrialSystemAttributeModel)}
             for i, ft in enumerate(fit):
-                tm = models.TrialModel(number=total + i, study_id=self.study_id, state=ft.state)
-                tm.datetime_start, tm.datetime_complete = ft.datetime_start, ft.datetime_complete
-                objs.append(tm)
+                trial_id = session.execute(insert(models.TrialModel.__table__).values(
+                    number=total + i, study_id=self.study_id, state=ft.state,
+                    datetime_start=_utc(ft.datetime_start), datetime_complete=_utc(ft.datetime_complete),
+                )).inserted_primary_key[0]
+                written.append((total + i, trial_id, ft))
                 for name, value in ft.params.items():
                     dist = ft.distributions[name]
-                    objs.append(models.TrialParamModel(trial=tm, param_name=name, param_value=dist.to_internal_repr(value),
-                                                       distribution_json=distribution_to_json(dist)))
+                    rows[models.TrialParamModel].append({
+                        "trial_id": trial_id, "param_name": name, "param_value": dist.to_internal_repr(value),
+                        "distribution_json": distribution_to_json(dist)})
                 for objective, value in enumerate(ft.values or ()):
                     stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-                    objs.append(models.TrialValueModel(trial=tm, objective=objective, value=stored, value_type=kind))
-                for key, value in ft.user_attrs.items():
-                    objs.append(models.TrialUserAttributeModel(trial=tm, key=key, value_json=json.dumps(value)))
-                for key, value in ft.system_attrs.items():
-                    objs.append(models.TrialSystemAttributeModel(trial=tm, key=key, value_json=json.dumps(value)))
-            session.add_all(objs)
+                    rows[models.TrialValueModel].append({
+                        "trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind})
+                for model, attrs in ((models.TrialUserAttributeModel, ft.user_attrs),
+                                     (models.TrialSystemAttributeModel, ft.system_attrs)):
+                    rows[model] += [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                    for k, v in attrs.items()]
+            for model, batch in rows.items():
+                if batch:
+                    session.execute(insert(model.__table__), batch)
             session.commit()
         except BaseException:
             session.rollback()
             raise
         finally:
             session.close()
+        for number, trial_id, ft in written:
+            ft.number, ft._trial_id = number, trial_id
+            self.known[number] = ft
         return counts, total, len(fit)
 
     def reap(self) -> int:
         self.flush()
         n = reap_stale(self.storage, self.study_id, self.worker)
+        self.exact = self.exact and n == 0
         self._sync()
         return n
+
+
+def _utc(t: datetime.datetime | None) -> datetime.datetime | None:
+    """A trial time as optuna's RDB schema stores it: naive UTC (optuna's TrialModel does the same)."""
+    return None if t is None else t.astimezone(datetime.UTC).replace(tzinfo=None)
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -201,7 +201,9 @@ class RunResult:
     sim_seconds: float
     sim_calls: int
     wall_seconds: float
-    study: optuna.Study  # the study itself (read it with results.study_rows, export.export_best)
+    #: the study as it ends (read it with results.study_rows, export.export_best); for a stored study that no
+    #: other process wrote to during the run, an in-memory copy of it (trials, numbers, attributes)
+    study: optuna.Study
     notes: list[str] = field(default_factory=list)
     signal: int | None = None  # the signal that interrupted the run
 
@@ -280,7 +282,11 @@ def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", see
         report(force=True)
     finally:
         stop.restore()
-    study = stored if ref.kind == "memory" else optuna.load_study(study_name=study_name, storage=st)
+    if ref.kind == "memory":
+        study = stored
+    else:  # what this run read and wrote, or (other writers, stale trials) the study read back
+        study = (recorder.snapshot(stored) if recorder is not None else None) or \
+            optuna.load_study(study_name=study_name, storage=st)
     done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     interrupted = stop() and done < target
     return RunResult(study_name, ref, name, target, done, new, interrupted, objectives_of(study), best_rows(study),
