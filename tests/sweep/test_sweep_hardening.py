@@ -300,10 +300,11 @@ def test_sigterm_stops_every_worker_keeps_the_trials_and_prints_the_resume_comma
     assert sum(x["state"] in ("COMPLETE", "PRUNED") for x in trials_table(storage, "small")) == len(rows) + 3
 
 
-def test_double_ctrl_c_stops_at_once_without_a_traceback(small, tmp_path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_double_ctrl_c_stops_at_once_without_a_traceback(small, tmp_path, workers: str) -> None:
     spec = _spec_file(tmp_path, {**small, "parameters": WIDE})
     journal = str(tmp_path / "i.journal")
-    proc = cli_popen("sweep", spec, "--trials", "5000", "--storage", journal, "--workers", "2",
+    proc = cli_popen("sweep", spec, "--trials", "5000", "--storage", journal, "--workers", workers,
                      start_new_session=True)
     _wait_finished(journal, 10, proc)
     workers = _children(proc.pid)

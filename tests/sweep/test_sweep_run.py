@@ -133,8 +133,9 @@ def test_trials_is_the_total_finished_in_the_study(small, tmp_path) -> None:
     assert len(rows) == 12 and sorted(r["number"] for r in rows) == list(range(12))
 
 
-def test_local_workers_end_with_exactly_n(small, tmp_path) -> None:
-    storage = str(tmp_path / "workers.journal")
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_local_workers_end_with_exactly_n(small, tmp_path, kind: str) -> None:
+    storage = str(tmp_path / "workers.journal") if kind == "journal" else f"sqlite:///{tmp_path}/workers.db"
     spec = copy.deepcopy(small)
     spec["parameters"] = [{"path": "batch", "type": "int", "low": 2, "high": 24}]
     res = run(parse_sweep(spec, "t"), trials=25, storage=storage, workers=3, study_name="workers")

@@ -8,6 +8,7 @@ command, so ``librapim --help`` and the other commands never import optuna.
 from __future__ import annotations
 
 import shlex
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -171,6 +172,10 @@ def sweep_cmd(
     with _Bar(name) as bar:
         result = run(sweep_spec, trials=trials, sampler=sampler, seed=seed, storage=storage, study_name=name,
                      workers=workers, progress=bar, handle_signals=True)
+    # the trials are over: a late (or second) Ctrl-C / SIGTERM must not cut the summary, the files or the exit
+    # code short with a KeyboardInterrupt; what is left takes moments
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     if out is not None:
         write_trials(study_rows(result.study), out, study=name, objectives=result.objectives)
     exported = export_best(result.study, name, export, sweep_spec) if export is not None and result.best else []

@@ -276,21 +276,22 @@ def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", see
                                                  recorder, report)
         except Aborted:
             pass
-        stop.quiet()
+        stop.quiet()  # past the trials: later signals are only noted until the run returns
         if recorder is not None:
             recorder.refresh()
         report(force=True)
+        if ref.kind == "memory":
+            study = stored
+        else:  # what this run read and wrote, or (other writers, stale trials) the study read back
+            study = (recorder.snapshot(stored) if recorder is not None else None) or \
+                optuna.load_study(study_name=study_name, storage=st)
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+        interrupted = stop() and done < target
+        return RunResult(study_name, ref, name, target, done, new, interrupted, objectives_of(study),
+                         best_rows(study), sim_s, sim_n, time.perf_counter() - t0, study, notes,
+                         stop.signum if interrupted else None)
     finally:
         stop.restore()
-    if ref.kind == "memory":
-        study = stored
-    else:  # what this run read and wrote, or (other writers, stale trials) the study read back
-        study = (recorder.snapshot(stored) if recorder is not None else None) or \
-            optuna.load_study(study_name=study_name, storage=st)
-    done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
-    interrupted = stop() and done < target
-    return RunResult(study_name, ref, name, target, done, new, interrupted, objectives_of(study), best_rows(study),
-                     sim_s, sim_n, time.perf_counter() - t0, study, notes, stop.signum if interrupted else None)
 
 
 def _local_study(spec: SweepSpec, study_name: str, sampler: str, seed: int | None) -> optuna.Study:
