@@ -270,7 +270,7 @@ def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", see
             if workers == 1:
                 new = work(local, recorder, evaluator, target, stop=stop, guard=stop.writing, on_trial=report)
                 sim_s, sim_n = evaluator.sim_seconds, evaluator.sim_calls
-            else:
+            elif recorder.done < target:  # a complete study starts no worker
                 new, sim_s, sim_n = _run_workers(spec, ref, study_name, name, seed, target,
                                                  min(workers, max(1, target - recorder.done)), stop, procs,
                                                  recorder, report)
