@@ -215,13 +215,16 @@ class RunResult:
 
 def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", seed: int | None = None,
         storage: str | None = None, study_name: str | None = None, workers: int = 1,
-        progress: Callable[[Progress], None] | None = None, handle_signals: bool = False) -> RunResult:
+        progress: Callable[[Progress], None] | None = None, handle_signals: bool = False,
+        handle_sigint: bool = False) -> RunResult:
     """Run (or resume, or join) a study until it has ``trials`` finished trials.
 
     ``storage``: see :func:`~librapim_cli.sweep.storage.parse_storage`. ``workers`` > 1 starts that many local
     processes (at most :func:`~librapim_cli.sweep.validate.max_workers`), each with its own storage connection (needs a shared storage).
-    ``handle_signals``: SIGINT and SIGTERM stop the run as the module docstring says (``interrupted=True``).
+    ``handle_signals``: SIGINT and SIGTERM stop the run as the module docstring says (``interrupted=True``);
+    ``handle_sigint`` is its former name.
     """
+    handle_signals = handle_signals or handle_sigint
     t0 = time.perf_counter()
     name = sampler_name(sampler)
     ref = parse_storage(storage)
