@@ -268,6 +268,8 @@ def run(spec: SweepSpec, *, trials: int | None = None, sampler: str = "tpe", see
         try:
             if workers == 1:
                 local = stored if not ref.shared else _local_study(spec, study_name, name, seed)
+            elif progress is not None:  # the parent only watches: the finished trials, for "best so far"
+                local = optuna.create_study(study_name=study_name, directions=spec.directions)
             recorder = make_recorder(ref, st, stored._study_id, local, target, worker_identity())
             report(force=True)
             if workers == 1:
