@@ -43,6 +43,7 @@ from .workers import worker_identity
 POLL_S = 0.2
 #: exit codes of a run stopped by a signal (128 + the signal number, as shells report it)
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Aborted(BaseException):
@@ -327,6 +328,7 @@ def _worker_main(spec_json: str, storage_text: str, study_name: str, sampler: st
     stop.count = 1  # one SIGINT aborts a worker (the parent sends it on its second signal)
     signal.signal(signal.SIGINT, stop._handler)
     signal.signal(signal.SIGTERM, lambda s, f: stop.request(s))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent while it started us
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     ev = None
     n = 0
@@ -352,6 +354,31 @@ def _worker_main(spec_json: str, storage_text: str, study_name: str, sampler: st
         out.put((index, f"worker {index} failed: {type(exc).__name__}: {exc}", 1, 0, 0.0, 0))
 
 
+#: after a second signal, workers still running this long are killed
+ABORT_WAIT_S = 30.0
+
+
+def _join(procs: list[Any], stop: Stopper) -> None:
+    """Wait for the workers: after a first signal as long as their running trials take; after a second one
+    (they were told to stop at once) at most :data:`ABORT_WAIT_S`, then kill them."""
+    deadline: float | None = None
+    while True:
+        try:
+            alive = [p for p in procs if p.is_alive()]
+            if not alive:
+                return
+            if stop.aborted:
+                deadline = deadline or time.monotonic() + ABORT_WAIT_S
+                if time.monotonic() > deadline:
+                    for p in alive:
+                        p.kill()
+                        p.join()
+                    return
+            alive[0].join(timeout=POLL_S)
+        except Aborted:  # the second signal came while waiting: the workers got SIGINT, the deadline starts
+            continue
+
+
 def _run_workers(spec: SweepSpec, ref: StorageRef, study_name: str, sampler: str, seed: int | None, target: int,
                  workers: int, stop: Stopper, procs: list[Any], recorder: Recorder,
                  tick: Callable[[], None]) -> tuple[int, float, int]:
@@ -359,8 +386,9 @@ def _run_workers(spec: SweepSpec, ref: StorageRef, study_name: str, sampler: str
     stop_event = ctx.Event()
     out = ctx.Queue()
     spec_json = spec.model_dump_json()
-    # started with SIGINT ignored (inherited through exec) until each worker installs its own handlers
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGINT and SIGTERM blocked while the workers start: the mask is inherited through exec, so a worker keeps
+    # them blocked (pending, not lost) until it has its own handlers; the parent gets its pending ones after
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         for i in range(workers):
             p = ctx.Process(target=_worker_main, name=f"librapim-sweep-{i}", daemon=False,
@@ -369,7 +397,7 @@ def _run_workers(spec: SweepSpec, ref: StorageRef, study_name: str, sampler: str
             p.start()
             procs.append(p)
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     reports: list[tuple] = []
     try:
         while any(p.is_alive() for p in procs):
@@ -385,11 +413,7 @@ def _run_workers(spec: SweepSpec, ref: StorageRef, study_name: str, sampler: str
         stop_event.set()
     finally:
         stop_event.set()
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        _join(procs, stop)
     while len(reports) < workers:
         try:
             reports.append(out.get(timeout=1.0))
