@@ -1,26 +1,33 @@
-"""Sweep overhead per trial over the simulation itself (run: ``python benchmarks/bench_sweep.py``).
+"""Sweep overhead per trial over the simulation itself, per storage (run: ``python benchmarks/bench_sweep.py``).
 
-Goal: <= 5 ms per trial for 1,000 trials with in-memory storage and the TPE sampler.
+Goals (benchmarks/README.md, section "Sweep overhead"):
+
+- in memory, TPE: <= 5 ms per trial over 1,000 trials;
+- SQLite, random and NSGA-II: <= 5 ms per trial over 1,000 trials;
+- a 200-trial sweep with SQLite takes <= 1.5 x the same sweep in memory (whole wall time, simulations included).
 
 Overhead = (time of ``librapim_cli.sweep.run`` - time spent inside ``simulate`` by the objective) / trials:
 everything the sweep adds around the simulations (optuna's sampling and bookkeeping, suggesting, building
-the overrides, constraints, user attributes, the exact-N counting). It is given in wall-clock time (what a
-user waits) and in CPU time of this process (less sensitive to other load on the machine). The space is
-continuous (PIM clock, MAC interval, batch), so samplers rarely revisit a point and the evaluation cache
-barely helps.
+the overrides, constraints, writing the trials to the storage, the exact-N counting). It is given in wall-clock
+time (what a user waits) and in CPU time of this process (less sensitive to other load on the machine). The
+space is continuous (PIM clock, MAC interval, batch), so samplers rarely revisit a point and the evaluation
+cache barely helps. Every stored sweep starts from a fresh file (or a fresh study name on PostgreSQL).
 
-Reference rows split the overhead: the same sweep with the random sampler (the sweep layer alone, no
-model-based sampling) and with NSGA-II, and optuna's TPE on its own with a trivial objective over the same space and
-constraints (optuna's cost, which grows with the number of finished trials). Prints a markdown table; no
-assertions (timings do not belong in tests).
+Storages: memory, ``sqlite:///FILE.db``, a journal file, and PostgreSQL when ``LIBRAPIM_TEST_PG_URL`` is set
+(``source .ci/start-postgres.sh`` starts a throwaway local server). A reference row gives optuna's TPE alone
+with a trivial objective over the same space and constraints (optuna's own cost, which grows with the number
+of finished trials). Prints markdown tables; no assertions (timings do not belong in tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
+import tempfile
 import time
+import uuid
 
 import optuna
 
@@ -28,6 +35,7 @@ import librapim_cli.sweep.objective as objective_mod
 from librapim_cli.sweep import parse_sweep, run
 
 GOAL_MS = 5.0
+GOAL_RATIO = 1.5
 
 SPEC = {
     "name": "bench-sweep",
@@ -62,19 +70,34 @@ class _TimedSimulate:
             self.cpu += time.process_time() - c
 
 
-def sweep_overhead(trials: int, sampler: str, seed: int) -> tuple[float, float]:
-    """(wall ms, CPU ms) of overhead per trial of one in-memory sweep."""
+def storage_for(kind: str, folder: str) -> str | None:
+    """A fresh --storage value of ``kind`` (memory, sqlite, journal, postgresql)."""
+    tag = uuid.uuid4().hex[:8]
+    if kind == "memory":
+        return None
+    if kind == "sqlite":
+        return f"sqlite:///{folder}/bench-{tag}.db"
+    if kind == "journal":
+        return f"{folder}/bench-{tag}.journal"
+    if kind == "postgresql":
+        return os.environ["LIBRAPIM_TEST_PG_URL"]
+    raise ValueError(kind)
+
+
+def sweep_time(trials: int, sampler: str, seed: int, storage: str | None) -> tuple[float, float, float]:
+    """(overhead wall ms per trial, overhead CPU ms per trial, whole wall s) of one sweep."""
     spec = parse_sweep(SPEC, "bench")
     timer = _TimedSimulate()
     objective_mod.simulate = timer
     try:
         w, c = time.perf_counter(), time.process_time()
-        res = run(spec, trials=trials, sampler=sampler, seed=seed)
+        res = run(spec, trials=trials, sampler=sampler, seed=seed, storage=storage,
+                  study_name=f"bench-{uuid.uuid4().hex[:8]}")
         wall, cpu = time.perf_counter() - w, time.process_time() - c
     finally:
         objective_mod.simulate = timer.real
-    assert res.finished == trials
-    return (wall - timer.wall) / trials * 1e3, (cpu - timer.cpu) / trials * 1e3
+    assert res.finished == trials and res.new_trials == trials, (res.finished, res.new_trials)
+    return (wall - timer.wall) / trials * 1e3, (cpu - timer.cpu) / trials * 1e3, wall
 
 
 def optuna_tpe_alone(trials: int, seed: int) -> float:
@@ -98,22 +121,38 @@ def optuna_tpe_alone(trials: int, seed: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=1000)
+    ap.add_argument("--trials", type=int, default=1000, help="trials of the per-trial overhead sweeps")
+    ap.add_argument("--ratio-trials", type=int, default=200, help="trials of the stored-vs-memory comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--storages", default="memory,sqlite,journal,postgresql",
+                    help="comma-separated; postgresql only runs when LIBRAPIM_TEST_PG_URL is set")
+    ap.add_argument("--samplers", default="random,nsga2,tpe")
+    ap.add_argument("--no-reference", action="store_true", help="skip optuna's TPE alone")
     args = ap.parse_args()
-    sweep_overhead(20, "tpe", args.seed)  # warm-up: imports, preset caches
-    tpe_wall, tpe_cpu = sweep_overhead(args.trials, "tpe", args.seed)
-    rnd_wall, rnd_cpu = sweep_overhead(args.trials, "random", args.seed)
-    ga_wall, ga_cpu = sweep_overhead(args.trials, "nsga2", args.seed)
-    alone = optuna_tpe_alone(args.trials, args.seed)
-    print(f"# librapim sweep overhead per trial ({platform.python_version()}, {platform.machine()}, "
-          f"{args.trials} trials, in-memory storage)\n")
-    print("| run | wall ms/trial | CPU ms/trial |")
-    print("|---|---|---|")
-    print(f"| **sweep, TPE** (goal <= {GOAL_MS:g} ms) | **{tpe_wall:.2f}** | **{tpe_cpu:.2f}** |")
-    print(f"| sweep, random sampler (the sweep layer alone) | {rnd_wall:.2f} | {rnd_cpu:.2f} |")
-    print(f"| sweep, NSGA-II | {ga_wall:.2f} | {ga_cpu:.2f} |")
-    print(f"| optuna TPE alone, trivial objective (no librapim) | - | {alone:.2f} |")
+    storages = [s for s in args.storages.split(",") if s != "postgresql" or os.environ.get("LIBRAPIM_TEST_PG_URL")]
+    samplers = args.samplers.split(",")
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as folder:
+        sweep_time(20, "tpe", args.seed, None)  # warm-up: imports, preset caches
+        sweep_time(20, "tpe", args.seed, storage_for("sqlite", folder))
+        print(f"# librapim sweep overhead per trial (Python {platform.python_version()}, {platform.machine()}, "
+              f"{os.cpu_count()} CPUs, {args.trials} trials)\n")
+        print("| storage | sampler | wall ms/trial | CPU ms/trial |")
+        print("|---|---|---:|---:|")
+        for st in storages:
+            for sampler in samplers:
+                w, c, _ = sweep_time(args.trials, sampler, args.seed, storage_for(st, folder))
+                print(f"| {st} | {sampler} | {w:.2f} | {c:.2f} |", flush=True)
+        if not args.no_reference:
+            print(f"| memory | optuna TPE alone, trivial objective (no librapim) | - | "
+                  f"{optuna_tpe_alone(args.trials, args.seed):.2f} |")
+        print(f"\n## {args.ratio_trials}-trial sweep, stored vs in memory (whole wall time; goal <= {GOAL_RATIO:g}x)\n")
+        print("| storage | sampler | memory s | stored s | ratio |")
+        print("|---|---|---:|---:|---:|")
+        for st in [s for s in storages if s != "memory"]:
+            for sampler in samplers:
+                mem = sweep_time(args.ratio_trials, sampler, args.seed, None)[2]
+                stored = sweep_time(args.ratio_trials, sampler, args.seed, storage_for(st, folder))[2]
+                print(f"| {st} | {sampler} | {mem:.2f} | {stored:.2f} | {stored / mem:.2f} |", flush=True)
     print(f"\n(command: {' '.join([sys.executable, *sys.argv])})")
 
 

@@ -148,7 +148,9 @@ PG_URL = os.environ.get("LIBRAPIM_TEST_PG_URL")
                                        "(source .ci/start-postgres.sh to start one)")
 def test_postgres_workers_share_one_study_with_exactly_n_trials(small, tmp_path) -> None:
     spec_d = copy.deepcopy(small)
-    spec_d["parameters"] = WIDE
+    # serving 200 ShareGPT requests: tens of ms a trial, so that neither process finishes 40 trials alone
+    # before the other has started (both must take part)
+    spec_d.update(parameters=WIDE, mode="serve", workload="sharegpt", requests=200)
     spec = _spec_file(tmp_path, spec_d)
     study = f"pg-{uuid.uuid4().hex[:8]}"
     args = ("sweep", spec, "--trials", "40", "--storage", PG_URL, "--study", study, "--json")

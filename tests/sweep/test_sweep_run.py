@@ -133,8 +133,9 @@ def test_trials_is_the_total_finished_in_the_study(small, tmp_path) -> None:
     assert len(rows) == 12 and sorted(r["number"] for r in rows) == list(range(12))
 
 
-def test_local_workers_end_with_exactly_n(small, tmp_path) -> None:
-    storage = str(tmp_path / "workers.journal")
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_local_workers_end_with_exactly_n(small, tmp_path, kind: str) -> None:
+    storage = str(tmp_path / "workers.journal") if kind == "journal" else f"sqlite:///{tmp_path}/workers.db"
     spec = copy.deepcopy(small)
     spec["parameters"] = [{"path": "batch", "type": "int", "low": 2, "high": 24}]
     res = run(parse_sweep(spec, "t"), trials=25, storage=storage, workers=3, study_name="workers")
@@ -209,7 +210,8 @@ def test_running_trials_of_dead_workers_are_failed(small, tmp_path) -> None:
 
     import optuna
 
-    from librapim_cli.sweep.study import _reap_stale, open_storage, parse_storage, worker_identity
+    from librapim_cli.sweep.storage import open_storage, parse_storage
+    from librapim_cli.sweep.workers import reap_stale, worker_identity
 
     storage = str(tmp_path / "stale.journal")
     spec = parse_sweep(small, "s")
@@ -231,8 +233,7 @@ def test_running_trials_of_dead_workers_are_failed(small, tmp_path) -> None:
     running({"worker": {**me, "host": "elsewhere"}}, 1000)  # #5: another machine, far beyond the limit
     running({"worker": me}, 0)  # #6: this process, which is not running a trial now
     running({}, 1)  # #7: no record yet, 1 s old: may be starting
-    study = optuna.load_study(study_name="stale", storage=st)
-    _reap_stale(study, st, me)
+    assert reap_stale(st, study_id, me) == 4
     rows = {r["number"]: r for r in trials_table(storage, "stale")}
     assert [rows[n]["state"] for n in range(2, 8)] == ["FAIL", "FAIL", "RUNNING", "FAIL", "FAIL", "RUNNING"]
     assert "died before finishing the trial" in rows[2]["reason"]
@@ -244,7 +245,7 @@ def test_a_journal_lock_left_by_a_dead_process_is_taken_over_at_once(small, tmp_
     import os
     import time
 
-    from librapim_cli.sweep.study import worker_identity
+    from librapim_cli.sweep.workers import worker_identity
 
     storage = tmp_path / "locked.journal"
     storage.touch()
@@ -253,3 +254,59 @@ def test_a_journal_lock_left_by_a_dead_process_is_taken_over_at_once(small, tmp_
     res = run(parse_sweep(small, "s"), trials=2, storage=str(storage))
     assert res.finished == 2
     assert time.monotonic() - t0 < 10  # not optuna's 30 s grace period
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_recorded_trials_read_back_through_optuna_field_by_field(tmp_path, kind: str) -> None:
+    import math
+    import os
+
+    import optuna
+
+    from librapim_cli.sweep.record import make_recorder
+    from librapim_cli.sweep.storage import open_storage, parse_storage
+
+    if kind == "postgresql" and not os.environ.get("LIBRAPIM_TEST_PG_URL"):
+        pytest.skip("LIBRAPIM_TEST_PG_URL is not set (source .ci/start-postgres.sh)")
+    text = {"sqlite": f"sqlite:///{tmp_path}/r.db", "journal": str(tmp_path / "r.journal"),
+            "postgresql": os.environ.get("LIBRAPIM_TEST_PG_URL", "")}[kind]
+    ref = parse_storage(text)
+    st = open_storage(ref)
+    name = f"roundtrip-{os.getpid()}-{id(tmp_path)}"
+    stored = optuna.create_study(storage=st, study_name=name, directions=["maximize", "minimize"])
+    local = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=1))
+
+    def objective(t: optuna.Trial) -> list[float]:
+        x = t.suggest_float("x", 0.5, 4.0, log=True)
+        n = t.suggest_int("n", 1, 9, step=2)
+        t.suggest_categorical("c", ["a", True, 3])
+        t.set_constraint("fits", 0.0 if n < 9 else 1.0)
+        t.set_user_attr("metrics", {"m": x * n, "deep": {"k": [1, 2.5, None]}})
+        if t.number in (3, 11):
+            t.set_user_attr("reason", "does not fit")
+            raise optuna.TrialPruned("does not fit")
+        return [math.inf if t.number == 2 else x * n, -x]
+
+    local.optimize(objective, n_trials=25)
+    recorder = make_recorder(ref, st, stored._study_id, None, 20, {"host": "h", "pid": 1})
+    for t in local.trials:
+        recorder.add(t)
+    recorder.flush()
+    assert recorder.done == 20 and recorder.surplus == 5  # exactly N: the last 5 did not fit
+    back = optuna.load_study(study_name=name, storage=open_storage(ref)).trials
+    assert [t.number for t in back if t.state != optuna.trial.TrialState.FAIL] == list(range(20))
+    by_number = {t.number: t for t in back}
+    for want in local.trials[:20]:
+        got = by_number[want.number]
+        assert got.state == want.state
+        assert got.values == want.values
+        assert got.params == want.params and got.distributions == want.distributions
+        assert got.user_attrs == {**want.user_attrs, "worker": {"host": "h", "pid": 1}}
+        assert got.system_attrs == want.system_attrs
+        assert got.datetime_start == want.datetime_start
+        if kind == "journal":  # finished by its second append, when it was recorded
+            assert want.datetime_complete <= got.datetime_complete
+        else:
+            assert got.datetime_complete == want.datetime_complete
+    assert any(v == math.inf for t in back for v in (t.values or ()))
+    assert any(t.state == optuna.trial.TrialState.PRUNED for t in back)

@@ -12,7 +12,8 @@ from librapim_cli.spec import list_presets
 from librapim_cli.sweep import load_sweep, parse_storage, parse_sweep
 from librapim_cli.sweep.space import check_paths, grid, grid_size, point
 from librapim_cli.sweep.spec import SweepSpec
-from librapim_cli.sweep.study import StorageError, sampler_name
+from librapim_cli.sweep.storage import StorageError
+from librapim_cli.sweep.validate import sampler_name
 
 
 @pytest.mark.parametrize("name", ["pim-design", "batch-model", "throughput-vs-area"])

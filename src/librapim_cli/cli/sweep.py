@@ -1,15 +1,17 @@
 """``librapim sweep``: an Optuna search over model, batch and hardware parameters (docs/sweep.md).
 
 All optuna code lives in ``librapim_cli.sweep``; this module parses options, shows progress on stderr
-and prints the best trial or the Pareto front.
+and prints the best trial or the Pareto front. It imports the sweep package's optuna parts only inside the
+command, so ``librapim --help`` and the other commands never import optuna.
 """
 
 from __future__ import annotations
 
 import shlex
+import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -19,10 +21,11 @@ from rich.text import Text
 
 from ..report.console import fmt_metric, make_console
 from ..report.json_doc import SCHEMA_VERSION, dumps
-from ..sweep import SAMPLERS, export_best, load_sweep, run, study_rows, write_trials
-from ..sweep import Progress as SweepProgress
-from ..sweep.results import check_out
-from ..sweep.study import RunResult
+from ..sweep.validate import SAMPLERS
+
+if TYPE_CHECKING:
+    from ..sweep.run import Progress as SweepProgress
+    from ..sweep.run import RunResult
 
 
 def register(app: typer.Typer) -> None:
@@ -139,8 +142,8 @@ def sweep_cmd(
     study: Annotated[str | None, typer.Option(
         "--study", show_default="the spec's name", help="Study name in the storage.")] = None,
     workers: Annotated[int, typer.Option(
-        "--workers", "-j", help="Local worker processes, each with its own storage connection (needs --storage).")
-                       ] = 1,
+        "--workers", "-j", help="Local worker processes, each with its own storage connection (needs --storage); "
+                                "at most 4 per CPU.")] = 1,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", show_default=False, dir_okay=False,
         help="Write every trial (params, metrics, state) to a .csv or .json file.")] = None,
@@ -153,17 +156,26 @@ def sweep_cmd(
 ) -> None:
     """Search the spec's parameters with Optuna for the best design (or the Pareto front).
 
-    Ctrl-C lets running trials finish, keeps everything and prints the command that resumes.
-    Infeasible designs (do not fit, break a constraint) are recorded with their reason and are
-    never reported as best. See docs/sweep.md.
+    Ctrl-C (SIGINT) or SIGTERM lets running trials finish, keeps everything, prints the command that
+    resumes and exits 130 (143 for SIGTERM); a second one stops at once. Infeasible designs (do not fit,
+    break a constraint) are recorded with their reason and are never reported as best. See docs/sweep.md.
     """
-    if out is not None:
-        check_out(out)  # before a long sweep, not after it
+    from ..sweep import export_best, load_sweep, run, study_rows, write_trials
+    from ..sweep.paths import check_out_dir, check_out_file
+
+    if out is not None:  # before a long sweep, not after it
+        check_out_file(out, "--out", (".csv", ".json"))
+    if export is not None:
+        check_out_dir(export, "--export-best")
     sweep_spec = load_sweep(spec)
     name = study or sweep_spec.name
     with _Bar(name) as bar:
         result = run(sweep_spec, trials=trials, sampler=sampler, seed=seed, storage=storage, study_name=name,
-                     workers=workers, progress=bar, handle_sigint=True)
+                     workers=workers, progress=bar, handle_signals=True)
+    # the trials are over: a late (or second) Ctrl-C / SIGTERM must not cut the summary, the files or the exit
+    # code short with a KeyboardInterrupt; what is left takes moments
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     if out is not None:
         write_trials(study_rows(result.study), out, study=name, objectives=result.objectives)
     exported = export_best(result.study, name, export, sweep_spec) if export is not None and result.best else []
@@ -183,7 +195,7 @@ def sweep_cmd(
     else:
         _print_summary(result, out, exported, resume)
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(result.exit_code)
 
 
 def _print_summary(result: RunResult, out: Path | None, exported: list, resume: str | None) -> None:

@@ -23,9 +23,11 @@ import optuna
 
 from ..errors import SpecError
 from ..simulate import setup
-from .results import best_trials, clean_json, load_study
+from .paths import check_out_dir, make_dir, write_text
+from .results import best_trials, clean_json
 from .space import point
-from .spec import SweepSpec
+from .spec import SweepSpec, parse_sweep
+from .study import load_study
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -117,8 +119,8 @@ def export_point(spec: SweepSpec, params: dict[str, Any], out_dir: Path, tag: st
             hw = data["hardware"]
             hw["source"] = f"{origin}; hardware '{hw['name']}' with {changed} (was: {hw['source']})"
             hw["description"] = f"{hw['description']} (parameters changed by {origin}: {changed})"
-        paths[kind].write_text(to_toml(data, f"Exported by `librapim sweep --export-best` from {origin}.\n"
-                                             f"Rerun: {exported.command}"))
+        write_text(paths[kind], to_toml(data, f"Exported by `librapim sweep --export-best` from {origin}.\n"
+                                            f"Rerun: {exported.command}"), "--export-best")
     return exported
 
 
@@ -129,21 +131,17 @@ def export_best(storage: Any, study_name: str, out_dir: str | Path, spec: SweepS
     ``storage``: a --storage string, an optuna storage, or the study itself (``RunResult.study``).
     ``spec`` defaults to the sweep spec recorded in the study when it was created.
     """
-    from .spec import parse_sweep
-
     study = storage if isinstance(storage, optuna.Study) else load_study(storage, study_name)
     if spec is None:
         recorded = study.user_attrs.get("librapim.spec")
         if not recorded:
             raise SpecError(f"study '{study_name}' has no recorded sweep spec; pass the spec")
         spec = parse_sweep(recorded, study_name)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SpecError(f"--export-best {out}: exists and is not a folder")
+    out = check_out_dir(out_dir, "--export-best")
     best = best_trials(study)
     if not best:
         raise SpecError(f"study '{study_name}' has no feasible trial to export")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "--export-best")
     done = []
     for t in best:
         origin = f"librapim sweep study '{study_name}' trial {t.number}"
@@ -152,5 +150,6 @@ def export_best(storage: Any, study_name: str, out_dir: str | Path, spec: SweepS
     manifest = [{"trial": e.trial, "params": e.params, "metrics": e.metrics, "system": str(e.system),
                  "model": str(e.model), "workload": str(e.workload), "batch": e.batch, "requests": e.requests,
                  "mode": e.mode, "command": e.command} for e in done]
-    (out / "best.json").write_text(json.dumps({"study": study_name, "best": clean_json(manifest)}, indent=1) + "\n")
+    write_text(out / "best.json", json.dumps({"study": study_name, "best": clean_json(manifest)}, indent=1) + "\n",
+               "--export-best")
     return done

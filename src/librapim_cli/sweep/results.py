@@ -14,6 +14,7 @@ COMPLETE trial whose constraint values are all <= 0.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -22,7 +23,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import SpecError
+from .paths import check_out_file, write_text
+from .study import load_study
 
 SCHEMA_VERSION = 1
 
@@ -71,25 +73,6 @@ def best_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return [trial_row(t) for t in best_trials(study)]
 
 
-def load_study(storage: Any, study_name: str) -> optuna.Study:
-    """Load an existing study; ``storage`` is a --storage string or an optuna storage object."""
-    from .study import StorageError, open_storage, parse_storage
-
-    where = storage
-    if isinstance(storage, str) or storage is None:
-        ref = parse_storage(storage)
-        if ref.kind == "memory":
-            raise StorageError("an in-memory study cannot be read back; give the --storage the sweep used")
-        where = ref.display
-        storage = open_storage(ref)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = ", ".join(optuna.get_all_study_names(storage)) or "none"
-        raise StorageError(f"no study '{study_name}' in {where} (studies there: {names})") from None
-
-
 def study_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """Every trial of a study as rows, by trial number."""
     return [trial_row(t) for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
@@ -124,30 +107,27 @@ def flat_row(row: dict[str, Any], objectives: list[tuple[str, str]]) -> dict[str
 
 
 def check_out(path: str | Path) -> Path:
-    """The --out path, checked before any trial runs: a .csv or .json file in an existing folder."""
-    p = Path(path)
-    if p.suffix.lower() not in (".csv", ".json"):
-        raise SpecError(f"--out {path}: the file must end in .csv or .json")
-    if not (p.parent if str(p.parent) else Path(".")).is_dir():
-        raise SpecError(f"--out {path}: the folder {p.parent} does not exist; create it or choose another path")
-    return p
+    """The --out path, checked before any trial runs (paths.check_out_file): a .csv or .json file in an
+    existing, writable folder."""
+    return check_out_file(path, "--out", (".csv", ".json"))
 
 
 def write_trials(rows: list[dict[str, Any]], path: str | Path, *, study: str,
                  objectives: list[tuple[str, str]]) -> Path:
-    """Write all trials to ``path``: CSV (.csv, one flat row per trial) or JSON (.json, a document)."""
+    """Write all trials to ``path`` (whole or not at all): CSV (.csv, one flat row per trial) or JSON (.json)."""
     p = check_out(path)
     if p.suffix.lower() == ".json":
         doc = {"schema_version": SCHEMA_VERSION, "study": study,
                "objectives": [{"metric": m, "direction": d} for m, d in objectives], "trials": clean_json(rows)}
-        p.write_text(json.dumps(doc, indent=1) + "\n")
+        write_text(p, json.dumps(doc, indent=1) + "\n", "--out")
         return p
     flat = [flat_row(r, objectives) for r in rows]
     cols: dict[str, None] = {}
     for r in flat:
         cols.update(dict.fromkeys(r))
-    with p.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(cols))
-        w.writeheader()
-        w.writerows(flat)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(cols))
+    w.writeheader()
+    w.writerows(flat)
+    write_text(p, buf.getvalue(), "--out")
     return p

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
 from ..spec.loading import apply_overrides, split_overrides
 from .spec import ChoiceParam, FloatParam, IntParam, SweepSpec
+
+if TYPE_CHECKING:
+    import optuna
 
 #: refuse to enumerate grids larger than this (a typo in a step, not a sweep)
 MAX_GRID = 100_000

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import SpecError
 from ..spec.base import Spec
@@ -36,7 +36,14 @@ def _check_field_path(path: str, what: str) -> None:
                          f"one of {', '.join(ROOTS)} (as for --set), or one of {', '.join(SPECIAL_PATHS)}")
 
 
-class _Param(Spec):
+class _Strict(Spec):
+    """Strict types (pydantic strict mode): no coercion, so `low = true` or `high = "8"` is an error, not 1 or 8.
+    A float field still takes an integer (TOML's 1 for 1.0)."""
+
+    model_config = ConfigDict(**Spec.model_config, strict=True)
+
+
+class _Param(_Strict):
     path: str = Field(description="What the parameter sets: a dotted spec-field path as for --set "
                                   "(system.*, hardware.*, model.*, workload.*) or batch, system, model, workload.")
 
@@ -116,7 +123,7 @@ class ChoiceParam(_Param):
 Parameter = Annotated[IntParam | FloatParam | ChoiceParam, Field(discriminator="type")]
 
 
-class Objective(Spec):
+class Objective(_Strict):
     """One metric to optimize."""
 
     metric: str = Field(description="Metric name: a simulate metric (throughput_tokens_per_s, energy_j_per_token, "
@@ -125,7 +132,7 @@ class Objective(Spec):
     direction: Direction = Field(description="'maximize' or 'minimize'.")
 
 
-class Constraint(Spec):
+class Constraint(_Strict):
     """A bound a feasible design must meet: min <= metric <= max."""
 
     metric: str = Field(description="Metric name, as for objectives.")
@@ -148,7 +155,7 @@ class Constraint(Spec):
         return out
 
 
-class Derive(Spec):
+class Derive(_Strict):
     """Fields that follow from a choice parameter: a lookup table applied with each value."""
 
     parameter: str = Field(description="Path of a choice parameter of this sweep.")
@@ -157,7 +164,7 @@ class Derive(Spec):
         description="For each value of the parameter (as a string), the field paths and values it implies.")
 
 
-class SweepSpec(Spec):
+class SweepSpec(_Strict):
     """A design-space sweep: a base simulation, parameters to vary, objectives and constraints."""
 
     name: str = Field(description="Preset name; also the default study name.")
