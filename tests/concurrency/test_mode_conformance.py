@@ -132,6 +132,24 @@ def test_fc_work_on_the_pim_never_shortens_a_channel(mode, w, p, ride_share, les
 
 @pytest.mark.parametrize("mode", MODES)
 @settings(max_examples=150, deadline=None)
+@given(w=work(), p=params, ride_share=st.floats(0, 1))
+def test_affine_terms_reproduce_the_busiest_channel(mode, w, p, ride_share):
+    """A mode's optional FC-search fast path must equal its busiest channel for every attention maximum a and
+    data-bus maximum io <= a (ConcurrencyMode.affine_terms)."""
+    m = concurrency.get(mode)
+    pa, pf, pio, pfio, npu_w, _ = w
+    ride = pf * ride_share if m.rides_weight_stream else 0.0
+    terms = m.affine_terms(p, pf, pfio, npu_w, ride)
+    if terms is None:
+        return
+    f0, fa, fio = (float(x) for x in terms)
+    a, io = float(pa.max()), float(min(pio.max(), pa.max()))
+    want = float(m.busiest_channel_time(p, a, io, pf, pfio, npu_w, ride))
+    assert max(f0, a + fa, io + fio) == pytest.approx(want, rel=1e-12, abs=1e-18)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=150, deadline=None)
 @given(w=work(channels=6), p=params)
 def test_busiest_channel_is_the_channel_by_channel_maximum(mode, w, p):
     m = concurrency.get(mode)

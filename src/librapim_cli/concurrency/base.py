@@ -56,6 +56,18 @@ class ConcurrencyMode(ABC):
         """
         return self.channel_time(p, pim_attn_max, pim_fc, pim_io_max + pim_fc_io, npu_w, 0.0, pim_fc_ride)
 
+    def affine_terms(self, p: ModeParams, pim_fc, pim_fc_io, npu_w, pim_fc_ride=0.0):
+        """Optional fast path for DBO's FC search: arrays ``(F0, Fa, Fio)`` of the shared arguments such that
+
+            busiest_channel_time(p, a, io, pim_fc, pim_fc_io, npu_w, pim_fc_ride) = max(F0, a + Fa, io + Fio)
+
+        for every busiest-channel attention time ``a >= 0`` and data-bus time ``0 <= io <= a`` (use -inf for a
+        term a mode lacks). A mode whose busiest channel is a maximum of such sums returns them, so the engine
+        precomputes them once per FC curve and scores every offload size with three operations per entry; the
+        default (None) makes the engine call :meth:`busiest_channel_time` instead. The conformance suite checks
+        the identity."""
+        return None
+
     def attention_move_can_help(self, p: ModeParams, pim_s: np.ndarray, kv_bytes: np.ndarray) -> np.ndarray:
         """Per request: can moving its attention to the NPU lower its channel's time (with no FC rows moved)?
 

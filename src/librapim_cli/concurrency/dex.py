@@ -26,6 +26,11 @@ class DEX(ConcurrencyMode):
         return np.maximum(np.maximum(pim_attn + npu_kv, weight),
                           np.maximum(pim_attn + pim_fc, npu_w + npu_kv + pim_io))
 
+    def affine_terms(self, p: ModeParams, pim_fc, pim_fc_io, npu_w, pim_fc_ride=0.0):
+        """With no NPU KV reads: max(weight section, a + pim_fc (>= a), io + npu_w + pim_fc_io)."""
+        weight = np.maximum(npu_w, pim_fc_ride) + (pim_fc - pim_fc_ride)
+        return weight, np.asarray(pim_fc, dtype=float), npu_w + pim_fc_io
+
     def attention_move_can_help(self, p: ModeParams, pim_s, kv_bytes):
         """With no FC rows moved, a request the NPU reads through its channel no faster than the PIM processes
         it only raises the KV-section term (kv_i / channel_bw - pim_i >= 0) and the data bus (kv_i / bw -

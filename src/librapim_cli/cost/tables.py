@@ -134,6 +134,7 @@ class CostTables:
     movable_by_len: np.ndarray  # (max_len + 1,) bool: mode.attention_move_can_help per context length
     attn_prop_rows: np.ndarray  # columns 2..6 of attn_stacked that are exactly proportional to L (attn_slopes)
     attn_sum_rows: np.ndarray  # the other columns of 2..6
+    attn_flops_per_kv_byte: float  # attention FLOPs per KV byte (the same at every context length)
 
 
 def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
@@ -291,4 +292,5 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
         pim_fc_ride_stack=ride_stack, cols_stack=cols,
         movable_by_len=movable, attn_prop_rows=np.array([c for c in range(2, 7) if np.isfinite(slopes[c])], dtype=np.int64),
         attn_sum_rows=np.array([c for c in range(2, 7) if not np.isfinite(slopes[c])], dtype=np.int64),
+        attn_flops_per_kv_byte=float(flops[1] / kv_bytes[1]) if max_len >= 1 else 0.0,
     )

@@ -67,7 +67,7 @@ def fc_at(t: CostTables, gi, rows, cache_frac, y):
     gp = np.minimum(gi, 3)
     p = t.pim_fc_stack[gp, :, y]
     if t.pim_fc_ride_stack is not None:  # partial batch offload rides the NPU's stream: only while it streams
-        rides = ((nb >= 1) & (cache_frac == 0))[..., None]
+        rides = np.asarray((nb >= 1) & (np.asarray(cache_frac) == 0))[..., None]
         p = np.where(rides, t.pim_fc_ride_stack[gp, :, y], p)
     f = np.asarray(cache_frac)
     out = np.empty(np.broadcast(nb, f).shape + (N_CURVES,))

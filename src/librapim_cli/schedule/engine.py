@@ -72,7 +72,7 @@ from ..optimize.stage import (
     row_steps,
 )
 from .context import Schedule
-from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, structure
+from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, structure, tile
 
 # figures summed per iteration (IterationBatch fields besides ``tokens``)
 FIELDS = ("time_s", "npu_busy_s", "npu_sa_busy_s", "pim_busy_s", "pim_busy_max_s", "npu_flops", "pim_flops",
@@ -164,6 +164,8 @@ class IterationBatch:
     fc_flops: np.ndarray
     fc_flops_offloaded: np.ndarray
     candidate: np.ndarray | None = None  # the schedule candidate each iteration ran
+    candidate_s: np.ndarray | None = None  # (K, candidates laid out): each candidate's predicted stage time
+    #   (LM heads excluded; inf where the iteration cannot run it); runtime scheduler only
     stages: StageTable | None = None  # when asked (keep_stages)
     layout: Layout | None = None  # when asked (keep_stages): what the iterations ran
     assignment: Assignment | None = None  # when asked (keep_stages)
@@ -243,6 +245,7 @@ class Prepared:
     grid: np.ndarray | None  # curves[:, GRID_FIELDS]
     vec_link: np.ndarray | None  # (distinct, 2): NPU vector time and all-reduce (the same for every decision)
     dyn_u: np.ndarray | None  # (n_dyn,) each dyn instance's row of ``curves``
+    fast: tuple | None  # (K, Fa, Fio), each (distinct, U): the mode's affine terms (ConcurrencyMode.affine_terms)
     lb_chain: np.ndarray  # (distinct,) lower bounds over every decision that moves FC work: its chain ...
     lb_mem: np.ndarray  # ... and the NPU's stream
     q_of: np.ndarray  # (Q,) the dyn index of each pseudo-stage
@@ -283,7 +286,7 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     live_bal = lay.inst_balanced & (lay.inst_reps > 0)
     has_attn = ag < lay.n_groups
     dyn = np.zeros(0, dtype=np.int64)
-    curves = grid = vec_link = dyn_u = None
+    curves = grid = vec_link = dyn_u = fast = None
     lb_chain = lb_mem = np.zeros(0)
     if fc_home_pim:  # every FC GEMM on the PIM
         y0 = rows.copy()
@@ -305,6 +308,11 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                 dyn_u = inv[fixed.size:]
                 lb_chain = curves[:, C_CHAIN, 1:].min(axis=1)
                 lb_mem = curves[:, C_MEM, 1:].min(axis=1)
+                terms = t.mode.affine_terms(t.mode_params, curves[:, C_PF], curves[:, C_PFIO], curves[:, C_MEM],
+                                            curves[:, C_RIDE]) if s.on_pim else None
+                if terms is not None:  # stage(u) = max(K(u), vec + softmax + link, pmax + Fa(u), iomax + Fio(u))
+                    npu_k = np.maximum(curves[:, C_SA], curves[:, C_MEM]) + vec_link[:, 1:]
+                    fast = (np.maximum(np.maximum(npu_k, terms[0]), curves[:, C_CHAIN]), terms[1], terms[2])
     x = fc_figures(t, gi, rows, cache, y0, j0).T  # (N_CURVES, S)
     # pseudo-stages of the attention direction: no rows moved, then the joint row steps
     n = dyn.shape[0]
@@ -349,7 +357,7 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     head = np.stack([np.bincount(kk, weights=v, minlength=K) for v in per_mb])
     fc_flops = np.where(lay.inst_balanced, x[C_FLOPS] + x[C_PF_FLOPS], 0.0)
     return Prepared(lay, x, y0, j0, lay.inst_reps, fc_flops, dbo is not None, dyn, curves, grid, vec_link, dyn_u,
-                    lb_chain, lb_mem, q_of, q_u, q_x, var_starts, vs[var_starts], head, mbs,
+                    fast, lb_chain, lb_mem, q_of, q_u, q_x, var_starts, vs[var_starts], head, mbs,
                     np.stack((head_s + p2p, head_npu, head_sa, hr.astype(float), head_e, head_pim,
                               head_j.astype(float))))
 
@@ -412,21 +420,24 @@ def _rows(t: CostTables, a: Assignment, lens: np.ndarray, ch: np.ndarray) -> _Ro
     """Gather every request's attention figures once and sum them per group and channel."""
     C, B = t.channels, a.blocks
     G1 = a.n_groups + 1
-    ct = np.tile(ch, B) if B > 1 else ch
-    gc = a.row_group * C + ct
-    col = t.attn_stacked[:, lens]
+    R = lens.shape[0]
+    gc = a.row_group * C + tile(ch, B)
+    pim = t.attn_stacked[A_PIM, lens]
+    io = t.attn_stacked[A_IO, lens]
     if B > 1:
-        col = np.tile(col, (1, B))
-    pim_c = np.bincount(gc, weights=col[A_PIM], minlength=G1 * C).reshape(G1, C)
-    io_c = np.bincount(gc, weights=col[A_IO], minlength=G1 * C).reshape(G1, C)
-    agg = np.empty((5, G1))
+        pim, io = tile(pim, B), tile(io, B)
+    pim_c = np.bincount(gc, weights=pim, minlength=G1 * C).reshape(G1, C)
+    io_c = np.bincount(gc, weights=io, minlength=G1 * C).reshape(G1, C)
+    agg = np.zeros((5, G1))
     prop = t.attn_prop_rows
     if prop.size:  # columns proportional to the context (exact slopes): slope x the group's sum(L)
-        lsum = np.bincount(a.row_group, weights=np.tile(lens, B) if B > 1 else lens, minlength=G1)
+        lsum = np.bincount(a.row_group, weights=tile(lens, B), minlength=G1)
         agg[prop - 2] = np.multiply.outer(t.attn_slopes[prop], lsum)
-    for c in t.attn_sum_rows:
-        agg[c - 2] = np.bincount(a.row_group, weights=col[c], minlength=G1)
-    return _Rows(lens, ch, gc, col[A_PIM], col[A_IO], pim_c, io_c, agg)
+    for c in t.attn_sum_rows:  # the others, block by block (a block's rows are the requests once)
+        w = t.attn_stacked[c, lens]
+        for b in range(B):
+            agg[c - 2] += np.bincount(a.row_group[b * R:(b + 1) * R], weights=w, minlength=G1)
+    return _Rows(lens, ch, gc, pim, io, pim_c, io_c, agg)
 
 
 # rows of the per-instance figure array of one call (DBO overwrites the columns of the instances it changes);
@@ -479,6 +490,7 @@ def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.n
     reps = prep.reps
     V = a.var_k.shape[0]
     chosen_var = np.arange(V)
+    pv = None
     if a.blocks > 1:
         pv = np.zeros(V)
         if prep.var_starts.size:
@@ -497,8 +509,8 @@ def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.n
     out = out * _field_scale(s.tp * s.pp)[:, None] + prep.head
     cand = a.var_c[chosen_var]
     stages = _records(s, prep, a, live, fig, cand) if keep_stages else None
-    return IterationBatch(n_k, *out, candidate=cand, stages=stages, layout=lay if keep_stages else None,
-                          assignment=a if keep_stages else None)
+    return IterationBatch(n_k, *out, candidate=cand, candidate_s=None if pv is None else pv.T, stages=stages,
+                          layout=lay if keep_stages else None, assignment=a if keep_stages else None)
 
 
 # ---- DBO ----------------------------------------------------------------------------------------------------
@@ -540,7 +552,7 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
     pc_d, ic_d = rw.pim_c, rw.io_c  # (G1, C) in the predictor's view
     if on_pim and dbo.prediction_error > 0 and rw.lens.shape[0] > 0:
         f = prediction_noise(dbo.seed, rw.lens, rw.ch, dbo.prediction_error)
-        f = np.tile(f, a.blocks) if a.blocks > 1 else f
+        f = tile(f, a.blocks)
         pim_r, io_r = pim_r * f, io_r * f
         pc_d = np.bincount(rw.gc, weights=pim_r, minlength=G1 * C).reshape(G1, C)
         ic_d = np.bincount(rw.gc, weights=io_r, minlength=G1 * C).reshape(G1, C)
@@ -559,7 +571,13 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
         sel = np.flatnonzero(lb < best)
         if sel.size:
             us = du[sel]
-            tot = fc_grid(t, prep.grid[us], vl[sel, 0], vl[sel, 1], vxd[sel], mxd[sel], pmax_d[sel], imax_d[sel])[0]
+            if prep.fast is not None:
+                k_, fa, fio = prep.fast
+                tot = np.maximum(np.maximum(k_[us], pmax_d[sel, None] + fa[us]), imax_d[sel, None] + fio[us])
+                np.maximum(tot, (vl[sel, 0] + vxd[sel] + vl[sel, 1])[:, None], out=tot)
+            else:
+                tot = fc_grid(t, prep.grid[us], vl[sel, 0], vl[sel, 1], vxd[sel], mxd[sel], pmax_d[sel],
+                              imax_d[sel])[0]
             u = np.argmin(tot, axis=1)
             pred = tot[np.arange(sel.shape[0]), u]
             win = pred < best[sel]
@@ -577,7 +595,7 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
         sq = np.flatnonzero((chan_q > floor_q) & (floor_q < best[q_of]))
         if sq.size:
             mov = t.movable_by_len[rw.lens]
-            mov = np.tile(mov, a.blocks) if a.blocks > 1 else mov
+            mov = tile(mov, a.blocks)
             pm = np.bincount(rw.gc, weights=pim_r * mov, minlength=G1 * C).reshape(G1, C)
             im = np.bincount(rw.gc, weights=io_r * mov, minlength=G1 * C).reshape(G1, C)
             g = agd[q_of[sq]]
@@ -682,8 +700,7 @@ def _attention(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, pim_r,
     u_rows = r_src[src]
     u_pos = q_pos[src]
     gq = g_sq
-    kv = av[G_KV, prep.dyn[q_of[sq]]]
-    fpb = np.where(kv > 0, av[G_FLOPS, prep.dyn[q_of[sq]]] / np.where(kv > 0, kv, 1.0), 0.0)
+    fpb = np.full(sq.shape[0], t.attn_flops_per_kv_byte)
     lens_u = rw.lens[u_rows % R]
     pred, mask, m = attention_sweep(
         t, u_pos, rw.ch[u_rows % R], pim_r[u_rows] * share, io_r[u_rows] * share,

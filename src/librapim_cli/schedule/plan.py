@@ -139,6 +139,11 @@ class Layout:
     inst_balanced: np.ndarray  # bool
 
 
+def tile(x: np.ndarray, n: int) -> np.ndarray:
+    """A 1-D array repeated n times end to end (``np.tile`` without its call overhead)."""
+    return np.concatenate([x] * n) if n > 1 else x
+
+
 def _small(x: np.ndarray, bound: int) -> np.ndarray:
     """``x`` (values in 0..bound-1) in the narrowest unsigned type, so a stable argsort is a radix sort."""
     return x.astype(np.uint16) if bound <= 1 << 16 else x.astype(np.uint32) if bound <= 1 << 32 else x
@@ -166,14 +171,14 @@ def assign(system: SystemSpec, pp: int, n_k: np.ndarray, lens: np.ndarray, ch: n
     if system.scheduler == "runtime":
         blocks = 3 if system.sub_batch_interleaving else 1
         var_c = np.repeat(np.arange(blocks), K)
-        var_ok = (var_c == FLAT_C) | np.tile(smallest >= 2, blocks)
+        var_ok = (var_c == FLAT_C) | tile(smallest >= 2, blocks)
     else:
         blocks = 1
         var_c = np.where(system.sub_batch_interleaving & live.any(axis=1) &
                          (smallest >= system.sub_batch_min_batch), COUNT_C, FLAT_C)
         var_ok = np.ones(K, dtype=bool)
     V = blocks * K
-    var_k = np.tile(np.arange(K), blocks)
+    var_k = tile(np.arange(K), blocks)
     group = mbi * SUBS
     if blocks == 1:
         if (var_c == COUNT_C).any():

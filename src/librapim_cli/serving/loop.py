@@ -611,7 +611,10 @@ def _slice_parts(parts: list[IterationBatch], n: int) -> IterationBatch:
         base += take
         left -= take
     out = {f: np.concatenate(v) for f, v in cols.items()}
-    return IterationBatch(**out, stages=_concat_stages(stages) if stages else None)
+    used = parts[:len(cols["tokens"])]
+    cand = np.concatenate([p.candidate[:len(c)] for p, c in zip(used, cols["tokens"], strict=True)]) \
+        if all(p.candidate is not None for p in used) else None
+    return IterationBatch(**out, candidate=cand, stages=_concat_stages(stages) if stages else None)
 
 
 def _concat_stages(tables: list[StageTable]) -> StageTable:
