@@ -128,7 +128,7 @@ def test_validate_bad_value(run, one_line_error, tmp_path):
     path = _copy("model", "gpt3-7b", tmp_path / "models" / "bad.toml")
     path.write_text(path.read_text().replace("layers = 32", "layers = 0"))
     line = one_line_error(run("presets", "validate", str(path)))
-    assert line == f"error: invalid model '{path}': layers: input should be greater than or equal to 1, got 0 (allowed: >= 1)"
+    assert line == f"error: invalid model '{path}': layers: input should be greater than or equal to 1, got 0 (allowed: 1 to 1024)"
 
 
 def test_validate_unknown_field_and_bad_toml(run, one_line_error, tmp_path):

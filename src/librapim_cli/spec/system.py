@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .. import admission, concurrency
+from .limits import MAX_BATCH, MAX_SEED
 from .base import Spec
 from .hardware import HardwareSpec
 
@@ -19,7 +20,7 @@ class ConcurrencySpec(Spec):
     area_overhead_fraction: float = Field(ge=0, le=1, description="DRAM die area added by the mode, as a fraction.")
     area_source: str = Field(description="Where the area overhead figure comes from.")
     switch_quantum_ns: float = Field(
-        default=3900.0, gt=0,
+        default=3900.0, ge=1e-3, le=1e9,
         description="time_interleaved: length of one PIM/normal slot between mode switches, ns.")
 
     @field_validator("mode")
@@ -33,8 +34,8 @@ class ConcurrencySpec(Spec):
 class LinkSpec(Spec):
     """Device-to-device interconnect used by tensor/pipeline parallel collectives."""
 
-    bw_bytes_per_s: float = Field(gt=0, description="Per-direction link bandwidth of one device, bytes/s.")
-    latency_s: float = Field(ge=0, description="Per-hop latency, seconds.")
+    bw_bytes_per_s: float = Field(ge=1e6, le=1e15, description="Per-direction link bandwidth of one device, bytes/s.")
+    latency_s: float = Field(ge=0, le=1, description="Per-hop latency, seconds.")
     source: str = Field(description="Where the link numbers come from.")
 
 
@@ -56,7 +57,7 @@ class DBOSpec(Spec):
     prediction_error: float = Field(
         default=0.0, ge=0, lt=1,
         description="Relative error of DBO's predictor: each request's predicted PIM time is off by a seeded uniform factor in +/- this fraction.")
-    seed: int = Field(default=0, description="Seed of the prediction-error noise.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the prediction-error noise.")
 
 
 class ServingSpec(Spec):
@@ -85,18 +86,18 @@ class ServingSpec(Spec):
 class SystemSpec(Spec):
     """A complete system to simulate."""
 
-    name: str = Field(description="Preset name of the system.")
+    name: str = Field(min_length=1, max_length=200, description="Preset name of the system.")
     source: str = Field(description="Paper or repository whose system this models.")
     description: str = Field(default="", description="One-line human summary.")
     hardware: HardwareSpec = Field(description="The device (NPU + HBM + PIM), replicated tp * pp times.")
-    tp: int | None = Field(default=None, ge=1, description="Tensor-parallel degree (unset: the model's default_tp).")
-    pp: int | None = Field(default=None, ge=1, description="Pipeline-parallel degree (unset: the model's default_pp).")
+    tp: int | None = Field(default=None, ge=1, le=4096, description="Tensor-parallel degree (unset: the model's default_tp).")
+    pp: int | None = Field(default=None, ge=1, le=1024, description="Pipeline-parallel degree (unset: the model's default_pp).")
     link: LinkSpec = Field(description="Device-to-device link.")
     placement: PlacementSpec = Field(description="Default op placement.")
     concurrency: ConcurrencySpec = Field(description="NPU-traffic / PIM-compute concurrency mode.")
     sub_batch_interleaving: bool = Field(description="Split the batch in two and overlap NPU FC with PIM attention.")
     sub_batch_min_batch: int = Field(
-        default=2, ge=2, description="Interleave only when the batch has at least this many requests.")
+        default=2, ge=2, le=MAX_BATCH, description="Interleave only when the batch has at least this many requests.")
     dbo: DBOSpec = Field(description="Dynamic Batch Offloading.")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving admission policy and KV accounting.")
 
