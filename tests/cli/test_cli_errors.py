@@ -53,8 +53,8 @@ def test_unknown_set_path(run, one_line_error):
 
 
 def test_kv_cache_that_does_not_fit(run, one_line_error):
-    line = one_line_error(run("simulate", "--mode", "iteration", "--batch", "100000"))
-    assert line.startswith("error: the KV cache of a batch of 100000")
+    line = one_line_error(run("simulate", "--mode", "iteration", "--batch", "60000"))
+    assert line.startswith("error: the KV cache of a batch of 60000")
     assert "lower --batch" in line
 
 

@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .. import admission, concurrency
-from .limits import MAX_BATCH, MAX_SEED
 from .base import Spec
 from .hardware import HardwareSpec
+from .limits import MAX_BATCH, MAX_SEED
 
 
 class ConcurrencySpec(Spec):
