@@ -7,6 +7,7 @@ takes a :class:`Setup`, and nothing here depends on them.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def setup(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gpt3-
             f"{mdl.name} needs {w_dev / 2**30:.1f} GiB of weights per device but {sys_.hardware.name} has "
             f"{cap / 2**30:.1f} GiB; raise tp/pp (--set system.tp=... system.pp=...) or use larger memory")
     s = Setup(sys_, mdl, wl, tp, pp, b, n)
-    return replace(s, notes=tuple(setup_notes(s, requests_asked=asked)))
+    overridden = [".".join([kind, *path]) for kind, items in groups.items() for path, _ in items]
+    return replace(s, notes=tuple(setup_notes(s, requests_asked=asked, overridden=overridden)))
 
 
 def _count(option: str, value: Any, what: str, limit: int) -> int | None:
@@ -109,10 +111,15 @@ def check_spec(kind: str, spec: Any) -> None:
 
 
 # ---- notes: settings that are clamped or have no effect ------------------------------------------------
-def setup_notes(s: Setup, requests_asked: int | None = None) -> list[str]:
+def setup_notes(s: Setup, requests_asked: int | None = None, overridden: Sequence[str] = ()) -> list[str]:
     """What the run does differently from what was asked, or settings that have no effect, one line each.
 
-    - the PIM clock above the rate the MAC command interval allows (the clock changes nothing);
+    ``requests_asked``: the request count asked for (``--requests`` or the workload's), before a trace
+    capped it; ``overridden``: the dotted paths given with ``--set`` (``system.hardware.pim.clock_hz``).
+
+    - a PIM clock set above the rate the MAC command interval allows (the new clock changes nothing; the
+      bundled PIM presets give the DRAM clock, which the MAC interval always caps, so only an override is
+      worth a note);
     - sub-batch interleaving enabled but ``sub_batch_min_batch`` above the largest micro-batch (it never runs);
     - more requests asked than a trace has rows (the run serves the trace's rows);
     - fixed lengths trimmed by ``max_seq_len``.
@@ -121,7 +128,7 @@ def setup_notes(s: Setup, requests_asked: int | None = None) -> list[str]:
     out: list[str] = []
     hw, sys_, w = s.system.hardware, s.system, s.workload
     pim = hw.pim
-    if pim is not None and sys_.uses_pim:
+    if pim is not None and sys_.uses_pim and "system.hardware.pim.clock_hz" in overridden:
         base = pim.mac_interval_power_limited_ns if pim.power_limited else pim.mac_interval_ns
         if 1e9 / pim.clock_hz < base:
             which = "mac_interval_power_limited_ns" if pim.power_limited else "mac_interval_ns"

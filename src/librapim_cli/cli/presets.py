@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import PresetNotFound, SpecError
+from ..inputs import check_spec
 from ..report.console import make_console, render_preset, render_presets_list
 from ..report.json_doc import dumps, preset_document, presets_list_document
 from ..spec.loading import (
@@ -91,13 +92,25 @@ def resolve_kind(name: str, kind: str | None) -> str:
 
 
 def load_any(kind: str, ref: str, overrides: list[tuple[list[str], Any]] | None = None) -> Any:
-    """Load and validate a preset of any kind (sweeps are validated by the sweep package)."""
+    """Load a preset of any kind and run every check a command runs on it (``inputs.check_spec``: a
+    workload's trace is read and checked); sweeps are validated by the sweep package."""
     if KINDS[kind] is not None:
-        return load(kind, ref, overrides)
+        spec = load(kind, ref, overrides)
+        check_spec(kind, spec)
+        return spec
+    data = load_raw(kind, ref)
+    return _validate_sweep(apply_overrides(kind, data, overrides) if overrides else data, ref)
+
+
+def _validate_sweep(data: dict[str, Any], ref: str) -> Any:
+    """The one place a sweep file is validated for ``presets show|validate``.
+
+    MERGE: when the sweep branch lands, switch this to ``librapim_cli.sweep.validate_sweep_file`` (the same
+    checks ``librapim sweep`` runs: choices, paths, constraints); until then it is ``parse_sweep``.
+    """
     from ..sweep.spec import parse_sweep  # imports optuna: only when a sweep is asked for
 
-    data = load_raw(kind, ref)
-    return parse_sweep(apply_overrides(kind, data, overrides) if overrides else data, ref)
+    return parse_sweep(data, ref)
 
 
 def _overrides(kind: str, items: list[str]) -> list[tuple[list[str], Any]]:
@@ -112,14 +125,22 @@ def _overrides(kind: str, items: list[str]) -> list[tuple[list[str], Any]]:
 
 
 @presets_app.command("list")
-def list_cmd(kind: KindOption = None, json_out: JsonOption = False) -> None:
-    """List the bundled presets: name, kind, one-line summary and the source the numbers come from."""
+def list_cmd(
+    kind: KindOption = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Also show the source each preset's numbers come from.")
+                    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """List the bundled presets: name, kind and one-line summary (--wide: and the source).
+
+    In a terminal the summaries wrap inside a table; piped, each preset is one plain line.
+    """
     _check_kind(kind)
     infos = list_presets(kind)
     if json_out:
         typer.echo(dumps(presets_list_document(infos)))
         return
-    render_presets_list(make_console(), infos)
+    render_presets_list(make_console(), infos, wide=wide)
 
 
 @presets_app.command("show")
@@ -153,7 +174,7 @@ def validate_cmd(
 ) -> None:
     """Check a preset file: prints "ok: <kind> '<name>'", or one line naming the first bad field (exit 2).
 
-    The kind comes from --kind, else from the parent folder's name (models/, hardware/, systems/, workloads/, sweeps/), else from the file's top-level keys.
+    Runs the checks the commands run on the file: fields, cross-field rules, and a workload's trace CSV read and every row checked. The kind comes from --kind, else from the parent folder's name (models/, hardware/, systems/, workloads/, sweeps/), else from the file's top-level keys.
     """
     _check_kind(kind)
     if not file.is_file():

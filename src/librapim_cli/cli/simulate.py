@@ -16,7 +16,7 @@ from ..report.console import (
     render_comparison,
     render_simulation,
 )
-from ..report.files import check_writable, write_atomically
+from ..report.files import STDOUT, check_distinct, write_atomically
 from ..report.json_doc import comparison_document, dumps, simulation_document, speedups
 from ..simulate import SimResult, simulate
 
@@ -110,10 +110,10 @@ def simulate_cmd(
         if baseline not in names:
             raise InputError(f"--baseline '{baseline}' is not one of the compared systems "
                              f"({', '.join(names)}); add it to --compare")
-    if iterations_csv is not None:
-        check_writable("--iterations-csv", iterations_csv)
-    if trace is not None:
-        check_writable("--trace", trace)
+    if mode != "serve" and policy is not None:
+        raise InputError("--policy applies to --mode serve only (admission); drop --policy or use --mode serve")
+    files = [("--iterations-csv", iterations_csv), ("--trace", trace)]
+    check_distinct([*files, ("--json", STDOUT if json_out else None)])  # each writable, no two the same
 
     show_progress = mode == "serve" and make_console(stderr=True).is_terminal
     results: dict[str, SimResult] = {}
@@ -133,15 +133,15 @@ def simulate_cmd(
 
     result = results[names[0]]
     records, iter_s = result.breakdown, result.breakdown_iteration_s
-    outputs: list[tuple[Path, Callable[[Path], Any]]] = []
+    outputs: list[tuple[Path, Callable[[Path], Any], str]] = []
     if iterations_csv is not None:
         from ..report.iterations_csv import write_iterations_csv
 
-        outputs.append((iterations_csv, lambda p: write_iterations_csv(result, p)))
+        outputs.append((iterations_csv, lambda p: write_iterations_csv(result, p), "--iterations-csv"))
     if trace is not None:
         from ..report.trace import write_chrome_trace
 
-        outputs.append((trace, lambda p: write_chrome_trace(result, p)))
+        outputs.append((trace, lambda p: write_chrome_trace(result, p), "--trace"))
     write_atomically(outputs)
 
     if json_out:
@@ -152,5 +152,6 @@ def simulate_cmd(
     if records is not None:
         s = result.setup
         render_breakdown(console, records, iter_s, s.batch, s.model.layers // s.pp)
-    for path, _ in outputs:
-        console.print(f"wrote {path}")
+    for path, _, _ in outputs:
+        if str(path) != STDOUT:
+            console.print(f"wrote {path}")
