@@ -76,7 +76,8 @@ def resolve_kind(name: str, kind: str | None) -> str:
     if _is_path(name):
         path = Path(name)
         if not path.is_file():
-            raise PresetNotFound(f"preset file '{name}' does not exist; give an existing .toml path or a "
+            why = "is not a regular file (a folder or a device)" if path.exists() else "does not exist"
+            raise PresetNotFound(f"preset file '{name}' {why}; give an existing .toml path or a "
                                  "bundled name (see `librapim presets list`)")
         return infer_kind(path, _read_toml(path))
     infos = list_presets()
@@ -178,7 +179,8 @@ def validate_cmd(
     """
     _check_kind(kind)
     if not file.is_file():
-        raise PresetNotFound(f"{file}: no such file; give the path of a preset TOML file")
+        why = "is not a regular file (a folder or a device)" if file.exists() else "no such file"
+        raise PresetNotFound(f"{file}: {why}; give the path of a preset TOML file")
     data = _read_toml(file)
     k = kind or infer_kind(file, data)
     ref = str(file) if _is_path(str(file)) else f"./{file}"

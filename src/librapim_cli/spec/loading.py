@@ -55,14 +55,25 @@ class PresetInfo:
     source: str
 
 
+#: a preset is a small TOML file (the largest bundled one is a few KiB)
+MAX_PRESET_BYTES = 4 * 2**20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
+        size = path.stat().st_size
+        if size > MAX_PRESET_BYTES:
+            raise SpecError(f"{path}: {size / 2**20:.0f} MiB is too large for a preset (at most "
+                            f"{MAX_PRESET_BYTES // 2**20} MiB); give a preset TOML file")
         with path.open("rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML ({exc}); fix the file's syntax") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text (binary, or another encoding such as UTF-16); save it as a UTF-8 "
+                        "TOML file") from None
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+        raise SpecError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
 
 
 def list_presets(kind: str | None = None) -> list[PresetInfo]:
@@ -94,6 +105,9 @@ def resolve_preset_path(kind: str, ref: str) -> Path:
         p = Path(ref).expanduser()
         if p.is_file():
             return p
+        if p.exists():
+            raise PresetNotFound(f"{kind} preset '{ref}' is not a regular file (a folder or a device); give a .toml "
+                                 f"file path or a bundled name (see `librapim presets list --kind {kind}`)")
         raise PresetNotFound(f"{kind} preset file '{ref}' does not exist; give an existing .toml path or a bundled name "
                              f"(see `librapim presets list --kind {kind}`)")
     path = presets_root() / FOLDERS[kind] / f"{ref}.toml"
