@@ -97,7 +97,7 @@ def simulate_cmd(
     if compare is None:
         if baseline is not None:
             raise InputError("--baseline only applies with --compare; add --compare a,b,... or drop --baseline")
-        names = [system or DEFAULT_SYSTEM]
+        names = [system if system is not None else DEFAULT_SYSTEM]
     else:
         if system is not None:
             raise InputError("--system and --compare both name systems; use one of them")

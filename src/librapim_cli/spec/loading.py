@@ -207,8 +207,11 @@ def split_overrides(items: list[str], roots: tuple[str, ...]) -> dict[str, list[
             groups["system"].append((path, value))
             continue
         if head not in groups or len(path) < 2:
-            raise SpecError(f"--set '{item}': the path must start with one of {', '.join(r + '.' for r in roots)}"
-                            f" (e.g. --set {roots[0]}.<field>=value)")
+            starts = [r + "." for r in roots] + (["hardware."] if "system" in roots else [])
+            owner = next((r for r in [*roots, "hardware"] if r in KINDS and KINDS[r] is not None
+                          and head in KINDS[r].model_fields), None)  # type: ignore[union-attr]
+            hint = f"did you mean --set {owner}.{item}?" if owner else f"e.g. --set {starts[-1]}pim.clock_hz=1.2e9"
+            raise SpecError(f"--set '{item}': the path must start with one of {', '.join(starts)} ({hint})")
         groups[head].append((path[1:], value))
     return groups
 
