@@ -25,6 +25,7 @@ import typing
 from pathlib import Path
 
 import pytest
+from cli_helpers import leaf_fields
 from pydantic import BaseModel
 
 from librapim_cli.spec import ModelSpec, SystemSpec, WorkloadSpec
@@ -37,18 +38,6 @@ ROOT_SPECS: dict[str, type[BaseModel]] = {"system": SystemSpec, "model": ModelSp
 
 
 # ---- spec fields ------------------------------------------------------------------------------------------
-def _leaf_fields(cls: type[BaseModel], prefix: tuple[str, ...] = ()):
-    """(path, annotation, metadata) of every leaf field below ``cls`` (nested specs walked)."""
-    for name, field in cls.model_fields.items():
-        ann = field.annotation
-        args = typing.get_args(ann) if (isinstance(ann, types.UnionType) or typing.get_origin(ann)) else (ann,)
-        subs = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        if subs:
-            yield from _leaf_fields(subs[0], (*prefix, name))
-        else:
-            yield (*prefix, name), ann, field.metadata
-
-
 def _base_type(ann) -> object:
     args = [a for a in typing.get_args(ann) if a is not type(None)] if isinstance(ann, types.UnionType) else [ann]
     return args[0] if len(args) == 1 else ann
@@ -116,7 +105,7 @@ NAMED = {("concurrency", "mode"), ("serving", "admission")}
 
 SPEC_CASES: list[tuple[str, str, str, str]] = []  # (id, kind, dotted path below the kind, literal)
 for _kind, _cls in ROOT_SPECS.items():
-    for _path, _ann, _md in _leaf_fields(_cls):
+    for _path, _ann, _md in leaf_fields(_cls):
         values = _bad_values(_ann, _md)
         if _path[-2:] in NAMED:
             values = [("unknown", '"bogus"'), ("int", "3")]
@@ -134,7 +123,7 @@ def test_bad_spec_field(run, one_line_error, kind, path, value):
 def test_spec_corpus_covers_every_field():
     covered = {(c[1], c[2]) for c in SPEC_CASES}
     for kind, cls in ROOT_SPECS.items():
-        for path, _, _ in _leaf_fields(cls):
+        for path, _, _ in leaf_fields(cls):
             assert (kind, ".".join(path)) in covered, (kind, path)
 
 
@@ -447,7 +436,7 @@ EXACT = {
         "error: --set 'pim.clock_hz=1e9': the path must start with one of system., model., workload., hardware. "
         "(did you mean --set hardware.pim.clock_hz=1e9?)",
     ("simulate", "--set", "noequals", *FAST):
-        "error: --set 'noequals' is not of the form dotted.path=value (e.g. --set hardware.pim.clock_hz=1.2e9)",
+        "error: --set 'noequals' is not of the form dotted.path=value (e.g. --set hardware.pim.mac_interval_ns=1.0)",
     ("simulate", "--policy", "paged", "--mode", "iteration"):
         "error: --policy applies to --mode serve only (admission); drop --policy or use --mode serve",
     ("simulate", "--workload", "fixed-2048-128", "--mode", "iteration", "--batch", "2000"):

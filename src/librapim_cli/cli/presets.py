@@ -150,7 +150,7 @@ def show_cmd(
     kind: KindOption = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a field before showing it: path=value, e.g. --set layers=48 or "
-        "--set hardware.pim.clock_hz=1.2e9 (a leading '<kind>.' is optional). Repeatable.")] = None,
+        "--set hardware.pim.mac_interval_ns=1.0 (a leading '<kind>.' is optional). Repeatable.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Show a preset's resolved values and derived quantities.

@@ -49,16 +49,16 @@ def simulate_cmd(
                         ] = "sharegpt",
     batch: Annotated[int | None, typer.Option(
         "--batch", "-b", show_default="the workload's max_batch",
-        help="Requests decoded together per iteration (serve: the maximum).")] = None,
+        help="Requests decoded together per iteration (serve: the maximum), 1 to 65536.")] = None,
     requests: Annotated[int | None, typer.Option(
         "--requests", "-n", show_default="the workload's num_requests",
         help="Requests in the workload (serve: requests served; iteration: the pool the steady-state batch "
-             "is drawn from).")] = None,
+             "is drawn from), 1 to 1000000; a trace serves at most its rows.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", show_default=False,
         help="Override a field: system.<path>=value, model.<path>=value, workload.<path>=value, or "
              "hardware.<path>=value (short for system.hardware.<path>). Repeatable, e.g. "
-             "--set hardware.pim.clock_hz=1.2e9 --set model.layers=48.")] = None,
+             "--set hardware.pim.mac_interval_ns=1.0 --set model.layers=48.")] = None,
     mode: Annotated[str, typer.Option(
         "--mode", help="serve: the whole request trace through continuous batching; iteration: steady-state "
                        "decode iterations at the full batch.")] = DEFAULT_MODE,
@@ -89,7 +89,9 @@ def simulate_cmd(
 ) -> None:
     """Simulate a system on a model and a workload and print its metrics.
 
-    With no options: LibraPIM on GPT-3 7B serving ShareGPT. Bad input (an unknown preset, a field out of range, a KV cache that does not fit) exits with code 2 and one line on stderr.
+    With no options: LibraPIM on GPT-3 7B serving ShareGPT. Bad input (an unknown preset, a field out of range, a KV cache that does not fit) exits with code 2 and one line on stderr. Settings that are clamped or have no effect are listed as note: lines (--json: "notes").
+
+    Output files (--trace, --iterations-csv) are checked before the simulation and written only when it succeeds: a file is replaced atomically (through a symlink: its target), "-" and /dev/stdout stream to standard output, a character device or a FIFO with a reader is written in place; folders, sockets, block devices and paths in /proc, /sys or /dev are refused.
     """
     if mode not in MODES:
         raise InputError(f"--mode '{mode}' is not a mode: choose one of {', '.join(MODES)}")

@@ -197,10 +197,21 @@ def _new_temp(folder: Path, name: str) -> Path:
     raise FileExistsError(errno.EEXIST, "cannot create a temporary file", str(folder))
 
 
-def _copy_to_stream(t: Target, tmp: Path) -> None:
+def _open_stream(t: Target) -> int | None:
+    """A write descriptor for a stream target (None for the command's own stdout/stderr)."""
     fd = _descriptor(str(t.path))
-    if fd in (1, 2):  # the command's own stdout/stderr (which a test runner may have replaced)
-        stream = sys.stdout if fd == 1 else sys.stderr
+    if fd in (1, 2):
+        return None
+    if fd is not None:
+        return os.dup(fd)
+    if stat.S_ISFIFO(os.stat(t.path).st_mode):
+        return _open_fifo(t.option, t.path)
+    return os.open(t.path, os.O_WRONLY)
+
+
+def _copy_to_stream(t: Target, tmp: Path, fd: int | None) -> None:
+    if fd is None:  # the command's own stdout/stderr (which a test runner may have replaced)
+        stream = sys.stdout if _descriptor(str(t.path)) == 1 else sys.stderr
         stream.flush()
         out = getattr(stream, "buffer", None)
         with tmp.open("rb") as src:
@@ -211,13 +222,7 @@ def _copy_to_stream(t: Target, tmp: Path) -> None:
                 stream.write(src.read().decode("utf-8", errors="replace"))
         stream.flush()
         return
-    if fd is not None:
-        dst_fd = os.dup(fd)
-    elif stat.S_ISFIFO(os.stat(t.path).st_mode):
-        dst_fd = _open_fifo(t.option, t.path)
-    else:
-        dst_fd = os.open(t.path, os.O_WRONLY)
-    with os.fdopen(dst_fd, "wb") as dst, tmp.open("rb") as src:
+    with os.fdopen(fd, "wb") as dst, tmp.open("rb") as src:
         shutil.copyfileobj(src, dst)
 
 
@@ -235,7 +240,8 @@ Output = tuple[Path, Writer] | tuple[Path, Writer, str]
 def write_atomically(outputs: Sequence[Output]) -> None:
     """Write every output (``(path, write[, option])``; ``write(tmp)`` writes the content to ``tmp``).
 
-    Each content is written to a temporary file first; then streams are written and files renamed over
+    Each content is written to a temporary file first; then every stream is opened (a FIFO without a reader
+    fails here), streams are written (the command's own stdout last), and only then files are renamed over
     their targets. On failure no target is replaced and no temporary file is left (a stream written
     before the failure stays written).
     """
@@ -258,18 +264,38 @@ def write_atomically(outputs: Sequence[Output]) -> None:
                 if exc.errno == errno.EPIPE:
                     raise
                 raise _write_error(option, path, exc) from None
-        for t, tmp in staged:
-            try:
+        # every stream is opened before any is written (a FIFO without reader fails here, before anything is
+        # written); the command's own stdout/stderr go last; files are renamed only after all streams
+        opened: list[tuple[Target, Path, int | None]] = []
+        try:
+            for t, tmp in staged:
                 if t.stream:
-                    _copy_to_stream(t, tmp)
-                else:
-                    mode = _mode_for(t)
-                    if mode is not None:
-                        os.chmod(tmp, mode)
-                    os.replace(tmp, t.real)
+                    try:
+                        opened.append((t, tmp, _open_stream(t)))
+                    except OSError as exc:
+                        raise _write_error(t.option, t.path, exc) from None
+            for t, tmp, fd in sorted(opened, key=lambda o: o[2] is None):
+                try:
+                    _copy_to_stream(t, tmp, fd)
+                except OSError as exc:
+                    if exc.errno == errno.EPIPE:
+                        raise
+                    raise _write_error(t.option, t.path, exc) from None
+                finally:
+                    opened = [o for o in opened if o[0] is not t]
+        finally:
+            for _, _, fd in opened:
+                if fd is not None:
+                    os.close(fd)
+        for t, tmp in staged:
+            if t.stream:
+                continue
+            try:
+                mode = _mode_for(t)
+                if mode is not None:
+                    os.chmod(tmp, mode)
+                os.replace(tmp, t.real)
             except OSError as exc:
-                if exc.errno == errno.EPIPE:
-                    raise
                 raise _write_error(t.option, t.path, exc) from None
     finally:
         for _, tmp in staged:

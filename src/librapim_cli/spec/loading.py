@@ -143,7 +143,7 @@ def parse_value(text: str) -> Any:
 def parse_set(item: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into its path and parsed value."""
     if "=" not in item:
-        raise SpecError(f"--set '{item}' is not of the form dotted.path=value (e.g. --set hardware.pim.clock_hz=1.2e9)")
+        raise SpecError(f"--set '{item}' is not of the form dotted.path=value (e.g. --set hardware.pim.mac_interval_ns=1.0)")
     key, _, value = item.partition("=")
     path = [p for p in key.strip().split(".") if p]
     if not path:
@@ -210,7 +210,7 @@ def split_overrides(items: list[str], roots: tuple[str, ...]) -> dict[str, list[
             starts = [r + "." for r in roots] + (["hardware."] if "system" in roots else [])
             owner = next((r for r in [*roots, "hardware"] if r in KINDS and KINDS[r] is not None
                           and head in KINDS[r].model_fields), None)  # type: ignore[union-attr]
-            hint = f"did you mean --set {owner}.{item}?" if owner else f"e.g. --set {starts[-1]}pim.clock_hz=1.2e9"
+            hint = f"did you mean --set {owner}.{item}?" if owner else f"e.g. --set {starts[-1]}pim.mac_interval_ns=1.0"
             raise SpecError(f"--set '{item}': the path must start with one of {', '.join(starts)} ({hint})")
         groups[head].append((path[1:], value))
     return groups
