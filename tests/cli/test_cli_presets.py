@@ -260,3 +260,20 @@ def test_reproduce_checks_outputs_before_running(run, one_line_error, tmp_path, 
     assert line == "error: --out no/such/folder.md: the folder no/such does not exist; create it or choose another path"
     assert "From a checkout (a folder with docs/) it rewrites docs/reproduction.md; elsewhere ./reproduction.md" in " ".join(
         run("reproduce", "--help").stdout.split())
+
+
+def test_validate_uses_the_sweep_packages_file_check_when_it_has_one(run, one_line_error, tmp_path, monkeypatch):
+    import librapim_cli.sweep as sweep_pkg
+    from librapim_cli.errors import SpecError
+
+    path = _copy("sweep", "pim-design", tmp_path / "sweeps" / "pim-design.toml")
+    seen = []
+
+    def strict_check(ref):
+        seen.append(ref)
+        raise SpecError(f"invalid sweep '{ref}': parameters[0].values: 64 is not a choice the field accepts")
+
+    monkeypatch.setattr(sweep_pkg, "validate_sweep_file", strict_check, raising=False)
+    line = one_line_error(run("presets", "validate", str(path)))
+    assert line == f"error: invalid sweep '{path}': parameters[0].values: 64 is not a choice the field accepts"
+    assert seen == [str(path)]
