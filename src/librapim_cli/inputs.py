@@ -136,9 +136,10 @@ def setup_notes(s: Setup, requests_asked: int | None = None, overridden: Sequenc
                        f"({which} = {base:g} ns) caps the PIM at {_hz(1e9 / base)}; lower hardware.pim.{which} "
                        "to make the PIM faster")
     if sys_.sub_batch_interleaving:
-        largest = s.batch // s.pp if s.batch >= s.pp else 1  # the smallest micro-batch at the full batch
-        if largest < sys_.sub_batch_min_batch:
-            mb = f"batch {s.batch}" if s.pp == 1 else f"micro-batch {largest} (batch {s.batch} / pp {s.pp})"
+        # interleave_rule tests the smallest micro-batch; at the full batch it is batch // pp (>= 1)
+        smallest = max(s.batch // s.pp, 1)
+        if smallest < sys_.sub_batch_min_batch:
+            mb = f"batch {s.batch}" if s.pp == 1 else f"micro-batch {smallest} (batch {s.batch} / pp {s.pp})"
             out.append(f"sub-batch interleaving never runs: system.sub_batch_min_batch = {sys_.sub_batch_min_batch}"
                        f" is above the {mb}; lower system.sub_batch_min_batch or raise --batch to use it")
     if w.lengths == "trace" and requests_asked is not None and requests_asked > s.requests:

@@ -19,7 +19,6 @@ fix, never a traceback.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import secrets
 import shutil
@@ -92,13 +91,13 @@ def _what(mode: int) -> str:
 def _open_fifo(option: str, path: Path) -> int:
     """A write descriptor on a FIFO that has a reader (InputError if nobody reads it: never block)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             raise InputError(f"{option} {path}: is a FIFO that no process is reading; start the reader first "
                              "or give a file path") from None
         raise _write_error(option, path, exc) from None
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    os.set_blocking(fd, True)
     return fd
 
 

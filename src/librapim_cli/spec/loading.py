@@ -223,7 +223,9 @@ def fmt_number(v: Any) -> str:
         return repr(v)
     if isinstance(v, int):
         return str(v)
-    return f"{v:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+    short = f"{v:g}"
+    text = short if float(short) == v or v != v else repr(v)  # exact: never a rounded value
+    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def _field_of(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> Any:
@@ -303,6 +305,8 @@ def _describe_error(err: dict[str, Any], model: type[BaseModel] | None = None) -
         shown = fmt_number(got)
     else:
         shown = repr(got)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
     hint = ""
     if typ in ("int_type", "float_type", "bool_type") and isinstance(got, str):
         hint = "; write the value without quotes"
