@@ -277,3 +277,10 @@ def test_validate_uses_the_sweep_packages_file_check_when_it_has_one(run, one_li
     line = one_line_error(run("presets", "validate", str(path)))
     assert line == f"error: invalid sweep '{path}': parameters[0].values: 64 is not a choice the field accepts"
     assert seen == [str(path)]
+
+
+def test_show_cuts_nothing_at_80_columns(run):
+    for name in ("librapim", "neupims-npu-hbm2pim"):
+        r = run("presets", "show", name, env={"COLUMNS": "80"})
+        assert r.exit_code == 0 and "…" not in r.stdout
+        assert max(len(line) for line in r.stdout.splitlines()) <= 80

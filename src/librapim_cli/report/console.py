@@ -265,7 +265,7 @@ def render_preset(console: Console, doc: Mapping[str, Any]) -> None:
     """A resolved preset (dotted keys and values) and its derived quantities."""
     table = _table(f"{doc['kind']} '{doc['name']}'")
     table.add_column("Field", style="bold", no_wrap=True)
-    table.add_column("Value")
+    table.add_column("Value", overflow="fold")  # long sources wrap; nothing is cut with "…"
     for key, value in _flatten(doc["values"]):
         table.add_row(key, Text("-" if value is None else str(value)))
     console.print(table)
