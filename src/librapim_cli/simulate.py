@@ -7,8 +7,9 @@ from typing import Literal
 import numpy as np
 
 from .errors import InfeasibleDesign
-from .inputs import Setup, kv_bytes_per_token_per_device, kv_capacity_bytes, setup
+from .inputs import Setup, check_batch_fits, kv_bytes_per_token_per_device, kv_capacity_bytes, setup
 from .metrics import iteration_metrics
+from .metrics.finite import finite_results
 from .result import SCHEMA_VERSION, SimResult
 from .schedule.breakdown import op_records
 from .schedule.context import schedule_for
@@ -22,6 +23,7 @@ Mode = Literal["serve", "iteration"]
 __all__ = ["SCHEMA_VERSION", "Mode", "Setup", "SimResult", "setup", "simulate"]
 
 
+@finite_results  # a NaN or infinite figure is a ModelError, never a result
 def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gpt3-7b",
              workload: str | WorkloadSpec = "sharegpt", *, batch: int | None = None, requests: int | None = None,
              sets: list[str] | tuple[str, ...] = (), mode: Mode = "iteration", samples: int = 8,
@@ -43,6 +45,7 @@ def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gp
         if breakdown:
             _attach_breakdown(result)
         return result
+    check_batch_fits(s)  # before sampling: a batch that cannot fit at the shortest context fails at once
     rng = np.random.default_rng(s.workload.seed)
     batches = [steady_state_batch(s, rng) for _ in range(samples)]
     max_len = int(max(b.max() for b in batches))

@@ -128,7 +128,7 @@ def test_validate_bad_value(run, one_line_error, tmp_path):
     path = _copy("model", "gpt3-7b", tmp_path / "models" / "bad.toml")
     path.write_text(path.read_text().replace("layers = 32", "layers = 0"))
     line = one_line_error(run("presets", "validate", str(path)))
-    assert line == f"error: invalid model '{path}': layers: input should be greater than or equal to 1, got 0 (allowed: >= 1)"
+    assert line == f"error: invalid model '{path}': layers: input should be greater than or equal to 1, got 0 (allowed: 1 to 1024)"
 
 
 def test_validate_unknown_field_and_bad_toml(run, one_line_error, tmp_path):
@@ -161,3 +161,126 @@ def test_sweep_presets_are_validated(run, one_line_error, tmp_path):
     assert line == f"error: invalid sweep '{path}': trials: input should be greater than or equal to 1, got 0 (allowed: >= 1)"
     doc = json.loads(run("presets", "show", "pim-design", "--set", "trials=3", "--json").stdout)
     assert (doc["kind"], doc["values"]["trials"], doc["derived"]) == ("sweep", 3, {})
+
+
+# ---- list layout -------------------------------------------------------------------------------------
+def test_list_piped_is_one_plain_line_per_preset(run):
+    bundled = list_presets()
+    r = run("presets", "list", env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(bundled)
+    for line, p in zip(lines, bundled, strict=True):
+        assert line.split()[:2] == [p.name, p.kind]
+        assert line.endswith(p.summary)  # whole, never cut
+    assert "…" not in r.stdout and "source" not in r.stdout
+    wide = run("presets", "list", "--wide", "--kind", "workload", env={"COLUMNS": "80"}).stdout.splitlines()
+    sharegpt = next(p for p in bundled if p.name == "sharegpt")
+    assert f"{sharegpt.summary}  [source: {sharegpt.source}]" in next(x for x in wide if x.startswith("sharegpt "))
+
+
+def test_list_in_a_narrow_terminal_wraps_and_cuts_nothing():
+    from rich.console import Console
+
+    from librapim_cli.report.console import render_presets_list
+
+    for wide in (False, True):
+        console = Console(force_terminal=True, width=80, color_system=None, record=True)
+        render_presets_list(console, list_presets(), wide=wide)
+        text = console.export_text()
+        assert "…" not in text
+        assert max(len(line) for line in text.splitlines()) <= 80
+        header = text.splitlines()[1]
+        assert header.split() == ["Name", "Kind", "Summary", *(["Source"] if wide else [])]
+        words = " ".join(text.split())
+        for p in list_presets():  # every word of every summary is there (wrapped, not cut)
+            assert all(w in words for w in p.summary.split())
+
+
+# ---- validate runs the checks the commands run ----------------------------------------------------------
+def _trace_preset(tmp_path, body: str | None):
+    folder = tmp_path / "workloads"
+    folder.mkdir(exist_ok=True)
+    if body is not None:
+        (folder / "t.csv").write_text(body)
+    w = folder / "w.toml"
+    w.write_text('name = "w"\nsource = "test"\nlengths = "trace"\ntrace_path = "t.csv"\nnum_requests = 4\n'
+                 'max_batch = 2\n')
+    return w
+
+
+def test_validate_reads_the_trace_like_simulate(run, one_line_error, tmp_path):
+    w = _trace_preset(tmp_path, None)
+    t = tmp_path / "workloads" / "t.csv"
+    expected = f"error: trace '{t}' does not exist; give a CSV with columns input_len,output_len[,arrival_s]"
+    assert one_line_error(run("presets", "validate", str(w))) == expected
+    assert one_line_error(run("presets", "show", str(w))) == expected
+    assert one_line_error(run("simulate", "--workload", str(w), "--mode", "iteration")) == expected
+    t.write_text("input_len,output_len\n3,4\n5,6\n")
+    assert run("presets", "validate", str(w)).stdout == "ok: workload 'w'\n"
+
+
+def test_validate_negative_seed_and_quoted_numbers(run, one_line_error, tmp_path):
+    path = _copy("workload", "alpaca", tmp_path / "workloads" / "a.toml")
+    path.write_text(path.read_text().replace("seed = 0", "seed = -1"))
+    assert one_line_error(run("presets", "validate", str(path))) == (
+        f"error: invalid workload '{path}': seed: input should be greater than or equal to 0, got -1 "
+        "(allowed: 0 to 4294967295)")
+    m = _copy("model", "gpt3-7b", tmp_path / "models" / "m.toml")
+    m.write_text(m.read_text().replace('name = "gpt3-7b"', 'name = ""'))
+    assert one_line_error(run("presets", "validate", str(m))) == (
+        f"error: invalid model '{m}': name: string should have at least 1 character, got '' "
+        "(allowed: a non-empty string)")
+
+
+def test_bundled_presets_pass_validate(run):
+    for p in list_presets():
+        r = run("presets", "validate", str(p.path))
+        assert (r.exit_code, r.stdout) == (0, f"ok: {p.kind} '{p.name}'\n"), r.stderr
+
+
+# ---- reproduce's default output ------------------------------------------------------------------------------
+def test_reproduce_default_out_outside_a_checkout(tmp_path):
+    from librapim_cli.cli.reproduce import default_out
+
+    assert str(default_out(tmp_path)) == "reproduction.md"
+    (tmp_path / "docs").mkdir()
+    assert str(default_out(tmp_path)) == "docs/reproduction.md"
+
+
+def test_reproduce_checks_outputs_before_running(run, one_line_error, tmp_path, monkeypatch):
+    import librapim_cli.cli.reproduce as cli_reproduce
+
+    def never(*args, **kwargs):
+        raise AssertionError("the grid ran before the outputs were checked")
+
+    monkeypatch.setattr(cli_reproduce, "run_reproduction", never)
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(run("reproduce", "--out", "no/such/folder.md"))
+    assert line == "error: --out no/such/folder.md: the folder no/such does not exist; create it or choose another path"
+    assert "From a checkout (a folder with docs/) it rewrites docs/reproduction.md; elsewhere ./reproduction.md" in " ".join(
+        run("reproduce", "--help").stdout.split())
+
+
+def test_validate_uses_the_sweep_packages_file_check_when_it_has_one(run, one_line_error, tmp_path, monkeypatch):
+    import librapim_cli.sweep as sweep_pkg
+    from librapim_cli.errors import SpecError
+
+    path = _copy("sweep", "pim-design", tmp_path / "sweeps" / "pim-design.toml")
+    seen = []
+
+    def strict_check(ref):
+        seen.append(ref)
+        raise SpecError(f"invalid sweep '{ref}': parameters[0].values: 64 is not a choice the field accepts")
+
+    monkeypatch.setattr(sweep_pkg, "validate_sweep_file", strict_check, raising=False)
+    line = one_line_error(run("presets", "validate", str(path)))
+    assert line == f"error: invalid sweep '{path}': parameters[0].values: 64 is not a choice the field accepts"
+    assert seen == [str(path)]
+
+
+def test_show_cuts_nothing_at_80_columns(run):
+    for name in ("librapim", "neupims-npu-hbm2pim"):
+        r = run("presets", "show", name, env={"COLUMNS": "80"})
+        assert r.exit_code == 0 and "…" not in r.stdout
+        assert max(len(line) for line in r.stdout.splitlines()) <= 80

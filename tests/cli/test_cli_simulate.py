@@ -15,6 +15,8 @@ FAST = ("--mode", "iteration", "--batch", "16")
 METRIC_KEYS = {"throughput_tokens_per_s", "iteration_time_s", "npu_utilization", "pim_utilization",
                "npu_compute_utilization", "pim_mac_utilization", "energy_j_per_token", "offload_attention_share",
                "offload_fc_share"}
+SBI_NOTE_16 = ("sub-batch interleaving never runs: system.sub_batch_min_batch = 256 is above the batch 16; "
+               "lower system.sub_batch_min_batch or raise --batch to use it")
 BREAKDOWN_KEYS = {"op", "device", "time_s", "bound", "flops", "bytes", "energy_j"}
 
 
@@ -25,8 +27,9 @@ def _json(r) -> dict:
 
 def test_json_document(run):
     doc = _json(run("simulate", *FAST, "--json"))
-    assert list(doc) == ["schema_version", "inputs", "metrics"]
+    assert list(doc) == ["schema_version", "inputs", "metrics", "notes"]
     assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["notes"] == [SBI_NOTE_16]
     assert METRIC_KEYS <= set(doc["metrics"])
     assert all(isinstance(v, (int, float)) for v in doc["metrics"].values())
     inputs = doc["inputs"]
@@ -72,7 +75,8 @@ def test_idle_device_is_called_out(run):
 
 def test_compare(run):
     doc = _json(run("simulate", "--compare", "neupims,librapim,npu-only", "--baseline", "neupims", *FAST, "--json"))
-    assert list(doc) == ["schema_version", "inputs", "baseline", "systems", "speedup"]
+    assert list(doc) == ["schema_version", "inputs", "baseline", "systems", "speedup", "notes"]
+    assert doc["notes"] == [f"{name}: {SBI_NOTE_16}" for name in ("neupims", "librapim")]  # npu-only: no SBI
     assert doc["baseline"] == "neupims"
     assert list(doc["systems"]) == ["neupims", "librapim", "npu-only"]
     assert doc["speedup"]["neupims"] == 1.0
@@ -129,7 +133,9 @@ def test_output_files_are_all_or_nothing(run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(report_trace, "write_chrome_trace", half_written)
     r = run("simulate", *FAST, "--iterations-csv", str(tmp_path / "its.csv"), "--trace", str(tmp_path / "t.json"))
-    assert r.exit_code == 1
+    assert (r.exit_code, r.stdout) == (2, "")
+    assert r.stderr == f"error: --trace {tmp_path / 't.json'}: cannot write: no space left on the device; free some " \
+                       "space or choose another path\n"
     assert list(tmp_path.iterdir()) == []
 
 

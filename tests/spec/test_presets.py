@@ -345,7 +345,7 @@ def test_bad_override_message() -> None:
     with pytest.raises(SpecError) as exc:
         load("hardware", "neupims-npu-hbm2pim", [(["pim", "mac_lanes_per_unit"], 0)])
     assert str(exc.value) == ("invalid hardware 'neupims-npu-hbm2pim': pim.mac_lanes_per_unit: "
-                              "input should be greater than or equal to 1, got 0 (allowed: >= 1)")
+                              "input should be greater than or equal to 1, got 0 (allowed: 1 to 4096)")
 
 
 def test_override_naming_no_field_message() -> None:

@@ -80,7 +80,18 @@ def render() -> str:
         "Every command prints tables by default and one JSON document on stdout with `--json` (where "
         "offered). Exit codes: 0 success; 2 bad input (unknown preset, field out of range, design that does "
         "not fit, bad option), reported as one line on stderr starting with `error:`; 1 a model error or a "
-        "bug (set `LIBRAPIM_DEBUG=1` for the traceback).",
+        "bug (set `LIBRAPIM_DEBUG=1` for the traceback). Sizes are bounded and checked before any work: "
+        "`--batch` 1 to 65536, `--requests` 1 to 1 000 000, every spec field within its range "
+        "([model/specs.md](model/specs.md#strictness-and-bounds)). Settings that are clamped or have no effect "
+        "are printed as `note:` lines (`notes` in `--json`).",
+        "",
+        "Output files (`--trace`, `--iterations-csv`, `--out`, `--golden`) are checked before any work starts and "
+        "written only when the command succeeds: a regular file is replaced atomically (it keeps its permission "
+        "bits; through a symlink, the link's target is replaced and the link stays), `-` and `/dev/stdout` "
+        "stream to standard output, a character device (`/dev/null`) or a FIFO with a reader is written in "
+        "place; a folder, a socket, a block device, a FIFO nobody reads and paths in /proc, /sys or /dev are "
+        "refused with exit code 2, as are two options naming the same file. A failed write (a full disk, a "
+        "read-only file system) exits with code 2 and replaces nothing.",
         "",
         "Commands:",
         "",

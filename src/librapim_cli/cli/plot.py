@@ -105,7 +105,7 @@ def timeline_cmd(
     batch: BatchOption = None,
     sets: SetOption = None,
     layers: Annotated[int, typer.Option(
-        "--layers", min=1, help="Repetitions of each repeating stage loop to draw (the rest is elided).")] = 3,
+        "--layers", min=1, max=1024, help="Repetitions of each repeating stage loop to draw (the rest is elided).")] = 3,
     dpi: DpiOption = 100,
 ) -> None:
     """Gantt chart of NPU and PIM busy and idle time per stage over the first layers of an iteration.

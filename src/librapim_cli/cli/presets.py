@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import PresetNotFound, SpecError
+from ..inputs import check_spec
 from ..report.console import make_console, render_preset, render_presets_list
 from ..report.json_doc import dumps, preset_document, presets_list_document
 from ..spec.loading import (
@@ -75,7 +76,8 @@ def resolve_kind(name: str, kind: str | None) -> str:
     if _is_path(name):
         path = Path(name)
         if not path.is_file():
-            raise PresetNotFound(f"preset file '{name}' does not exist; give an existing .toml path or a "
+            why = "is not a regular file (a folder or a device)" if path.exists() else "does not exist"
+            raise PresetNotFound(f"preset file '{name}' {why}; give an existing .toml path or a "
                                  "bundled name (see `librapim presets list`)")
         return infer_kind(path, _read_toml(path))
     infos = list_presets()
@@ -91,13 +93,34 @@ def resolve_kind(name: str, kind: str | None) -> str:
 
 
 def load_any(kind: str, ref: str, overrides: list[tuple[list[str], Any]] | None = None) -> Any:
-    """Load and validate a preset of any kind (sweeps are validated by the sweep package)."""
+    """Load a preset of any kind and run every check a command runs on it (``inputs.check_spec``: a
+    workload's trace is read and checked); sweeps are validated by the sweep package."""
     if KINDS[kind] is not None:
-        return load(kind, ref, overrides)
+        spec = load(kind, ref, overrides)
+        check_spec(kind, spec)
+        return spec
+    data = load_raw(kind, ref)
+    return _validate_sweep(apply_overrides(kind, data, overrides) if overrides else data, ref)
+
+
+def _validate_sweep(data: dict[str, Any], ref: str) -> Any:
+    """The one place a sweep file is validated for ``presets show|validate``.
+
+    MERGE: the sweep branch adds ``librapim_cli.sweep.validate_sweep_file`` (the checks ``librapim sweep``
+    runs: choices, paths, constraints). When the package has it, ``presets validate`` calls it on the file
+    (``validate_cmd``); here, with ``--set`` overrides applied to the data, ``parse_sweep`` stays until that
+    function takes data too.
+    """
     from ..sweep.spec import parse_sweep  # imports optuna: only when a sweep is asked for
 
-    data = load_raw(kind, ref)
-    return parse_sweep(apply_overrides(kind, data, overrides) if overrides else data, ref)
+    return parse_sweep(data, ref)
+
+
+def _sweep_file_validator() -> Any:
+    """``librapim_cli.sweep.validate_sweep_file`` if the sweep package has it (None until that branch merges)."""
+    from .. import sweep  # imports optuna: only when a sweep is asked for
+
+    return getattr(sweep, "validate_sweep_file", None)
 
 
 def _overrides(kind: str, items: list[str]) -> list[tuple[list[str], Any]]:
@@ -112,14 +135,22 @@ def _overrides(kind: str, items: list[str]) -> list[tuple[list[str], Any]]:
 
 
 @presets_app.command("list")
-def list_cmd(kind: KindOption = None, json_out: JsonOption = False) -> None:
-    """List the bundled presets: name, kind, one-line summary and the source the numbers come from."""
+def list_cmd(
+    kind: KindOption = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Also show the source each preset's numbers come from.")
+                    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """List the bundled presets: name, kind and one-line summary (--wide: and the source).
+
+    In a terminal the summaries wrap inside a table; piped, each preset is one plain line.
+    """
     _check_kind(kind)
     infos = list_presets(kind)
     if json_out:
         typer.echo(dumps(presets_list_document(infos)))
         return
-    render_presets_list(make_console(), infos)
+    render_presets_list(make_console(), infos, wide=wide)
 
 
 @presets_app.command("show")
@@ -128,7 +159,7 @@ def show_cmd(
     kind: KindOption = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a field before showing it: path=value, e.g. --set layers=48 or "
-        "--set hardware.pim.clock_hz=1.2e9 (a leading '<kind>.' is optional). Repeatable.")] = None,
+        "--set hardware.pim.mac_interval_ns=1.0 (a leading '<kind>.' is optional). Repeatable.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Show a preset's resolved values and derived quantities.
@@ -153,13 +184,15 @@ def validate_cmd(
 ) -> None:
     """Check a preset file: prints "ok: <kind> '<name>'", or one line naming the first bad field (exit 2).
 
-    The kind comes from --kind, else from the parent folder's name (models/, hardware/, systems/, workloads/, sweeps/), else from the file's top-level keys.
+    Runs the checks the commands run on the file: fields, cross-field rules, and a workload's trace CSV read and every row checked. The kind comes from --kind, else from the parent folder's name (models/, hardware/, systems/, workloads/, sweeps/), else from the file's top-level keys.
     """
     _check_kind(kind)
     if not file.is_file():
-        raise PresetNotFound(f"{file}: no such file; give the path of a preset TOML file")
+        why = "is not a regular file (a folder or a device)" if file.exists() else "no such file"
+        raise PresetNotFound(f"{file}: {why}; give the path of a preset TOML file")
     data = _read_toml(file)
     k = kind or infer_kind(file, data)
     ref = str(file) if _is_path(str(file)) else f"./{file}"
-    spec = load_any(k, ref)
-    typer.echo(f"ok: {k} '{spec.name}'")
+    validator = _sweep_file_validator() if k == "sweep" else None
+    spec = validator(ref) if validator is not None else load_any(k, ref)  # MERGE: the sweep's own checks
+    typer.echo(f"ok: {k} '{getattr(spec, 'name', None) or data.get('name', file.stem)}'")

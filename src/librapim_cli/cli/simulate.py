@@ -16,7 +16,7 @@ from ..report.console import (
     render_comparison,
     render_simulation,
 )
-from ..report.files import check_writable, write_atomically
+from ..report.files import STDOUT, check_distinct, write_atomically
 from ..report.json_doc import comparison_document, dumps, simulation_document, speedups
 from ..simulate import SimResult, simulate
 
@@ -49,16 +49,16 @@ def simulate_cmd(
                         ] = "sharegpt",
     batch: Annotated[int | None, typer.Option(
         "--batch", "-b", show_default="the workload's max_batch",
-        help="Requests decoded together per iteration (serve: the maximum).")] = None,
+        help="Requests decoded together per iteration (serve: the maximum), 1 to 65536.")] = None,
     requests: Annotated[int | None, typer.Option(
         "--requests", "-n", show_default="the workload's num_requests",
         help="Requests in the workload (serve: requests served; iteration: the pool the steady-state batch "
-             "is drawn from).")] = None,
+             "is drawn from), 1 to 1000000; a trace serves at most its rows.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", show_default=False,
         help="Override a field: system.<path>=value, model.<path>=value, workload.<path>=value, or "
              "hardware.<path>=value (short for system.hardware.<path>). Repeatable, e.g. "
-             "--set hardware.pim.clock_hz=1.2e9 --set model.layers=48.")] = None,
+             "--set hardware.pim.mac_interval_ns=1.0 --set model.layers=48.")] = None,
     mode: Annotated[str, typer.Option(
         "--mode", help="serve: the whole request trace through continuous batching; iteration: steady-state "
                        "decode iterations at the full batch.")] = DEFAULT_MODE,
@@ -89,7 +89,9 @@ def simulate_cmd(
 ) -> None:
     """Simulate a system on a model and a workload and print its metrics.
 
-    With no options: LibraPIM on GPT-3 7B serving ShareGPT. Bad input (an unknown preset, a field out of range, a KV cache that does not fit) exits with code 2 and one line on stderr.
+    With no options: LibraPIM on GPT-3 7B serving ShareGPT. Bad input (an unknown preset, a field out of range, a KV cache that does not fit) exits with code 2 and one line on stderr. Settings that are clamped or have no effect are listed as note: lines (--json: "notes").
+
+    Output files (--trace, --iterations-csv) are checked before the simulation and written only when it succeeds: a file is replaced atomically (through a symlink: its target), "-" and /dev/stdout stream to standard output, a character device or a FIFO with a reader is written in place; folders, sockets, block devices and paths in /proc, /sys or /dev are refused.
     """
     if mode not in MODES:
         raise InputError(f"--mode '{mode}' is not a mode: choose one of {', '.join(MODES)}")
@@ -97,7 +99,7 @@ def simulate_cmd(
     if compare is None:
         if baseline is not None:
             raise InputError("--baseline only applies with --compare; add --compare a,b,... or drop --baseline")
-        names = [system or DEFAULT_SYSTEM]
+        names = [system if system is not None else DEFAULT_SYSTEM]
     else:
         if system is not None:
             raise InputError("--system and --compare both name systems; use one of them")
@@ -110,10 +112,10 @@ def simulate_cmd(
         if baseline not in names:
             raise InputError(f"--baseline '{baseline}' is not one of the compared systems "
                              f"({', '.join(names)}); add it to --compare")
-    if iterations_csv is not None:
-        check_writable("--iterations-csv", iterations_csv)
-    if trace is not None:
-        check_writable("--trace", trace)
+    if mode != "serve" and policy is not None:
+        raise InputError("--policy applies to --mode serve only (admission); drop --policy or use --mode serve")
+    files = [("--iterations-csv", iterations_csv), ("--trace", trace)]
+    check_distinct([*files, ("--json", STDOUT if json_out else None)])  # each writable, no two the same
 
     show_progress = mode == "serve" and make_console(stderr=True).is_terminal
     results: dict[str, SimResult] = {}
@@ -133,15 +135,15 @@ def simulate_cmd(
 
     result = results[names[0]]
     records, iter_s = result.breakdown, result.breakdown_iteration_s
-    outputs: list[tuple[Path, Callable[[Path], Any]]] = []
+    outputs: list[tuple[Path, Callable[[Path], Any], str]] = []
     if iterations_csv is not None:
         from ..report.iterations_csv import write_iterations_csv
 
-        outputs.append((iterations_csv, lambda p: write_iterations_csv(result, p)))
+        outputs.append((iterations_csv, lambda p: write_iterations_csv(result, p), "--iterations-csv"))
     if trace is not None:
         from ..report.trace import write_chrome_trace
 
-        outputs.append((trace, lambda p: write_chrome_trace(result, p)))
+        outputs.append((trace, lambda p: write_chrome_trace(result, p), "--trace"))
     write_atomically(outputs)
 
     if json_out:
@@ -152,5 +154,6 @@ def simulate_cmd(
     if records is not None:
         s = result.setup
         render_breakdown(console, records, iter_s, s.batch, s.model.layers // s.pp)
-    for path, _ in outputs:
-        console.print(f"wrote {path}")
+    for path, _, _ in outputs:
+        if str(path) != STDOUT:
+            console.print(f"wrote {path}")

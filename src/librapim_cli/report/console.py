@@ -129,9 +129,16 @@ def latency_table(latency: Mapping[str, Mapping[str, float]]) -> Table:
     return table
 
 
+def render_notes(console: Console, notes: Sequence[str]) -> None:
+    """One dim ``note:`` line per note (settings that were clamped or have no effect)."""
+    for note in notes:
+        console.print(Text(f"note: {note}", style="dim"), soft_wrap=True)  # one line each, also when piped
+
+
 def render_simulation(console: Console, result: SimResult) -> None:
-    """Inputs line, metrics table (idle device highlighted) and, when serving, the latency table."""
-    console.print(inputs_line(result))
+    """Inputs line, notes, metrics table (idle device highlighted) and, when serving, the latency table."""
+    console.print(inputs_line(result), soft_wrap=True)
+    render_notes(console, result.setup.notes)
     console.print(metrics_table(result))
     idle = idle_device(result)
     if idle is not None:
@@ -161,9 +168,12 @@ def render_breakdown(console: Console, records: Sequence[Mapping[str, Any]], ite
 def render_comparison(console: Console, results: Mapping[str, SimResult], baseline: str,
                       speedup: Mapping[str, float | None]) -> None:
     """One row per system: throughput, speedup over the baseline, utilizations, energy, DBO shares."""
+    from .json_doc import comparison_notes
+
     first = next(iter(results.values()))
     s = first.setup
     console.print(Text(f"model {s.model.name}  workload {s.workload.name}  batch {s.batch}  mode {first.mode}"))
+    render_notes(console, comparison_notes(results))
     table = _table(f"Comparison (* = baseline {baseline})")
     cols = (("System", "left"), ("Tok/s", "right"), ("Speedup", "right"), ("Iter", "right"), ("NPU", "right"),
             ("PIM", "right"), ("Energy", "right"), ("Attn>NPU", "right"), ("FC>PIM", "right"))
@@ -192,16 +202,32 @@ def render_comparison(console: Console, results: Mapping[str, SimResult], baseli
 
 
 # ---- presets -----------------------------------------------------------------------------------
-def render_presets_list(console: Console, infos: Sequence[PresetInfo]) -> None:
-    """Name, kind, one-line summary and source of each preset."""
+def render_presets_list(console: Console, infos: Sequence[PresetInfo], wide: bool = False) -> None:
+    """Name, kind and one-line summary of each preset (and its source with ``wide``).
+
+    In a terminal: a table whose summaries wrap inside their column (nothing is cut). Piped or redirected:
+    plain aligned lines, one per preset, never wrapped or cut, so ``grep`` and ``cut`` work on them.
+    """
+    if not console.is_terminal:
+        w_name = max((len(p.name) for p in infos), default=0)
+        w_kind = max((len(p.kind) for p in infos), default=0)
+        for p in infos:
+            line = f"{p.name:<{w_name}}  {p.kind:<{w_kind}}  {p.summary}".rstrip()
+            if wide and p.source:
+                line += f"  [source: {p.source}]"
+            console.print(Text(line), soft_wrap=True)
+        return
     table = _table("Bundled presets")
     table.add_column("Name", style="bold", no_wrap=True)
     table.add_column("Kind", no_wrap=True)
-    table.add_column("Summary", ratio=3)
-    table.add_column("Source", ratio=2, style="dim", overflow="fold")
+    table.add_column("Summary", ratio=3, overflow="fold")
+    if wide:
+        table.add_column("Source", ratio=2, style="dim", overflow="fold")
     for p in infos:
-        table.add_row(Text(p.name), p.kind, Text(p.summary), Text(p.source))
+        table.add_row(Text(p.name), p.kind, Text(p.summary), *([Text(p.source)] if wide else []))
     console.print(table)
+    if not wide:
+        console.print(Text("Sources: librapim presets list --wide (or presets show NAME).", style="dim"))
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -239,7 +265,7 @@ def render_preset(console: Console, doc: Mapping[str, Any]) -> None:
     """A resolved preset (dotted keys and values) and its derived quantities."""
     table = _table(f"{doc['kind']} '{doc['name']}'")
     table.add_column("Field", style="bold", no_wrap=True)
-    table.add_column("Value")
+    table.add_column("Value", overflow="fold")  # long sources wrap; nothing is cut with "…"
     for key, value in _flatten(doc["values"]):
         table.add_row(key, Text("-" if value is None else str(value)))
     console.print(table)

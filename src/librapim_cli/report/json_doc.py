@@ -53,11 +53,15 @@ def dumps(doc: Any) -> str:
 
 # ---- simulate --------------------------------------------------------------------------------
 def simulation_document(result: SimResult, breakdown: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """``{"schema_version", "inputs", "metrics"[, "latency"][, "breakdown"]}`` for one simulation."""
+    """``{"schema_version", "inputs", "metrics", "notes"[, "latency"][, "breakdown"]}`` for one simulation.
+
+    ``notes``: settings that were clamped or have no effect (``inputs.setup_notes``), one string each.
+    """
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "inputs": result.inputs,
         "metrics": dict(result.metrics),
+        "notes": list(result.setup.notes),
     }
     if result.latency is not None:
         doc["latency"] = result.latency
@@ -74,10 +78,10 @@ def speedups(results: Mapping[str, SimResult], baseline: str) -> dict[str, float
 
 
 def comparison_document(results: Mapping[str, SimResult], baseline: str) -> dict[str, Any]:
-    """``{"schema_version", "inputs", "baseline", "systems", "speedup"[, "latency"]}`` for ``--compare``.
+    """``{"schema_version", "inputs", "baseline", "systems", "speedup", "notes"[, "latency"]}`` for ``--compare``.
 
     ``inputs`` holds what the systems share (model, workload, batch, requests, mode); each system's own
-    resolved spec is what ``librapim presets show`` prints.
+    resolved spec is what ``librapim presets show`` prints. ``notes``: ``comparison_notes``.
     """
     first = next(iter(results.values()))
     inputs = first.inputs
@@ -87,10 +91,22 @@ def comparison_document(results: Mapping[str, SimResult], baseline: str) -> dict
         "baseline": baseline,
         "systems": {name: dict(r.metrics) for name, r in results.items()},
         "speedup": speedups(results, baseline),
+        "notes": comparison_notes(results),
     }
     if any(r.latency is not None for r in results.values()):
         doc["latency"] = {name: r.latency for name, r in results.items()}
     return jsonable(doc)
+
+
+def comparison_notes(results: Mapping[str, SimResult]) -> list[str]:
+    """The notes of compared systems, once each: a note every system has as it is, the others as
+    ``<system>: <note>``."""
+    notes = {name: list(r.setup.notes) for name, r in results.items()}
+    shared = [n for n in next(iter(notes.values()), []) if all(n in v for v in notes.values())]
+    out = list(shared)
+    for name, items in notes.items():
+        out += [f"{name}: {n}" for n in items if n not in shared]
+    return out
 
 
 # ---- presets ---------------------------------------------------------------------------------

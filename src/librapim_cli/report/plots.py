@@ -71,7 +71,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
         with matplotlib.rc_context({"svg.hashsalt": "librapim"}):
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
 
-    write_atomically([(out, write)])
+    write_atomically([(out, write, "--out")])
     return out
 
 

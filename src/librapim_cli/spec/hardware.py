@@ -12,16 +12,16 @@ from .base import Spec
 class NPUSpec(Spec):
     """A weight-stationary systolic-array accelerator (or an xPU approximated as one)."""
 
-    systolic_arrays: int = Field(ge=1, description="Number of systolic arrays working in parallel.")
-    sa_rows: int = Field(ge=1, description="Rows of one systolic array (reduction dimension K per tile).")
-    sa_cols: int = Field(ge=1, description="Columns of one systolic array (output dimension N per tile).")
-    clock_hz: float = Field(gt=0, description="Array clock in Hz.")
-    vector_units: int = Field(ge=1, description="Number of vector units (softmax, norms, activations).")
-    vector_width: int = Field(ge=1, description="Lanes per vector unit (one FP op per lane per cycle).")
-    sram_bytes: int = Field(ge=0, description="On-chip SRAM (scratchpad + accumulators) in bytes.")
-    compute_efficiency: float = Field(gt=0, le=1, description="Cap on achievable fraction of peak FLOP/s.")
-    bandwidth_efficiency: float = Field(gt=0, le=1, description="Cap on achievable fraction of external memory bandwidth.")
-    op_overhead_s: float = Field(ge=0, description="Fixed launch/sync overhead added to every NPU op, seconds.")
+    systolic_arrays: int = Field(ge=1, le=4096, description="Number of systolic arrays working in parallel.")
+    sa_rows: int = Field(ge=1, le=4096, description="Rows of one systolic array (reduction dimension K per tile).")
+    sa_cols: int = Field(ge=1, le=4096, description="Columns of one systolic array (output dimension N per tile).")
+    clock_hz: float = Field(ge=1e6, le=1e11, description="Array clock in Hz.")
+    vector_units: int = Field(ge=1, le=65536, description="Number of vector units (softmax, norms, activations).")
+    vector_width: int = Field(ge=1, le=65536, description="Lanes per vector unit (one FP op per lane per cycle).")
+    sram_bytes: int = Field(ge=0, le=2**40, description="On-chip SRAM (scratchpad + accumulators) in bytes.")
+    compute_efficiency: float = Field(ge=0.001, le=1, description="Cap on achievable fraction of peak FLOP/s.")
+    bandwidth_efficiency: float = Field(ge=0.001, le=1, description="Cap on achievable fraction of external memory bandwidth.")
+    op_overhead_s: float = Field(ge=0, le=1, description="Fixed launch/sync overhead added to every NPU op, seconds.")
 
     @property
     def macs_per_cycle(self) -> int:
@@ -43,32 +43,32 @@ class MemorySpec(Spec):
     """HBM organisation and DRAM timing (all timing in ns, as datasheets and simulators give them)."""
 
     generation: Literal["HBM2", "HBM2E", "HBM3", "HBM3E", "GDDR6"] = Field(description="DRAM standard.")
-    stacks: int = Field(ge=1, description="HBM stacks (or GDDR6 chips) attached to one device.")
-    channels_per_stack: int = Field(ge=1, description="Independent channels per stack.")
-    pseudo_channels: int = Field(ge=1, description="Pseudo-channels per channel (1 if the channel is not split).")
-    ranks: int = Field(ge=1, description="Ranks (stack IDs) sharing a (pseudo-)channel.")
-    bank_groups: int = Field(ge=1, description="Bank groups per rank.")
-    banks_per_group: int = Field(ge=1, description="Banks per bank group.")
-    row_bytes: int = Field(ge=32, description="Bytes in one DRAM row (page) of one bank.")
-    column_bytes: int = Field(ge=1, description="Bytes one bank delivers per column access to its local I/O (PIM MAC operand width).")
-    channel_width_bits: int = Field(ge=1, description="Data bus width of one (pseudo-)channel in bits.")
-    pin_rate_bps: float = Field(gt=0, description="Data rate per pin in bit/s.")
-    capacity_bytes: int = Field(ge=1, description="Total capacity of all stacks on the device, bytes.")
-    tCK_ns: float = Field(gt=0, description="Command clock period, ns.")
-    CL_ns: float = Field(ge=0, description="Read (CAS) latency, ns.")
-    tRCD_ns: float = Field(ge=0, description="ACT to column command, ns.")
-    tRP_ns: float = Field(ge=0, description="Precharge period, ns.")
-    tRAS_ns: float = Field(ge=0, description="ACT to PRE minimum, ns.")
-    tRC_ns: float = Field(ge=0, description="ACT to ACT same bank (tRAS + tRP), ns.")
-    tCCD_S_ns: float = Field(gt=0, description="Column to column, different bank group, ns.")
-    tCCD_L_ns: float = Field(gt=0, description="Column to column, same bank group, ns.")
-    tRRD_S_ns: float = Field(ge=0, description="ACT to ACT, different bank group, ns.")
-    tRRD_L_ns: float = Field(ge=0, description="ACT to ACT, same bank group, ns.")
-    tFAW_ns: float = Field(ge=0, description="Four-activation window per rank, ns.")
-    tRTP_ns: float = Field(ge=0, description="Read to precharge, ns.")
-    tWR_ns: float = Field(ge=0, description="Write recovery, ns.")
-    tRFC_ns: float = Field(ge=0, description="All-bank refresh cycle time, ns.")
-    tREFI_ns: float = Field(gt=0, description="Average refresh interval, ns.")
+    stacks: int = Field(ge=1, le=64, description="HBM stacks (or GDDR6 chips) attached to one device.")
+    channels_per_stack: int = Field(ge=1, le=256, description="Independent channels per stack.")
+    pseudo_channels: int = Field(ge=1, le=16, description="Pseudo-channels per channel (1 if the channel is not split).")
+    ranks: int = Field(ge=1, le=64, description="Ranks (stack IDs) sharing a (pseudo-)channel.")
+    bank_groups: int = Field(ge=1, le=64, description="Bank groups per rank.")
+    banks_per_group: int = Field(ge=1, le=64, description="Banks per bank group.")
+    row_bytes: int = Field(ge=32, le=2**20, description="Bytes in one DRAM row (page) of one bank.")
+    column_bytes: int = Field(ge=1, le=2**16, description="Bytes one bank delivers per column access to its local I/O (PIM MAC operand width).")
+    channel_width_bits: int = Field(ge=1, le=4096, description="Data bus width of one (pseudo-)channel in bits.")
+    pin_rate_bps: float = Field(ge=1e6, le=1e12, description="Data rate per pin in bit/s.")
+    capacity_bytes: int = Field(ge=1, le=2**50, description="Total capacity of all stacks on the device, bytes.")
+    tCK_ns: float = Field(ge=1e-3, le=1e6, description="Command clock period, ns.")
+    CL_ns: float = Field(ge=0, le=1e6, description="Read (CAS) latency, ns.")
+    tRCD_ns: float = Field(ge=0, le=1e6, description="ACT to column command, ns.")
+    tRP_ns: float = Field(ge=0, le=1e6, description="Precharge period, ns.")
+    tRAS_ns: float = Field(ge=0, le=1e6, description="ACT to PRE minimum, ns.")
+    tRC_ns: float = Field(ge=0, le=1e6, description="ACT to ACT same bank (tRAS + tRP), ns.")
+    tCCD_S_ns: float = Field(ge=1e-3, le=1e6, description="Column to column, different bank group, ns.")
+    tCCD_L_ns: float = Field(ge=1e-3, le=1e6, description="Column to column, same bank group, ns.")
+    tRRD_S_ns: float = Field(ge=0, le=1e6, description="ACT to ACT, different bank group, ns.")
+    tRRD_L_ns: float = Field(ge=0, le=1e6, description="ACT to ACT, same bank group, ns.")
+    tFAW_ns: float = Field(ge=0, le=1e6, description="Four-activation window per rank, ns.")
+    tRTP_ns: float = Field(ge=0, le=1e6, description="Read to precharge, ns.")
+    tWR_ns: float = Field(ge=0, le=1e6, description="Write recovery, ns.")
+    tRFC_ns: float = Field(ge=0, le=1e6, description="All-bank refresh cycle time, ns.")
+    tREFI_ns: float = Field(ge=1e-3, le=1e6, description="Average refresh interval, ns.")
 
     @model_validator(mode="after")
     def _check(self) -> MemorySpec:
@@ -117,16 +117,16 @@ class MemorySpec(Spec):
 class PIMSpec(Spec):
     """Bank-level processing-in-memory units inside the HBM."""
 
-    mac_lanes_per_unit: int = Field(ge=1, description="FP16 multipliers per PIM unit (one MAC command does this many MACs).")
+    mac_lanes_per_unit: int = Field(ge=1, le=4096, description="FP16 multipliers per PIM unit (one MAC command does this many MACs).")
     banks_per_unit: int = Field(ge=1, le=4, description="Banks sharing one PIM unit (1 = per-bank, 2 = per bank pair).")
-    clock_hz: float = Field(gt=0, description="PIM unit clock in Hz; caps the MAC command rate.")
-    mac_interval_ns: float = Field(gt=0, description="Minimum interval between all-bank MAC commands, ns (no power limit).")
-    mac_interval_power_limited_ns: float = Field(gt=0, description="All-bank MAC interval under the power limit, ns.")
+    clock_hz: float = Field(ge=1e6, le=1e11, description="PIM unit clock in Hz; caps the MAC command rate.")
+    mac_interval_ns: float = Field(ge=1e-3, le=1e6, description="Minimum interval between all-bank MAC commands, ns (no power limit).")
+    mac_interval_power_limited_ns: float = Field(ge=1e-3, le=1e6, description="All-bank MAC interval under the power limit, ns.")
     power_limited: bool = Field(description="Run at the power-limited MAC interval.")
-    global_buffer_bytes: int = Field(ge=2, description="Global buffer holding the broadcast input vector, bytes.")
-    input_registers: int = Field(ge=1, description="Input vectors held at once; an open row is reused across this many vectors.")
+    global_buffer_bytes: int = Field(ge=2, le=2**30, description="Global buffer holding the broadcast input vector, bytes.")
+    input_registers: int = Field(ge=1, le=4096, description="Input vectors held at once; an open row is reused across this many vectors.")
     activate_groups_per_rank: int = Field(
-        ge=1, description="All-bank activation is issued in this many group-ACTs per rank, each paced by tFAW.")
+        ge=1, le=64, description="All-bank activation is issued in this many group-ACTs per rank, each paced by tFAW.")
 
     @property
     def effective_mac_interval_ns(self) -> float:
@@ -139,19 +139,19 @@ class EnergySpec(Spec):
     """Energy constants, pJ per bit or per op (docs/sources.md#s3.4.3: AttAcc config, citing FGDRAM MICRO'17)."""
 
     source: str = Field(description="Where the constants come from.")
-    dram_act_pj_per_bit: float = Field(ge=0, description="Row activation + precharge energy, charged per bit read (streams open every row they read).")
-    dram_cell_read_pj_per_bit: float = Field(ge=0, description="Cell read/write energy per bit (to the bank I/O).")
-    dram_bank_to_io_pj_per_bit: float = Field(ge=0, description="Column decoder -> bank-group mux -> global I/O mux, per bit.")
-    dram_offchip_pj_per_bit: float = Field(ge=0, description="TSV + interposer per bit leaving the stack.")
-    npu_pj_per_flop: float = Field(ge=0, description="NPU ALU energy per FLOP.")
-    pim_pj_per_flop: float = Field(ge=0, description="PIM MAC-lane energy per FLOP.")
-    link_pj_per_bit: float = Field(ge=0, description="Device-to-device link energy per bit.")
+    dram_act_pj_per_bit: float = Field(ge=0, le=1e6, description="Row activation + precharge energy, charged per bit read (streams open every row they read).")
+    dram_cell_read_pj_per_bit: float = Field(ge=0, le=1e6, description="Cell read/write energy per bit (to the bank I/O).")
+    dram_bank_to_io_pj_per_bit: float = Field(ge=0, le=1e6, description="Column decoder -> bank-group mux -> global I/O mux, per bit.")
+    dram_offchip_pj_per_bit: float = Field(ge=0, le=1e6, description="TSV + interposer per bit leaving the stack.")
+    npu_pj_per_flop: float = Field(ge=0, le=1e6, description="NPU ALU energy per FLOP.")
+    pim_pj_per_flop: float = Field(ge=0, le=1e6, description="PIM MAC-lane energy per FLOP.")
+    link_pj_per_bit: float = Field(ge=0, le=1e6, description="Device-to-device link energy per bit.")
 
 
 class HardwareSpec(Spec):
     """One device: an NPU/xPU with its HBM and (optionally) PIM units in that HBM."""
 
-    name: str = Field(description="Preset name of the hardware.")
+    name: str = Field(min_length=1, max_length=200, description="Preset name of the hardware.")
     source: str = Field(description="Paper, simulator config or datasheet the numbers come from.")
     description: str = Field(default="", description="One-line human summary.")
     npu: NPUSpec = Field(description="The GEMM engine.")

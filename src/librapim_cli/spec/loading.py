@@ -55,14 +55,25 @@ class PresetInfo:
     source: str
 
 
+#: a preset is a small TOML file (the largest bundled one is a few KiB)
+MAX_PRESET_BYTES = 4 * 2**20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
+        size = path.stat().st_size
+        if size > MAX_PRESET_BYTES:
+            raise SpecError(f"{path}: {size / 2**20:.0f} MiB is too large for a preset (at most "
+                            f"{MAX_PRESET_BYTES // 2**20} MiB); give a preset TOML file")
         with path.open("rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML ({exc}); fix the file's syntax") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text (binary, or another encoding such as UTF-16); save it as a UTF-8 "
+                        "TOML file") from None
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+        raise SpecError(f"{path}: cannot read ({exc.strerror}); check the path and its permissions") from None
 
 
 def list_presets(kind: str | None = None) -> list[PresetInfo]:
@@ -94,6 +105,9 @@ def resolve_preset_path(kind: str, ref: str) -> Path:
         p = Path(ref).expanduser()
         if p.is_file():
             return p
+        if p.exists():
+            raise PresetNotFound(f"{kind} preset '{ref}' is not a regular file (a folder or a device); give a .toml "
+                                 f"file path or a bundled name (see `librapim presets list --kind {kind}`)")
         raise PresetNotFound(f"{kind} preset file '{ref}' does not exist; give an existing .toml path or a bundled name "
                              f"(see `librapim presets list --kind {kind}`)")
     path = presets_root() / FOLDERS[kind] / f"{ref}.toml"
@@ -129,7 +143,7 @@ def parse_value(text: str) -> Any:
 def parse_set(item: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into its path and parsed value."""
     if "=" not in item:
-        raise SpecError(f"--set '{item}' is not of the form dotted.path=value (e.g. --set pim.clock_hz=1.2e9)")
+        raise SpecError(f"--set '{item}' is not of the form dotted.path=value (e.g. --set hardware.pim.mac_interval_ns=1.0)")
     key, _, value = item.partition("=")
     path = [p for p in key.strip().split(".") if p]
     if not path:
@@ -193,15 +207,69 @@ def split_overrides(items: list[str], roots: tuple[str, ...]) -> dict[str, list[
             groups["system"].append((path, value))
             continue
         if head not in groups or len(path) < 2:
-            raise SpecError(f"--set '{item}': the path must start with one of {', '.join(r + '.' for r in roots)}"
-                            f" (e.g. --set {roots[0]}.<field>=value)")
+            starts = [r + "." for r in roots] + (["hardware."] if "system" in roots else [])
+            owner = next((r for r in [*roots, "hardware"] if r in KINDS and KINDS[r] is not None
+                          and head in KINDS[r].model_fields), None)  # type: ignore[union-attr]
+            hint = f"did you mean --set {owner}.{item}?" if owner else f"e.g. --set {starts[-1]}pim.mac_interval_ns=1.0"
+            raise SpecError(f"--set '{item}': the path must start with one of {', '.join(starts)} ({hint})")
         groups[head].append((path[1:], value))
     return groups
 
 
 # ---- validation --------------------------------------------------------------------------------
-def _describe_error(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ()) if not isinstance(p, int) or True)
+def fmt_number(v: Any) -> str:
+    """A bound or value as a short literal: ints as they are, floats as ``1e6``, ``0.001``, ``2.5``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    short = f"{v:g}"
+    text = short if float(short) == v or v != v else repr(v)  # exact: never a rounded value
+    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def _field_of(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> Any:
+    """The pydantic FieldInfo at ``loc`` below ``model`` (None if the path leaves the spec tree)."""
+    if model is None or not loc or not all(isinstance(p, str) for p in loc):
+        return None
+    parent = _fields_of(model, [str(p) for p in loc[:-1]])
+    return None if parent is None else parent.model_fields.get(str(loc[-1]))
+
+
+def allowed_range(field: Any) -> str:
+    """``1 to 1024``, ``> 0 and <= 1``, ``>= 0``... from a field's numeric constraints ('' if it has none)."""
+    lo = hi = ""
+    for m in getattr(field, "metadata", ()):
+        for attr, op in (("ge", ">="), ("gt", ">")):
+            if getattr(m, attr, None) is not None:
+                lo = f"{op} {fmt_number(getattr(m, attr))}"
+        for attr, op in (("le", "<="), ("lt", "<")):
+            if getattr(m, attr, None) is not None:
+                hi = f"{op} {fmt_number(getattr(m, attr))}"
+    if lo.startswith(">= ") and hi.startswith("<= "):
+        return f"{lo[3:]} to {hi[3:]}"
+    return " and ".join(x for x in (lo, hi) if x)
+
+
+_TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+               "finite_number": "a finite number", "bool_type": "true or false", "string_type": "a string"}
+
+
+def _ctx_bound(ctx: dict[str, Any]) -> str:
+    for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if key in ctx:
+            return f" (allowed: {op} {ctx[key]})"
+    return f" (allowed: {ctx['expected']})" if "expected" in ctx else ""
+
+
+def _describe_error(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
+    """One clause for one pydantic error: ``path: what is wrong, got X (allowed: ...)``.
+
+    With ``model`` (the spec class validated), the allowed range is the field's whole range (``1 to 1024``);
+    without it, the bound the value broke (``>= 1``).
+    """
+    loc_t = tuple(err.get("loc", ()))
+    loc = ".".join(str(p) for p in loc_t)
     msg = err.get("msg", "invalid")
     ctx = err.get("ctx") or {}
     typ = err.get("type", "")
@@ -210,23 +278,39 @@ def _describe_error(err: dict[str, Any]) -> str:
         return f"{loc}: unknown field; remove it or check the spelling (see `librapim presets show`)"
     if typ == "missing":
         return f"{loc}: required field is missing; add it"
-    allowed = ""
-    if "ge" in ctx:
-        allowed = f" (allowed: >= {ctx['ge']})"
-    elif "gt" in ctx:
-        allowed = f" (allowed: > {ctx['gt']})"
-    elif "le" in ctx:
-        allowed = f" (allowed: <= {ctx['le']})"
-    elif "lt" in ctx:
-        allowed = f" (allowed: < {ctx['lt']})"
-    elif "expected" in ctx:
-        allowed = f" (allowed: {ctx['expected']})"
     msg = msg[0].lower() + msg[1:] if msg else msg
     if typ == "value_error":
         msg = msg.removeprefix("value error, ")
         return f"{loc or 'spec'}: {msg}"
-    shown = repr(got) if not isinstance(got, dict) else "a table"
-    return f"{loc}: {msg}, got {shown}{allowed}"
+    if model is None:  # the bound the value broke, as pydantic reports it (the sweep spec's messages)
+        return f"{loc}: {msg}, got {'a table' if isinstance(got, dict) else repr(got)}{_ctx_bound(ctx)}"
+    field = _field_of(model, loc_t)
+    rng = allowed_range(field) if field is not None else ""
+    word = _TYPE_WORDS.get(typ)
+    if word and rng:
+        allowed = f" (allowed: {word}, {rng})"
+    elif word:
+        allowed = f" (allowed: {word})"
+    elif rng:
+        allowed = f" (allowed: {rng})"
+    elif typ == "string_too_short" and ctx.get("min_length") == 1:
+        allowed = " (allowed: a non-empty string)"
+    else:
+        allowed = _ctx_bound(ctx)
+    if isinstance(got, dict):
+        shown = "a table"
+    elif isinstance(got, list):
+        shown = "an array"
+    elif isinstance(got, float):
+        shown = fmt_number(got)
+    else:
+        shown = repr(got)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    hint = ""
+    if typ in ("int_type", "float_type", "bool_type") and isinstance(got, str):
+        hint = "; write the value without quotes"
+    return f"{loc}: {msg}, got {shown}{allowed}{hint}"
 
 
 def validate(kind: str, data: dict[str, Any], label: str) -> BaseModel:
@@ -237,7 +321,7 @@ def validate(kind: str, data: dict[str, Any], label: str) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as exc:
         errs = exc.errors()
-        first = _describe_error(errs[0])
+        first = _describe_error(errs[0], model)
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
         raise SpecError(f"invalid {kind} '{label}': {first}{more}") from None
 

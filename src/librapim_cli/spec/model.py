@@ -12,24 +12,24 @@ from .base import Spec
 class ModelSpec(Spec):
     """Shape of a decoder-only transformer; derived sizes follow docs/sources.md#s7."""
 
-    name: str = Field(description="Preset name of the model, e.g. 'gpt3-7b'.")
+    name: str = Field(min_length=1, max_length=200, description="Preset name of the model, e.g. 'gpt3-7b'.")
     source: str = Field(description="Paper, config file or repository the shape comes from.")
     description: str = Field(default="", description="One-line human summary.")
     layers: int = Field(ge=1, le=1024, description="Number of decoder layers.")
-    d_model: int = Field(ge=1, description="Hidden (embedding) dimension.")
-    heads: int = Field(ge=1, description="Number of query heads.")
-    kv_heads: int = Field(ge=1, description="Number of key/value heads (= heads for MHA, < heads for GQA, 1 for MQA).")
-    head_dim: int = Field(ge=1, description="Dimension of one attention head.")
-    ffn_dim: int = Field(ge=1, description="Inner dimension of the feed-forward network (per expert for MoE).")
+    d_model: int = Field(ge=1, le=131072, description="Hidden (embedding) dimension.")
+    heads: int = Field(ge=1, le=4096, description="Number of query heads.")
+    kv_heads: int = Field(ge=1, le=4096, description="Number of key/value heads (= heads for MHA, < heads for GQA, 1 for MQA).")
+    head_dim: int = Field(ge=1, le=16384, description="Dimension of one attention head.")
+    ffn_dim: int = Field(ge=1, le=2**20, description="Inner dimension of the feed-forward network (per expert for MoE).")
     ffn_kind: Literal["plain", "gated"] = Field(
         description="'plain': 2 matrices (up, down); 'gated': 3 matrices (gate, up, down, e.g. SwiGLU).")
     activation: Literal["gelu", "relu", "silu"] = Field(description="FFN activation function.")
-    vocab: int = Field(ge=1, description="Vocabulary size (LM head and embedding rows).")
+    vocab: int = Field(ge=1, le=2**24, description="Vocabulary size (LM head and embedding rows).")
     dtype_bytes: int = Field(default=2, ge=1, le=8, description="Bytes per weight / activation / KV element (2 = FP16).")
-    moe_experts: int = Field(default=1, ge=1, description="Number of FFN experts (1 = dense).")
-    moe_top_k: int = Field(default=1, ge=1, description="Experts each token is routed to.")
-    default_tp: int = Field(default=1, ge=1, description="Tensor-parallel degree used when the system leaves tp unset.")
-    default_pp: int = Field(default=1, ge=1, description="Pipeline-parallel degree used when the system leaves pp unset.")
+    moe_experts: int = Field(default=1, ge=1, le=4096, description="Number of FFN experts (1 = dense).")
+    moe_top_k: int = Field(default=1, ge=1, le=4096, description="Experts each token is routed to.")
+    default_tp: int = Field(default=1, ge=1, le=4096, description="Tensor-parallel degree used when the system leaves tp unset.")
+    default_pp: int = Field(default=1, ge=1, le=1024, description="Pipeline-parallel degree used when the system leaves pp unset.")
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:

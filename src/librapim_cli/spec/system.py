@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from .. import admission, concurrency
 from .base import Spec
 from .hardware import HardwareSpec
+from .limits import MAX_BATCH, MAX_SEED
 
 
 class ConcurrencySpec(Spec):
@@ -19,7 +20,7 @@ class ConcurrencySpec(Spec):
     area_overhead_fraction: float = Field(ge=0, le=1, description="DRAM die area added by the mode, as a fraction.")
     area_source: str = Field(description="Where the area overhead figure comes from.")
     switch_quantum_ns: float = Field(
-        default=3900.0, gt=0,
+        default=3900.0, ge=1e-3, le=1e9,
         description="time_interleaved: length of one PIM/normal slot between mode switches, ns.")
     partial_batch_offload: bool = Field(
         default=False,
@@ -45,8 +46,8 @@ class ConcurrencySpec(Spec):
 class LinkSpec(Spec):
     """Device-to-device interconnect used by tensor/pipeline parallel collectives."""
 
-    bw_bytes_per_s: float = Field(gt=0, description="Per-direction link bandwidth of one device, bytes/s.")
-    latency_s: float = Field(ge=0, description="Per-hop latency, seconds.")
+    bw_bytes_per_s: float = Field(ge=1e6, le=1e15, description="Per-direction link bandwidth of one device, bytes/s.")
+    latency_s: float = Field(ge=0, le=1, description="Per-hop latency, seconds.")
     source: str = Field(description="Where the link numbers come from.")
 
 
@@ -82,7 +83,7 @@ class DBOSpec(Spec):
     prediction_error: float = Field(
         default=0.0, ge=0, lt=1,
         description="Relative error of DBO's predictor: each request's predicted PIM time is off by a seeded uniform factor in +/- this fraction.")
-    seed: int = Field(default=0, description="Seed of the prediction-error noise.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the prediction-error noise.")
 
 
 class ServingSpec(Spec):
@@ -111,18 +112,19 @@ class ServingSpec(Spec):
 class SystemSpec(Spec):
     """A complete system to simulate."""
 
-    name: str = Field(description="Preset name of the system.")
+    name: str = Field(min_length=1, max_length=200, description="Preset name of the system.")
     source: str = Field(description="Paper or repository whose system this models.")
     description: str = Field(default="", description="One-line human summary.")
     hardware: HardwareSpec = Field(description="The device (NPU + HBM + PIM), replicated tp * pp times.")
-    tp: int | None = Field(default=None, ge=1, description="Tensor-parallel degree (unset: the model's default_tp).")
-    pp: int | None = Field(default=None, ge=1, description="Pipeline-parallel degree (unset: the model's default_pp).")
+    tp: int | None = Field(default=None, ge=1, le=4096, description="Tensor-parallel degree (unset: the model's default_tp).")
+    pp: int | None = Field(default=None, ge=1, le=1024, description="Pipeline-parallel degree (unset: the model's default_pp).")
     link: LinkSpec = Field(description="Device-to-device link.")
     placement: PlacementSpec = Field(description="Default op placement.")
     concurrency: ConcurrencySpec = Field(description="NPU-traffic / PIM-compute concurrency mode.")
     sub_batch_interleaving: bool = Field(description="Split the batch in two and overlap NPU FC with PIM attention.")
     sub_batch_min_batch: int = Field(
-        default=2, ge=2, description="scheduler 'rule': interleave only when the batch has at least this many requests.")
+        default=2, ge=2, le=MAX_BATCH,
+        description="scheduler 'rule': interleave only when the batch has at least this many requests.")
     scheduler: Literal["rule", "runtime"] = Field(
         default="rule",
         description="'rule': interleave by the fixed batch-size rule with NeuPIMs' channel split (a published "

@@ -7,38 +7,51 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import Spec
+from .limits import MAX_BATCH, MAX_REQUESTS, MAX_SEED, MAX_TOKENS
 
 
 class LengthStats(Spec):
     """Published statistics of one length distribution (tokens)."""
 
-    mean: float = Field(gt=0, description="Mean length, tokens.")
-    median: float = Field(gt=0, description="Median length, tokens.")
-    p90: float = Field(gt=0, description="90th percentile, tokens.")
-    p99: float = Field(gt=0, description="99th percentile, tokens.")
-    min: int = Field(default=1, ge=1, description="Smallest length generated.")
-    max: int = Field(ge=1, description="Largest length generated (cap).")
+    mean: float = Field(gt=0, le=MAX_TOKENS, description="Mean length, tokens.")
+    median: float = Field(gt=0, le=MAX_TOKENS, description="Median length, tokens.")
+    p90: float = Field(gt=0, le=MAX_TOKENS, description="90th percentile, tokens.")
+    p99: float = Field(gt=0, le=MAX_TOKENS, description="99th percentile, tokens.")
+    min: int = Field(default=1, ge=1, le=MAX_TOKENS, description="Smallest length generated.")
+    max: int = Field(ge=1, le=MAX_TOKENS, description="Largest length generated (cap).")
+
+    @model_validator(mode="after")
+    def _check(self) -> LengthStats:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        for key in ("mean", "median"):
+            v = getattr(self, key)
+            if not self.min <= v <= self.max:
+                raise ValueError(f"{key} ({v:g}) must lie between min ({self.min}) and max ({self.max})")
+        return self
 
 
 class WorkloadSpec(Spec):
     """What the system serves."""
 
-    name: str = Field(description="Preset name of the workload.")
+    name: str = Field(min_length=1, max_length=200, description="Preset name of the workload.")
     source: str = Field(description="Where the length statistics or trace come from.")
     description: str = Field(default="", description="One-line human summary.")
     lengths: Literal["dataset", "fixed", "trace"] = Field(description="How request lengths are produced.")
     input_stats: LengthStats | None = Field(default=None, description="lengths='dataset': prompt length statistics.")
     output_stats: LengthStats | None = Field(default=None, description="lengths='dataset': output length statistics.")
-    input_len: int | None = Field(default=None, ge=1, description="lengths='fixed': prompt tokens per request.")
-    output_len: int | None = Field(default=None, ge=1, description="lengths='fixed': output tokens per request.")
-    trace_path: str | None = Field(default=None, description="lengths='trace': CSV with input_len, output_len[, arrival_s].")
-    max_seq_len: int = Field(default=2048, ge=2, description="Cap on input + output tokens (NeuPIMs caps at 2048).")
-    num_requests: int = Field(ge=1, description="Requests to serve.")
-    max_batch: int = Field(ge=1, description="Maximum requests decoded together in one iteration.")
+    input_len: int | None = Field(default=None, ge=1, le=MAX_TOKENS, description="lengths='fixed': prompt tokens per request.")
+    output_len: int | None = Field(default=None, ge=1, le=MAX_TOKENS, description="lengths='fixed': output tokens per request.")
+    trace_path: str | None = Field(default=None, min_length=1,
+                                   description="lengths='trace': CSV with input_len, output_len[, arrival_s].")
+    max_seq_len: int = Field(default=2048, ge=2, le=MAX_TOKENS, description="Cap on input + output tokens (NeuPIMs caps at 2048).")
+    num_requests: int = Field(ge=1, le=MAX_REQUESTS, description="Requests to serve.")
+    max_batch: int = Field(ge=1, le=MAX_BATCH, description="Maximum requests decoded together in one iteration.")
     arrival: Literal["closed", "poisson", "trace"] = Field(
         default="closed", description="All requests at t=0 ('closed'), Poisson at rate_per_s, or the trace's arrival_s.")
-    rate_per_s: float | None = Field(default=None, gt=0, description="arrival='poisson': mean arrivals per second.")
-    seed: int = Field(default=0, description="Seed for length sampling and arrivals.")
+    rate_per_s: float | None = Field(default=None, ge=1e-6, le=1e9,
+                                     description="arrival='poisson': mean arrivals per second.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed for length sampling and arrivals.")
 
     @model_validator(mode="after")
     def _check(self) -> WorkloadSpec:

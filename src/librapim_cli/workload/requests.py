@@ -8,13 +8,12 @@ that restores the target mean) and clipped again; the median is unchanged.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import TraceError
+from ..spec.trace import read_trace as _read_trace
 from ..spec.workload import LengthStats, WorkloadSpec
 
 
@@ -57,37 +56,10 @@ def sample_lengths(stats: LengthStats, n: int, rng: np.random.Generator) -> np.n
 
 
 def read_trace(path: str | Path) -> Requests:
-    """Read a CSV trace with columns input_len, output_len and optional arrival_s."""
-    p = Path(path)
-    if not p.is_file():
-        raise TraceError(f"trace '{path}' does not exist; give a CSV with columns input_len,output_len[,arrival_s]")
-    ins, outs, arr = [], [], []
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        missing = [c for c in ("input_len", "output_len") if c not in cols]
-        if missing:
-            raise TraceError(f"{p}: missing column(s) {', '.join(missing)}; the header must have "
-                             f"input_len,output_len[,arrival_s] (found: {', '.join(cols) or 'nothing'})")
-        has_arr = "arrival_s" in cols
-        for lineno, row in enumerate(reader, start=2):
-            try:
-                i, o = int(row["input_len"]), int(row["output_len"])
-                a = float(row["arrival_s"]) if has_arr and row.get("arrival_s") not in (None, "") else 0.0
-            except (TypeError, ValueError):
-                raise TraceError(f"{p}:{lineno}: input_len and output_len must be integers and arrival_s a number, "
-                                 f"got {dict(row)}; fix that line") from None
-            if i < 1 or o < 1 or a < 0:
-                raise TraceError(f"{p}:{lineno}: lengths must be >= 1 and arrival_s >= 0, got input_len={i}, "
-                                 f"output_len={o}, arrival_s={a}; fix that line")
-            ins.append(i)
-            outs.append(o)
-            arr.append(a)
-    if not ins:
-        raise TraceError(f"{p}: no requests; add rows of input_len,output_len[,arrival_s]")
-    a = np.asarray(arr, dtype=float)
-    order = np.argsort(a, kind="stable")
-    return Requests(np.asarray(ins, dtype=np.int64)[order], np.asarray(outs, dtype=np.int64)[order], a[order])
+    """Read a CSV trace with columns input_len, output_len and optional arrival_s (``spec.trace``: every row
+    checked, cached per file version), in arrival order."""
+    tr = _read_trace(path)
+    return Requests(tr.input_len.copy(), tr.output_len.copy(), tr.arrival_s.copy())
 
 
 def make_requests(w: WorkloadSpec, num_requests: int | None = None) -> Requests:
