@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import concurrency
 from .errors import InfeasibleDesign, SpecError
 from .spec.limits import MAX_BATCH, MAX_REQUESTS
 from .spec.loading import apply_overrides, load, load_bundled, looks_like_path, split_overrides, validate
@@ -120,7 +121,9 @@ def setup_notes(s: Setup, requests_asked: int | None = None, overridden: Sequenc
     - a PIM clock set above the rate the MAC command interval allows (the new clock changes nothing; the
       bundled PIM presets give the DRAM clock, which the MAC interval always caps, so only an override is
       worth a note);
-    - sub-batch interleaving enabled but ``sub_batch_min_batch`` above the largest micro-batch (it never runs);
+    - partial batch offload asked of a concurrency mode whose PIM cannot ride the NPU's stream;
+    - sub-batch interleaving enabled under the rule scheduler but ``sub_batch_min_batch`` above the largest
+      micro-batch (it never runs);
     - more requests asked than a trace has rows (the run serves the trace's rows);
     - fixed lengths trimmed by ``max_seq_len``.
     (DBO on hardware without PIM is rejected by the system spec.)
@@ -135,8 +138,12 @@ def setup_notes(s: Setup, requests_asked: int | None = None, overridden: Sequenc
             out.append(f"hardware.pim.clock_hz = {_hz(pim.clock_hz)} has no effect: the MAC command interval "
                        f"({which} = {base:g} ns) caps the PIM at {_hz(1e9 / base)}; lower hardware.pim.{which} "
                        "to make the PIM faster")
-    if sys_.sub_batch_interleaving:
-        # interleave_rule tests the smallest micro-batch; at the full batch it is batch // pp (>= 1)
+    if sys_.concurrency.partial_batch_offload and pim is not None and \
+            not concurrency.get(sys_.concurrency.mode).rides_weight_stream:
+        out.append(f"system.concurrency.partial_batch_offload has no effect: the {sys_.concurrency.mode} mode's PIM "
+                   "cannot compute on the rows the NPU streams (only dex can)")
+    if sys_.sub_batch_interleaving and sys_.scheduler == "rule":
+        # the rule tests the smallest micro-batch; at the full batch it is batch // pp (>= 1)
         smallest = max(s.batch // s.pp, 1)
         if smallest < sys_.sub_batch_min_batch:
             mb = f"batch {s.batch}" if s.pp == 1 else f"micro-batch {smallest} (batch {s.batch} / pp {s.pp})"

@@ -43,11 +43,13 @@ def test_requests_beyond_the_trace_rows(run):
 
 
 def test_sub_batch_note_counts_micro_batches():
-    s = setup("librapim", "gpt3-175b", "sharegpt", batch=512)  # gpt3-175b: pp 4 -> micro-batches of 128
+    s = setup("neupims", "gpt3-175b", "sharegpt", batch=512)  # gpt3-175b: pp 4 -> micro-batches of 128
     assert s.pp == 4
     assert s.notes == ("sub-batch interleaving never runs: system.sub_batch_min_batch = 256 is above the micro-batch "
                        "128 (batch 512 / pp 4); lower system.sub_batch_min_batch or raise --batch to use it",)
-    assert setup("librapim", "gpt3-175b", "sharegpt", batch=1024).notes == ()
+    assert setup("neupims", "gpt3-175b", "sharegpt", batch=1024).notes == ()
+    # a runtime scheduler chooses for itself: the rule's gate does not apply
+    assert setup("librapim", "gpt3-175b", "sharegpt", batch=512).notes == ()
     assert setup("npu-only", "gpt3-7b", "sharegpt", batch=16).notes == ()  # interleaving off: nothing to say
 
 
@@ -58,11 +60,11 @@ def test_fixed_lengths_trimmed_by_max_seq_len():
 
 
 def test_notes_function_is_pure():
-    s = setup("librapim", "gpt3-7b", "sharegpt", batch=16)
-    assert setup_notes(s) == list(s.notes) == [s.notes[0]]  # the preset's own 1 GHz clock: no note
+    s = setup("neupims", "gpt3-7b", "sharegpt", batch=16)
+    assert setup_notes(s) == list(s.notes) == [s.notes[0]]  # the rule's gate; the preset's own 1 GHz clock: no note
     said = setup_notes(s, overridden=["system.hardware.pim.clock_hz"])  # as if the 1 GHz had been --set
     assert said[0].startswith("hardware.pim.clock_hz = 1 GHz has no effect") and said[1:] == list(s.notes)
-    s2 = setup("librapim", "gpt3-7b", "sharegpt", batch=16, sets=["hardware.pim.clock_hz=2e9"])
+    s2 = setup("neupims", "gpt3-7b", "sharegpt", batch=16, sets=["hardware.pim.clock_hz=2e9"])
     assert s2.notes[0].startswith("hardware.pim.clock_hz = 2 GHz has no effect")
 
 

@@ -50,20 +50,21 @@ def test_registry_names_are_unique_and_resolve():
 def test_system_spec_accepts_every_registered_mode(mode):
     data = load_raw("system", "librapim")
     data["concurrency"]["mode"] = mode
-    data["concurrency"]["partial_batch_offload"] = concurrency.get(mode).rides_weight_stream
     assert validate("system", data, "x").concurrency.mode == mode
 
 
-def test_partial_batch_offload_needs_a_mode_that_rides_the_stream():
+def test_partial_batch_offload_only_acts_where_the_mode_rides_the_stream():
+    """A mode whose PIM cannot compute on the streamed rows ignores the option, and the run says so."""
+    from librapim_cli.inputs import setup, setup_notes
+    from librapim_cli.schedule.context import schedule_for
+
     for mode in concurrency.names():
-        data = load_raw("system", "librapim")
-        data["concurrency"]["mode"] = mode
-        data["concurrency"]["partial_batch_offload"] = True
-        if concurrency.get(mode).rides_weight_stream:
-            assert validate("system", data, "x").concurrency.partial_batch_offload
-        else:
-            with pytest.raises(SpecError, match=f"partial_batch_offload needs .* mode '{mode}' cannot"):
-                validate("system", data, "x")
+        s = setup("librapim", "gpt3-7b", "sharegpt", batch=8, sets=[f'system.concurrency.mode="{mode}"'])
+        assert s.system.concurrency.partial_batch_offload
+        rides = concurrency.get(mode).rides_weight_stream
+        assert (schedule_for(s, 8, 64).tables.pim_fc_ride_stack is not None) == rides
+        noted = any("partial_batch_offload has no effect" in n for n in setup_notes(s))
+        assert noted == (not rides)
 
 
 def test_system_spec_rejects_an_unregistered_mode():

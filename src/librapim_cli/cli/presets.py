@@ -104,23 +104,13 @@ def load_any(kind: str, ref: str, overrides: list[tuple[list[str], Any]] | None 
 
 
 def _validate_sweep(data: dict[str, Any], ref: str) -> Any:
-    """The one place a sweep file is validated for ``presets show|validate``.
+    """The one place a sweep file is validated for ``presets show|validate``: the checks ``librapim sweep``
+    runs before its first trial (fields, preset names, choices, sampler, seed), with ``--set`` overrides
+    applied to the data."""
+    from ..sweep import validate_sweep  # imports optuna: only when a sweep is asked for
+    from ..sweep.spec import parse_sweep
 
-    MERGE: the sweep branch adds ``librapim_cli.sweep.validate_sweep_file`` (the checks ``librapim sweep``
-    runs: choices, paths, constraints). When the package has it, ``presets validate`` calls it on the file
-    (``validate_cmd``); here, with ``--set`` overrides applied to the data, ``parse_sweep`` stays until that
-    function takes data too.
-    """
-    from ..sweep.spec import parse_sweep  # imports optuna: only when a sweep is asked for
-
-    return parse_sweep(data, ref)
-
-
-def _sweep_file_validator() -> Any:
-    """``librapim_cli.sweep.validate_sweep_file`` if the sweep package has it (None until that branch merges)."""
-    from .. import sweep  # imports optuna: only when a sweep is asked for
-
-    return getattr(sweep, "validate_sweep_file", None)
+    return validate_sweep(parse_sweep(data, ref))
 
 
 def _overrides(kind: str, items: list[str]) -> list[tuple[list[str], Any]]:
@@ -193,6 +183,5 @@ def validate_cmd(
     data = _read_toml(file)
     k = kind or infer_kind(file, data)
     ref = str(file) if _is_path(str(file)) else f"./{file}"
-    validator = _sweep_file_validator() if k == "sweep" else None
-    spec = validator(ref) if validator is not None else load_any(k, ref)  # MERGE: the sweep's own checks
+    spec = load_any(k, ref)
     typer.echo(f"ok: {k} '{getattr(spec, 'name', None) or data.get('name', file.stem)}'")

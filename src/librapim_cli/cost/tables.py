@@ -243,7 +243,8 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     npu = {g: _npu_group(o, system, rows) for g, o in groups.items()}
     has_pim = hw.pim is not None
     pim_fc = {g: _pim_group(groups[g], system, rows) for g in ("qkv", "rest", "both")} if has_pim else {}
-    ride = has_pim and system.concurrency.partial_batch_offload
+    ride = has_pim and system.concurrency.partial_batch_offload and \
+        concurrency.get(system.concurrency.mode).rides_weight_stream
     pim_ride = {g: _pim_group(groups[g], system, rows, ride=True) for g in ("qkv", "rest", "both")} if ride else {}
     # attention per context length
     lens = np.arange(max_len + 1, dtype=np.int64)

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..errors import SpecError
 from ..spec.base import Spec
@@ -37,10 +37,8 @@ def _check_field_path(path: str, what: str) -> None:
 
 
 class _Strict(Spec):
-    """Strict types (pydantic strict mode): no coercion, so `low = true` or `high = "8"` is an error, not 1 or 8.
-    A float field still takes an integer (TOML's 1 for 1.0)."""
-
-    model_config = ConfigDict(**Spec.model_config, strict=True)
+    """Strict types (pydantic strict mode, as every ``Spec``): no coercion, so `low = true` or `high = "8"` is an
+    error, not 1 or 8. A float field still takes an integer (TOML's 1 for 1.0)."""
 
 
 class _Param(_Strict):
