@@ -9,7 +9,8 @@
 - the row-reuse table of docs/model/pim.md matches ``input_vectors_per_row`` for every PIM preset; MAC
   commands are whole per row as pim.md says; the derived-values table of docs/model/specs.md matches;
 - the DEX section model of docs/model/concurrency.md holds for the registered ``dex`` mode;
-- the shares quoted in docs/model/dbo.md recompute; one interleaving decision per iteration;
+- one interleaving decision per iteration (the worked examples of schedule.md, dbo.md and concurrency.md's
+  DEX cases: tests/docs/test_docs_examples.py);
 - bundled presets are parsed once per process and presets given by path are re-read;
 - iteration mode honours placement.kv_channel_policy, arrivals follow the three arrival modes;
 - every ``docs/sources.md#...`` citation in code, presets, tests and docs names an anchor of that page, and
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from doc_tables import check_values, marked_table
 from librapim_cli import admission, concurrency
 from librapim_cli.concurrency import ModeParams
 from librapim_cli.cost.link import link_cost
@@ -177,7 +179,7 @@ def test_dex_section_model_as_documented():
     assert np.all(dex >= drb) and np.any(dex > drb)
     np.testing.assert_allclose(dex, np.maximum.reduce([pim_attn + npu_kv, pim_fc + npu_w, drb]))
     text = _text(MODEL / "concurrency.md")
-    assert "they serialize" in text and "exactly the dual-row-buffer time" in text
+    assert "they serialize" in text and "| Nothing moved | **equal** |" in text
     a3 = next(line for line in _text(MODEL / "overview.md").splitlines() if line.startswith("| A3 "))
     assert "max(pim_attn + npu_kv, pim_fc + npu_w, PIM, NPU + pim_io)" in a3
     assert "without offloaded work `dex` equals `dual_row_buffer`" in a3
@@ -198,25 +200,8 @@ def test_spec_fields_and_properties_documented(cls):
 
 
 # ---- worked examples ---------------------------------------------------------------------------------------
-def _marked_table(path: Path, tag: str) -> tuple[dict[str, str], dict[str, str]]:
-    text = _text(path)
-    m = re.search(rf"<!-- {tag}: (.*?) -->\n(.*?)<!-- /{tag} -->", text, re.S)
-    assert m, f"{path.name}: no <!-- {tag}: ... --> table"
-    params = dict(kv.split("=", 1) for kv in m.group(1).split())
-    values = {}
-    for line in m.group(2).splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 2 and cells[0] not in ("quantity", "---"):
-            values[cells[0]] = cells[1]
-    return params, values
-
-
-def _check(doc: dict[str, str], computed: dict[str, float], where: str) -> None:
-    assert set(doc) == set(computed), f"{where}: rows {sorted(doc)} vs checked {sorted(computed)}"
-    for key, shown in doc.items():
-        decimals = len(shown.split(".")[1]) if "." in shown else 0
-        tol = 0.5 * 10.0 ** (-decimals) + 1e-9 * abs(computed[key])
-        assert abs(float(shown) - computed[key]) <= tol, f"{where}: {key} shown {shown}, code gives {computed[key]!r}"
+_marked_table = marked_table
+_check = check_values
 
 
 def _doc_mac(e: int, row_elems: int, lanes: int) -> int:
@@ -362,21 +347,10 @@ def test_kv_channel_policy_as_documented():
     assert "serve mode only" not in row.lower() and "both modes" in row
 
 
-# ---- DBO ---------------------------------------------------------------------------------------------------
-def test_dbo_quoted_shares_recompute():
-    """dbo.md quotes the attention share DBO moves at batch 64 (ShareGPT, iteration mode, default samples)."""
-    text = " ".join(_text(MODEL / "dbo.md").split())
-    for model, shown, tol in (("gpt3-7b", "0.17 %", 0.005), ("llama2-70b", "about 21 %", 0.5)):
-        assert shown in text, shown
-        r = simulate("librapim", model, "sharegpt", mode="iteration", batch=64)
-        percent = 100 * r.metrics["offload_attention_share"]
-        assert abs(percent - float(shown.split()[-2])) <= tol, (model, percent, shown)
-
-
 # ---- schedule ----------------------------------------------------------------------------------------------
 def test_one_interleaving_decision_per_iteration():
-    """schedule.md: with pp > 1 interleaving is decided once, from the smallest micro-batch."""
-    s = setup("librapim", "gpt3-7b", "sharegpt", sets=["system.pp=2"])
+    """schedule.md: under the rule, with pp > 1 interleaving is decided once, from the smallest micro-batch."""
+    s = setup("neupims", "gpt3-7b", "sharegpt", sets=["system.pp=2"])
     sched = schedule_for(s, 512, 300)
     for n, expect in ((512, "ABCDEF"), (511, "QMR")):
         lens = np.full(n, 300)

@@ -56,7 +56,8 @@ configuration as the proxy (docs/sources.md#s1.4, an inference) and names every 
   interleaving (the `npu+pim` branch of the NeuPIMs repository, docs/sources.md#s2.1).
 - **NeuPIMs** = `neupims`: dual row buffer + sub-batch interleaving, enabled from batch 256 as the NeuPIMs
   README states.
-- **LibraPIM** = `librapim`: DEX + DBO + sub-batch interleaving on the same hardware and the same gate.
+- **LibraPIM** = `librapim`: DEX (with partial batch offload) + DBO + a runtime scheduler that chooses, every
+  iteration, whether and how to interleave sub-batches, on the same hardware.
 
 What the model says, regime by regime:
 
@@ -67,17 +68,19 @@ What the model says, regime by regime:
    PIM-assisted system lands within a few tens of percent of the others. With eight arrays the FC layers
    become HBM-bound, attention becomes a large share, and NeuPIMs' published gains over NPU-only appear
    at large batches (table above).
-2. **Sub-batch interleaving costs weight traffic.** Each sub-batch streams the layer's weights again unless
-   the layer fits the NPU's SRAM (only GPT-3 7B's 50 MB shard fits the 131 MB SRAM at TP 4). Where the NPU
-   is memory-bound, splitting the batch can be slower than not splitting; this is why NeuPIMs over naive
-   is below 1 at some batch-256 points with the 8-array NPU.
+2. **Sub-batch interleaving costs weight traffic.** Each sub-batch streams the share of the layer's weights
+   that does not fit the NPU's SRAM again (GPT-3 7B's 101 MB shard fits the 137 MB SRAM at TP 4; larger
+   models keep only part of a layer resident). Where the NPU is memory-bound, splitting the batch can be
+   slower than not splitting; this is why NeuPIMs (which interleaves by its batch-size rule) is below naive
+   at some batch-256 points with the 8-array NPU, while LibraPIM's runtime scheduler does not split there.
 3. **DBO can only move what is cheaper elsewhere.** FC rows moved to PIM are GEMVs with no weight reuse
    across tokens when the PIM holds one input vector at a time (Newton / NeuPIMs, `input_registers = 1`):
    each row re-reads the weights inside the banks, so offloading pays only where the NPU's array is
    weight-load-bound or compute-bound and the PIM has slack. Attention moved to the NPU is read through
    the one channel holding that request's KV (NeuPIMs layout), i.e. at 1/32 of the NPU's bandwidth, and
    under DEX it competes with the PIM for the same bank sections; so only a few short requests move.
-   When the NPU is HBM-bound, moving FC rows does not reduce its weight traffic at all.
+   When the NPU is HBM-bound, moving FC rows does not reduce its weight traffic at all; moving output-column
+   tiles does, but the PIM then reads those columns once per pass of input vectors.
 4. **The published 6.2x and 2.1x are therefore not reachable with these sourced parameters.** docs/sources.md#s1.4
    notes they imply a state-of-the-art system ~2.95x faster than LibraPIM's baseline, while NeuPIMs itself
    reports 1.6x over naive NPU+PIM: LibraPIM's baseline is likely weaker than our naive system, or its
