@@ -135,6 +135,12 @@ class CostTables:
     attn_prop_rows: np.ndarray  # columns 2..6 of attn_stacked that are exactly proportional to L (attn_slopes)
     attn_sum_rows: np.ndarray  # the other columns of 2..6
     attn_flops_per_kv_byte: float  # attention FLOPs per KV byte (the same at every context length)
+    kv_spread: int  # a request's KV heads sit in this many consecutive channels; attn (and attn_stacked) then
+    #   holds one part's figures (kv_heads / kv_spread heads), and a request is kv_spread parts
+    softmax_on_npu: bool  # the softmax (and the scores' round trip) runs on the NPU's vector units
+    npu_attn_bw_share: np.ndarray  # (max_rows + 1,) share of the NPU's bandwidth an attention kernel over n
+    #   requests reaches when attention is placed on the NPU (1: all of it)
+    npu_attn_fixed_s: float  # fixed time of the NPU's attention kernels in a stage with attention on the NPU
 
 
 def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
@@ -213,6 +219,12 @@ def _column_tiles(ops, system: SystemSpec, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def kv_parts(kv_heads: int, channels: int) -> int:
+    """Channels one request's KV spreads over under the head-wise layout: the largest divisor of the device's
+    KV heads that is at most the channel count (each part holds kv_heads / parts heads)."""
+    return max(p for p in range(1, min(kv_heads, channels) + 1) if kv_heads % p == 0)
+
+
 def _slopes(stacked: np.ndarray) -> np.ndarray:
     """Per column, c if the column equals c * L for every context length L (to rounding), else NaN.
 
@@ -257,8 +269,11 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     stream = (e.dram_act_pj_per_bit + e.dram_cell_read_pj_per_bit + e.dram_bank_to_io_pj_per_bit
               + e.dram_offchip_pj_per_bit)
     npu_energy = (kv_bytes * 8 * stream + (flops + softmax) * e.npu_pj_per_flop) * 1e-12
+    # with the head-wise layout every column is one part's (kv / spread heads in one channel)
+    spread = kv_parts(kv, hw.memory.channels) if system.placement.kv_layout == "head" else 1
+    kv_bytes, flops, softmax, npu_energy = (x / spread for x in (kv_bytes, flops, softmax, npu_energy))
     if has_pim:
-        r = attention_requests(hw, lens, q, kv, model.head_dim, model.dtype_bytes)
+        r = attention_requests(hw, lens, q // spread, kv // spread, model.head_dim, model.dtype_bytes)
         pim_s, pim_io, pim_e = r.time_s, r.io_s, r.energy_j + softmax * e.npu_pj_per_flop * 1e-12
     else:
         pim_s = pim_io = pim_e = np.full(max_len + 1, np.inf)
@@ -294,4 +309,5 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
         movable_by_len=movable, attn_prop_rows=np.array([c for c in range(2, 7) if np.isfinite(slopes[c])], dtype=np.int64),
         attn_sum_rows=np.array([c for c in range(2, 7) if not np.isfinite(slopes[c])], dtype=np.int64),
         attn_flops_per_kv_byte=float(flops[1] / kv_bytes[1]) if max_len >= 1 else 0.0,
+        kv_spread=spread, softmax_on_npu=True, npu_attn_bw_share=np.ones(max_rows + 1), npu_attn_fixed_s=0.0,
     )

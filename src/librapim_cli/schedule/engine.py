@@ -391,16 +391,21 @@ def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, keep_stag
 
 @dataclass(frozen=True, slots=True)
 class _Rows:
-    """The attention rows of one call (every request once per block of the assignment) and their sums."""
+    """The attention rows of one call and their sums. A row is one request's attention in one candidate block
+    (block after block), or, when the cost tables spread a request's KV heads over ``kv_spread`` channels,
+    one part of it (part after part within a block)."""
 
     lens: np.ndarray  # (R,) the requests
     ch: np.ndarray
-    gc: np.ndarray  # (B * R,) group * C + channel of every row
-    pim: np.ndarray  # (B * R,) PIM seconds
-    io: np.ndarray  # (B * R,) of which on the data bus
+    row_len: np.ndarray  # (rows,) context length of every row
+    row_ch: np.ndarray  # (rows,) its channel
+    row_group: np.ndarray  # (rows,) its group
+    gc: np.ndarray  # (rows,) group * C + channel
+    pim: np.ndarray  # (rows,) PIM seconds
+    io: np.ndarray  # (rows,) of which on the data bus
     pim_c: np.ndarray  # (G + 1, C) per-channel sums
     io_c: np.ndarray
-    agg: np.ndarray  # (5, G + 1) per-group sums of the attention-table columns 2..6
+    agg: np.ndarray  # (5, G + 1) per-group sums of the attention-table columns 2..6 (whole requests)
 
 
 def prediction_noise(seed: int, lens: np.ndarray, ch: np.ndarray, err: float) -> np.ndarray:
@@ -418,26 +423,29 @@ def prediction_noise(seed: int, lens: np.ndarray, ch: np.ndarray, err: float) ->
 
 def _rows(t: CostTables, a: Assignment, lens: np.ndarray, ch: np.ndarray) -> _Rows:
     """Gather every request's attention figures once and sum them per group and channel."""
-    C, B = t.channels, a.blocks
+    C, B, P = t.channels, a.blocks, t.kv_spread
     G1 = a.n_groups + 1
     R = lens.shape[0]
-    gc = a.row_group * C + tile(ch, B)
-    pim = t.attn_stacked[A_PIM, lens]
-    io = t.attn_stacked[A_IO, lens]
-    if B > 1:
-        pim, io = tile(pim, B), tile(io, B)
+    row_len, row_ch, row_group = tile(lens, B), tile(ch, B), a.row_group
+    if P > 1:  # part p of a request sits in channel (its channel + p) mod C
+        n = row_len.shape[0]
+        row_len, row_group = np.tile(row_len, P), np.tile(row_group, P)
+        row_ch = (np.tile(row_ch, P) + np.repeat(np.arange(P), n)) % C
+    gc = row_group * C + row_ch
+    pim = t.attn_stacked[A_PIM, row_len]
+    io = t.attn_stacked[A_IO, row_len]
     pim_c = np.bincount(gc, weights=pim, minlength=G1 * C).reshape(G1, C)
     io_c = np.bincount(gc, weights=io, minlength=G1 * C).reshape(G1, C)
     agg = np.zeros((5, G1))
     prop = t.attn_prop_rows
     if prop.size:  # columns proportional to the context (exact slopes): slope x the group's sum(L)
         lsum = np.bincount(a.row_group, weights=tile(lens, B), minlength=G1)
-        agg[prop - 2] = np.multiply.outer(t.attn_slopes[prop], lsum)
+        agg[prop - 2] = np.multiply.outer(t.attn_slopes[prop] * P, lsum)
     for c in t.attn_sum_rows:  # the others, block by block (a block's rows are the requests once)
-        w = t.attn_stacked[c, lens]
+        w = t.attn_stacked[c, lens] * P
         for b in range(B):
             agg[c - 2] += np.bincount(a.row_group[b * R:(b + 1) * R], weights=w, minlength=G1)
-    return _Rows(lens, ch, gc, pim, io, pim_c, io_c, agg)
+    return _Rows(lens, ch, row_len, row_ch, row_group, gc, pim, io, pim_c, io_c, agg)
 
 
 # rows of the per-instance figure array of one call (DBO overwrites the columns of the instances it changes);
@@ -464,10 +472,13 @@ def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.n
         pim_c = rw.pim_c[ag]
         pmax, iomax = pim_c.max(axis=1), rw.io_c[ag].max(axis=1)
         pmean = pim_c.sum(axis=1) / t.channels
-        vec_x, mem_x = av[G_SOFT] / vf, np.zeros(ag.shape[0])
+        vec_x = av[G_SOFT] / vf if t.softmax_on_npu else np.zeros(ag.shape[0])
+        mem_x = np.zeros(ag.shape[0])
         pim_fl, attn_off, attn_e = av[G_FLOPS], np.zeros(ag.shape[0]), av[G_PIM_E]
     else:  # attention on the NPU: it streams the KV and runs the MACs on the vector units
-        vec_x, mem_x = (av[G_SOFT] + av[G_FLOPS]) / vf, av[G_KV] / t.npu_bw_bytes_per_s
+        n_req = lay.group_rows[ag]
+        vec_x = (av[G_SOFT] + av[G_FLOPS]) / vf + np.where(n_req > 0, t.npu_attn_fixed_s, 0.0)
+        mem_x = av[G_KV] / (t.npu_bw_bytes_per_s * t.npu_attn_bw_share[np.minimum(n_req, t.max_rows)])
         pmax = iomax = pmean = pim_fl = np.zeros(ag.shape[0])
         attn_off, attn_e = av[G_KV], av[G_NPU_E]
     vec = x[C_VEC] + vec_x
@@ -551,8 +562,7 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
     pmax_d, imax_d, best = pmax[d], iomax[d], fig[F_TIME, d]
     pc_d, ic_d = rw.pim_c, rw.io_c  # (G1, C) in the predictor's view
     if on_pim and dbo.prediction_error > 0 and rw.lens.shape[0] > 0:
-        f = prediction_noise(dbo.seed, rw.lens, rw.ch, dbo.prediction_error)
-        f = tile(f, a.blocks)
+        f = prediction_noise(dbo.seed, rw.row_len, rw.row_ch, dbo.prediction_error)
         pim_r, io_r = pim_r * f, io_r * f
         pc_d = np.bincount(rw.gc, weights=pim_r, minlength=G1 * C).reshape(G1, C)
         ic_d = np.bincount(rw.gc, weights=io_r, minlength=G1 * C).reshape(G1, C)
@@ -594,8 +604,7 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
         chan_q = busiest_channel(t, pmax_d[q_of], imax_d[q_of], qx[C_PF], qx[C_PFIO], mem_q, qx[C_RIDE])
         sq = np.flatnonzero((chan_q > floor_q) & (floor_q < best[q_of]))
         if sq.size:
-            mov = t.movable_by_len[rw.lens]
-            mov = tile(mov, a.blocks)
+            mov = t.movable_by_len[rw.row_len]
             pm = np.bincount(rw.gc, weights=pim_r * mov, minlength=G1 * C).reshape(G1, C)
             im = np.bincount(rw.gc, weights=io_r * mov, minlength=G1 * C).reshape(G1, C)
             g = agd[q_of[sq]]
@@ -646,9 +655,9 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
         pos = np.full(n, -1, dtype=np.int64)
         pos[sel] = np.arange(S)
         jpos = pos[prep.q_of[m_q]]
-        lens_m = rw.lens[m_rows % rw.lens.shape[0]]
+        lens_m = rw.row_len[m_rows]
         colm = t.attn_stacked[:, lens_m] * m_share
-        idx = jpos * C + rw.ch[m_rows % rw.lens.shape[0]]
+        idx = jpos * C + rw.row_ch[m_rows]
         pc = pc - np.bincount(idx, weights=colm[A_PIM], minlength=S * C).reshape(S, C)
         ic = ic - np.bincount(idx, weights=colm[A_IO], minlength=S * C).reshape(S, C)
         kv_c = np.bincount(idx, weights=colm[A_KV], minlength=S * C).reshape(S, C) / t.ch_bw_bytes_per_s
@@ -684,8 +693,7 @@ def _attention(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, pim_r,
     g_sq = lay.inst_ag[prep.dyn[q_of[sq]]]
     per = np.bincount(g_sq, minlength=G1)
     first = np.cumsum(per) - per
-    R = rw.lens.shape[0]
-    grp = a.row_group
+    grp = rw.row_group
     rows = np.flatnonzero((per[grp] > 0) & mov)
     if rows.size == 0:
         return None
@@ -694,16 +702,16 @@ def _attention(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, pim_r,
     r_src = np.repeat(rows, rep)
     k = np.arange(r_src.shape[0]) - np.repeat(np.cumsum(rep) - rep, rep)
     q_pos = np.repeat(first[rg], rep) + k  # position in sq
-    heads = max(1, s.model.kv_heads // s.tp)
+    heads = max(1, max(1, s.model.kv_heads // s.tp) // t.kv_spread)  # KV heads in one row
     count_gc = np.bincount(rw.gc, minlength=G1 * C) if s.system.dbo.attention_by_heads and heads > 1 else None
     src, share = _units(heads, q_pos, rw.gc[r_src], count_gc, count_gc is not None)
     u_rows = r_src[src]
     u_pos = q_pos[src]
     gq = g_sq
     fpb = np.full(sq.shape[0], t.attn_flops_per_kv_byte)
-    lens_u = rw.lens[u_rows % R]
+    lens_u = rw.row_len[u_rows]
     pred, mask, m = attention_sweep(
-        t, u_pos, rw.ch[u_rows % R], pim_r[u_rows] * share, io_r[u_rows] * share,
+        t, u_pos, rw.row_ch[u_rows], pim_r[u_rows] * share, io_r[u_rows] * share,
         t.attn_stacked[A_KV, lens_u] * share, sq.shape[0], qx[C_SA, sq], vec_q[sq], mem_q[sq], qx[C_LINK, sq], fpb,
         pc_d[gq].reshape(-1), ic_d[gq].reshape(-1), qx[C_PF, sq], qx[C_PFIO, sq], qx[C_RIDE, sq], qx[C_CHAIN, sq])
     win = (m > 0) & (pred < best[q_of[sq]])

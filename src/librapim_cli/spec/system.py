@@ -55,6 +55,10 @@ class PlacementSpec(Spec):
                     "tiles to the PIM), or 'pim': every FC GEMM and the LM head run on the PIM as GEMVs, the vector "
                     "ops (norms, activations, residuals) stay on the NPU (Samsung HBM-PIM / SK hynix AiM style).")
     attention: Literal["npu", "pim"] = Field(description="Decode attention GEMVs: on the NPU or on the PIM.")
+    kv_layout: Literal["request", "head"] = Field(
+        default="request",
+        description="Where a request's KV cache lives: 'request' (all its heads in one channel, NeuPIMs' layout) or "
+                    "'head' (its KV heads spread over consecutive channels, AttAcc's head-wise mapping).")
     kv_channel_policy: Literal["round_robin", "least_loaded"] = Field(
         default="least_loaded", description="How a request's KV cache is assigned to one HBM channel.")
 
