@@ -16,11 +16,27 @@ from .errors import (
     SpecError,
     TraceError,
 )
-from .simulate import Setup, SimResult, setup, simulate
-from .spec import list_presets, load_hardware, load_model, load_system, load_workload
+
+#: public names that load on first use (PEP 562), so importing the package (e.g. for ``librapim --help``)
+#: does not import numpy, the specs or the engine
+_LAZY = {
+    "Setup": "simulate", "SimResult": "simulate", "setup": "simulate", "simulate": "simulate",
+    "list_presets": "spec", "load_hardware": "spec", "load_model": "spec", "load_system": "spec",
+    "load_workload": "spec",
+}
 
 __all__ = [
     "InfeasibleDesign", "InputError", "LibrapimError", "ModelError", "PresetNotFound", "SimResult", "Setup",
     "SpecError", "TraceError", "list_presets", "load_hardware", "load_model", "load_system", "load_workload",
     "setup", "simulate",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import typer
@@ -49,7 +48,24 @@ def report_error(exc: BaseException) -> int:
 
 
 class LibrapimGroup(TyperGroup):
-    """The root group: library errors and usage errors become one line and an exit code."""
+    """The root group: library errors and usage errors become one line and an exit code.
+
+    Subcommands load on first use (:data:`COMMANDS`): ``librapim --help`` lists them from the table without
+    importing numpy, the specs or the engine, so it starts as fast as typer itself.
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *(n for n in self.commands if n not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -93,6 +109,8 @@ class LibrapimGroup(TyperGroup):
 
 def _version_callback(value: bool) -> None:
     if value:
+        from importlib.metadata import PackageNotFoundError, version
+
         try:
             v = version("librapim")
         except PackageNotFoundError:  # running from a source tree without an install
@@ -101,14 +119,19 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+APP_SETTINGS: dict[str, Any] = dict(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
 app = typer.Typer(
     name=PROG_NAME,
     cls=LibrapimGroup,
     help="Design-space exploration for PIM-assisted LLM inference (NPU + HBM-PIM; LibraPIM = DEX + DBO).",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # the root help is click's plain text: rendering it needs no rich import
+    **APP_SETTINGS,
 )
 
 
@@ -123,18 +146,26 @@ def _root(
     """
 
 
-# ---- subcommands: one line per module in this package; each module defines register(app) ---------
-COMMAND_MODULES: tuple[str, ...] = (
-    "presets",
-    "simulate",
-    "reproduce",
-    "plot",
-    "sweep",
-)
+# ---- subcommands: one line each (name: module in this package, which defines register(app); the one-line help
+# the root --help shows, which tests/cli keeps equal to the command's own) --------------------------------
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("simulate", "Simulate a system on a model and a workload and print its metrics."),
+    "reproduce": ("reproduce", "Rerun GPT-3 7B-175B x ShareGPT/Alpaca x batch 64-512 on the NeuPIMs-class "
+                               "hardware for every system and write the comparison with the published "
+                               "LibraPIM / NeuPIMs numbers."),
+    "sweep": ("sweep", "Search the spec's parameters with Optuna for the best design (or the Pareto front)."),
+    "presets": ("presets", "List, show and validate presets (models, hardware, systems, workloads, sweeps)."),
+    "plot": ("plot", "Draw figures: roofline, device timeline, system comparison, Pareto front (PNG/SVG/PDF by "
+                     "--out)."),
+}
 # ---- end of subcommands -----------------------------------------------------------------------------
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"{__package__}.{_name}").register(app)
+
+def load_command(name: str) -> Any:
+    """The click command of subcommand ``name``: its module registers it on a throwaway app."""
+    sub = typer.Typer(**APP_SETTINGS)
+    importlib.import_module(f"{__package__}.{COMMANDS[name][0]}").register(sub)
+    return typer.main.get_group(sub).commands[name]
 
 
 def main() -> None:

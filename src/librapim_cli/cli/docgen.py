@@ -44,8 +44,10 @@ def command_paths() -> list[list[str]]:
         if getattr(cmd, "hidden", False):
             return
         out.append(path)
-        for name, sub in getattr(cmd, "commands", {}).items():
-            walk(sub, [*path, name])
+        if hasattr(cmd, "list_commands"):  # a group (the root loads its subcommands on demand: ask it)
+            ctx = typer.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), [*path, name])
 
     walk(typer.main.get_command(app), [])
     return out

@@ -7,9 +7,10 @@ from .decode import (
            lm_head_op,
            moe_expected_experts,
            prefill_ops,
+           prefill_ops_for,
            shard_heads,
 )
 from .ops import AllReduce, Attention, Gemm, KVWrite, Op, Vector
 
 __all__ = ["AllReduce", "Attention", "Gemm", "KVWrite", "Op", "Vector", "attention_ops", "decode_layer_ops", "fc_ops",
-           "lm_head_op", "moe_expected_experts", "prefill_ops", "shard_heads"]
+           "lm_head_op", "moe_expected_experts", "prefill_ops", "prefill_ops_for", "shard_heads"]

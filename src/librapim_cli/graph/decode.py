@@ -101,19 +101,25 @@ def prefill_ops(model: ModelSpec, tp: int, prompt_lens: np.ndarray) -> list:
     and the same for context; it runs on the NPU as GEMMs (compute-bound).
     """
     lens = np.asarray(prompt_lens, dtype=float)
-    tokens = float(lens.sum())
+    return prefill_ops_for(model, tp, float(lens.sum()), float((lens * (lens + 1) / 2).sum()))
+
+
+def prefill_ops_for(model: ModelSpec, tp: int, tokens, causal_pairs) -> list:
+    """:func:`prefill_ops` from what it depends on: the prompts' total tokens and total causal pairs
+    sum(P (P + 1) / 2) (scalars, or arrays over micro-batches: every op size is then an array)."""
+    tokens = np.asarray(tokens, dtype=float) if np.ndim(tokens) else float(tokens)
     q, kv = shard_heads(model, tp)
-    tri = float((lens * (lens + 1) / 2).sum())
     ops = fc_ops(model, tp, tokens)
     qkv = [o for o in ops if o.phase == "qkv"]
     rest = [o for o in ops if o.phase == "rest"]
     # per query head: score (P x dh) @ (dh x P) causal half, context (P x P/2) @ (P x dh); modelled as
     # GEMMs with m = tokens * q_heads rows and a mean causal span of tri / tokens keys
-    span = tri / max(tokens, 1.0)
+    span = np.maximum(np.round(causal_pairs / np.maximum(tokens, 1.0)), 1)
+    span = span.astype(float) if np.ndim(span) else int(span)
     attn = [
-        Gemm("prefill_score", "attention", tokens * q, model.head_dim, max(round(span), 1), model.dtype_bytes,
+        Gemm("prefill_score", "attention", tokens * q, model.head_dim, span, model.dtype_bytes,
              streams_weights=False),
-        Gemm("prefill_context", "attention", tokens * q, max(round(span), 1), model.head_dim, model.dtype_bytes,
+        Gemm("prefill_context", "attention", tokens * q, span, model.head_dim, model.dtype_bytes,
              streams_weights=False),
     ]
     return qkv + attn + rest

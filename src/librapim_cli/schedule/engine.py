@@ -272,6 +272,21 @@ def prepare(s: Schedule, a: Assignment) -> Prepared:
     return prep
 
 
+def _distinct(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first of each distinct row, the distinct row of every element) of equal-length columns of
+    non-negative integers (a float column is coded by its distinct values first)."""
+    key = np.zeros(cols[0].shape[0], dtype=np.int64)
+    for c in cols:
+        if c.dtype.kind == "f":
+            vals, c = np.unique(c, return_inverse=True)
+            span = vals.shape[0]
+        else:
+            span = int(c.max()) + 1 if c.size else 1
+        key = key * span + c
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return first, inv.reshape(-1)
+
+
 def _prepare(s: Schedule, a: Assignment) -> Prepared:
     t, system = s.tables, s.system
     K = a.K
@@ -295,9 +310,9 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
         fixed = np.flatnonzero(live_bal & ~has_attn & (rows > 0)) if dbo.fc_to_pim else np.zeros(0, dtype=np.int64)
         need = np.concatenate([fixed, dyn]) if dbo.fc_to_pim else fixed
         if need.size:  # the curves of every distinct (FC group, rows, SRAM share) once
-            uniq, inv = np.unique(np.stack((gi[need], rows[need], cache[need])), axis=1, return_inverse=True)
-            inv = inv.reshape(-1)
-            curves = fc_curves(t, uniq[0].astype(np.int64), uniq[1].astype(np.int64), uniq[2], columns)
+            first, inv = _distinct(gi[need], rows[need], cache[need])
+            u_i = need[first]
+            curves = fc_curves(t, gi[u_i], rows[u_i], cache[u_i], columns)
             grid = curves[:, GRID_FIELDS]
             vec_link = curves[:, (C_VEC, C_LINK), 0]
             if fixed.size:  # FC-only balanced stages: the first minimum (moves only if strictly shorter)
@@ -313,7 +328,8 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                 if terms is not None:  # stage(u) = max(K(u), vec + softmax + link, pmax + Fa(u), iomax + Fio(u))
                     npu_k = np.maximum(curves[:, C_SA], curves[:, C_MEM]) + vec_link[:, 1:]
                     fast = (np.maximum(np.maximum(npu_k, terms[0]), curves[:, C_CHAIN]), terms[1], terms[2])
-    x = fc_figures(t, gi, rows, cache, y0, j0).T  # (N_CURVES, S)
+    first, inv = _distinct(gi, rows, cache, y0, j0)  # (N_CURVES, S), computed once per distinct instance
+    x = fc_figures(t, gi[first], rows[first], cache[first], y0[first], j0[first]).T[:, inv]
     # pseudo-stages of the attention direction: no rows moved, then the joint row steps
     n = dyn.shape[0]
     q_of, q_u = np.arange(n), np.zeros(n, dtype=np.int64)
@@ -610,7 +626,11 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
             g = agd[q_of[sq]]
             lvl = channel_times(t, pc_d[g] - pm[g], qx[C_PF, sq][:, None], ic_d[g] - im[g] + qx[C_PFIO, sq][:, None],
                                 mem_q[sq][:, None], 0.0, qx[C_RIDE, sq][:, None]).max(axis=1)
-            sq = sq[np.maximum(floor_q[sq], lvl) < best[q_of[sq]]]
+            lb_q = np.maximum(floor_q[sq], lvl)
+            keep = lb_q < best[q_of[sq]]
+            sq, lb_q = sq[keep], lb_q[keep]
+            if sq.size and a.blocks > 1:
+                sq = _candidates_that_can_win(prep, a, fig, best, sq, lb_q)
         if sq.size:
             att_q = _attention(s, prep, a, rw, av, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q, mem_q, best)
     moved = None
@@ -677,6 +697,28 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
         kv_off, fig[F_FC_FL, i_all]
     new[F_FC_OFF], new[F_PRED], new[F_Y], new[F_J], new[F_MOVED] = xc[C_PF_FLOPS], best[sel], yd, jd, n_units
     fig[:, i_all] = new
+
+
+def _candidates_that_can_win(prep: Prepared, a: Assignment, fig: np.ndarray, best: np.ndarray, sq: np.ndarray,
+                             lb_q: np.ndarray) -> np.ndarray:
+    """The pseudo-stages ``sq`` of schedule candidates that can still be chosen. A candidate's predicted total
+    can drop at most by what its surviving pseudo-stages' bounds ``lb_q`` allow below their instances' best so
+    far; a candidate whose total cannot drop below another candidate's current total for the same iteration
+    is not chosen whatever its attention moves, so its sweep is skipped (an exact pruning: the chosen
+    candidate, and every figure of it, are unchanged)."""
+    lay, d = prep.lay, prep.dyn
+    K = a.K
+    inst = prep.q_of[sq]
+    gain = np.zeros(d.shape[0])
+    np.maximum.at(gain, inst, best[inst] - lb_q)
+    pred = fig[F_PRED].copy()
+    pred[d] = best
+    V = a.var_k.shape[0]
+    total = np.bincount(lay.inst_var, weights=pred * prep.reps, minlength=V)
+    low = total - np.bincount(lay.inst_var[d], weights=gain * prep.reps[d], minlength=V)
+    best_total = np.where(a.var_ok, total, np.inf).reshape(a.blocks, K).min(axis=0)
+    can_win = low <= best_total[a.var_k]
+    return sq[can_win[lay.inst_var[d[inst]]]]
 
 
 def _attention(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q,

@@ -11,15 +11,14 @@ pipeline stage,
 The step costs the sum over micro-batches (the steady-state pipeline view of decode iterations, so
 ``pp`` hand-offs per step). The ops run one after another on the NPU; PIM is idle during prefill.
 
-The cost depends on the prompts only through what ``prefill_ops`` reads: their count, total tokens and
-total causal pairs sum(P (P + 1) / 2). :class:`PrefillCoster` memoizes micro-batch costs on that key, and
-costs many micro-batches in one pass by stacking their ops' sizes into arrays (op sizes may be arrays,
-graph/ops.py), which the cost functions evaluate element-wise.
+The cost depends on the prompts only through their count, total tokens and total causal pairs
+sum(P (P + 1) / 2) (``graph.decode.prefill_ops_for``). :class:`PrefillCoster` memoizes micro-batch costs on
+that key, and costs many micro-batches in one pass with op sizes that are arrays over them (graph/ops.py),
+which the cost functions evaluate element-wise.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from ..cost.link import link_cost
 from ..cost.npu import npu_cost
-from ..graph.decode import lm_head_op, prefill_ops
+from ..graph.decode import lm_head_op, prefill_ops_for
 from ..graph.ops import AllReduce
 from ..spec.model import ModelSpec
 from ..spec.system import SystemSpec
@@ -52,54 +51,39 @@ def micro_batch_key(prompt_lens) -> tuple[int, int, int]:
     return len(p), sum(p), sum(x * (x + 1) // 2 for x in p)
 
 
-def _stack(op_lists: list[list]) -> list | None:
-    """One op list whose sizes are arrays over the lists (fields that differ), or None if the lists differ
-    in structure (op count, types or names)."""
-    first = op_lists[0]
-    shape = [(type(op), op.name) for op in first]
-    if any([(type(op), op.name) for op in ops] != shape for ops in op_lists[1:]):
-        return None
-    stacked = []
-    for j, op in enumerate(first):
-        sizes = {}
-        for f in dataclasses.fields(op):
-            col = [getattr(ops[j], f.name) for ops in op_lists]
-            if isinstance(col[0], (str, bool)) or col[0] is None:
-                if any(v != col[0] for v in col):
-                    return None
-                continue
-            arr = np.asarray(col, dtype=float)
-            if (arr != arr[0]).any():
-                sizes[f.name] = arr
-        stacked.append(dataclasses.replace(op, **sizes) if sizes else op)
-    return stacked
-
-
 def micro_batch_costs(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
                       micro_batches: list[np.ndarray]) -> list[PrefillCost]:
     """Prefill of each micro-batch on one pipeline stage (layers/pp layers, LM head, one hand-off).
 
-    All micro-batches are costed in one vectorized pass; each result equals costing it alone.
+    All micro-batches are costed in one vectorized pass (:func:`costs_of_keys`); each result equals costing it
+    alone.
     """
-    mbs = [np.asarray(mb, dtype=np.int64) for mb in micro_batches]
-    if not mbs:
+    keys = [micro_batch_key(mb) for mb in micro_batches]
+    return costs_of_keys(model, system, tp, pp, keys)
+
+
+def costs_of_keys(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
+                  keys: list[tuple[int, int, int]]) -> list[PrefillCost]:
+    """Prefill cost of micro-batches given by their keys (prompts, tokens, causal pairs), in one pass: the op
+    sizes are arrays over the micro-batches, which the cost functions evaluate element-wise."""
+    if not keys:
         return []
-    if any(mb.shape[0] == 0 for mb in mbs):
-        return [ZERO if mb.shape[0] == 0 else micro_batch_costs(model, system, tp, pp, [mb])[0] for mb in mbs]
-    ops = _stack([prefill_ops(model, tp, mb) for mb in mbs])
-    if ops is None:  # the graph differs between micro-batches: one at a time
-        return [micro_batch_costs(model, system, tp, pp, [mb])[0] for mb in mbs]
+    k = np.asarray(keys, dtype=float).reshape(-1, 3)
+    live = k[:, 0] > 0
+    out = [ZERO] * k.shape[0]
+    if not live.any():
+        return out
+    counts, tokens, pairs = k[live].T
     hw = system.hardware
-    K = len(mbs)
-    layer_s, layer_fl, layer_e = np.zeros(K), np.zeros(K), np.zeros(K)
+    one = counts.shape[0] == 1  # scalar sizes: the same figures, without 1-element arrays
+    ops = prefill_ops_for(model, tp, float(tokens[0]) if one else tokens, float(pairs[0]) if one else pairs)
+    layer_s = layer_fl = layer_e = 0.0
     for op in ops:
         c = link_cost(op, system.link, hw) if isinstance(op, AllReduce) else npu_cost(op, hw)
         layer_s = layer_s + c.time_s
         layer_fl = layer_fl + c.flops
         layer_e = layer_e + c.energy_j
-    counts = np.array([mb.shape[0] for mb in mbs], dtype=float)
-    tokens = np.array([float(mb.sum()) for mb in mbs])
-    head = npu_cost(lm_head_op(model, tp, counts if K > 1 else float(counts[0])), hw)
+    head = npu_cost(lm_head_op(model, tp, float(counts[0]) if one else counts), hw)
     layers = model.layers // pp
     busy_s = layers * layer_s + head.time_s
     row_bytes = model.d_model * model.dtype_bytes
@@ -107,8 +91,11 @@ def micro_batch_costs(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
     time_s = busy_s + handoff_s
     flops = layers * layer_fl + head.flops
     energy = (layers * layer_e * pp + head.energy_j) * tp
-    cols = [np.broadcast_to(np.asarray(x, dtype=float), (K,)).tolist() for x in (time_s, busy_s, flops, energy)]
-    return [PrefillCost(*row) for row in zip(*cols, strict=True)]
+    n = counts.shape[0]
+    cols = [np.broadcast_to(np.asarray(x, dtype=float), (n,)).tolist() for x in (time_s, busy_s, flops, energy)]
+    for i, row in zip(np.flatnonzero(live).tolist(), zip(*cols, strict=True), strict=True):
+        out[i] = PrefillCost(*row)
+    return out
 
 
 def micro_batch_cost(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
@@ -141,15 +128,11 @@ class PrefillCoster:
         self._memo: dict[tuple[int, int, int], PrefillCost] = {}
 
     def _cost_missing(self, batches: list[list[int]]) -> None:
-        todo: dict[tuple[int, int, int], list[int]] = {}
-        for mb in batches:
-            key = (len(mb), sum(mb), sum(p * (p + 1) // 2 for p in mb))  # == micro_batch_key(mb)
-            if key not in self._memo:
-                todo.setdefault(key, mb)
-        if todo:
-            costs = micro_batch_costs(self.model, self.system, self.tp, self.pp,
-                                      [np.asarray(mb, dtype=np.int64) for mb in todo.values()])
-            self._memo.update(zip(todo, costs, strict=True))
+        todo = {key for mb in batches
+                if (key := (len(mb), sum(mb), sum(p * (p + 1) // 2 for p in mb))) not in self._memo}
+        if todo:  # key == micro_batch_key(mb)
+            keys = sorted(todo)
+            self._memo.update(zip(keys, costs_of_keys(self.model, self.system, self.tp, self.pp, keys), strict=True))
 
     def warm(self, prompt_lens: np.ndarray) -> None:
         """Cost the single-prompt micro-batches of these prompt lengths ahead, in one pass."""

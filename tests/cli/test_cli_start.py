@@ -1,0 +1,59 @@
+"""A fast start (issue 14): `librapim --help` lists the commands without importing numpy, the specs, the engine,
+rich's help renderer or matplotlib; each command loads its own module when it runs. The time goal itself is
+measured in benchmarks/bench_start.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from librapim_cli.cli.app import COMMANDS, app, load_command
+
+HEAVY = ("numpy", "pydantic", "librapim_cli.simulate", "librapim_cli.spec", "typer.rich_utils", "matplotlib",
+         "scipy", "optuna")
+
+
+def _modules_after(code: str) -> set[str]:
+    probe = f"import sys; {code}; print(' '.join(sorted(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return set(r.stdout.strip().splitlines()[-1].split())
+
+
+def test_root_help_loads_nothing_heavy():
+    mods = _modules_after("from librapim_cli.cli.app import main; sys.argv = ['librapim', '--help']\n"
+                          "try:\n    main()\nexcept SystemExit:\n    pass")
+    loaded = sorted(m for m in mods for h in HEAVY if m == h or m.startswith(h + "."))
+    assert not loaded, loaded
+
+
+def test_importing_the_package_loads_nothing_heavy():
+    mods = _modules_after("import librapim_cli")
+    assert "numpy" not in mods and "librapim_cli.simulate" not in mods
+
+
+def test_the_package_still_exports_simulate():
+    import librapim_cli
+
+    assert callable(librapim_cli.simulate) and librapim_cli.SimResult.__name__ == "SimResult"
+    with pytest.raises(AttributeError):
+        librapim_cli.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_the_listed_help_is_the_commands_own(name):
+    """The root help shows each command's one-line help from a table: it must be the command's own."""
+    cmd = load_command(name)
+    assert " ".join(cmd.get_short_help_str(limit=10_000).split()) == " ".join(COMMANDS[name][1].split())
+
+
+def test_every_command_module_is_listed():
+    from pathlib import Path
+
+    import librapim_cli.cli as pkg
+
+    modules = {p.stem for p in Path(pkg.__file__).parent.glob("*.py")} - {"__init__", "app", "docgen"}
+    assert modules == {m for m, _ in COMMANDS.values()}
+    assert app.registered_commands == [] and app.registered_groups == []  # nothing loads eagerly
