@@ -7,6 +7,9 @@ The library in one call::
     result.metrics["throughput_tokens_per_s"]
 """
 
+import sys
+import types
+
 from .errors import (
     InfeasibleDesign,
     InputError,
@@ -30,6 +33,19 @@ __all__ = [
     "SpecError", "TraceError", "list_presets", "load_hardware", "load_model", "load_system", "load_workload",
     "setup", "simulate",
 ]
+
+
+class _Package(types.ModuleType):
+    """The package module: importing ``librapim_cli.simulate`` (the module) must not hide the ``simulate``
+    function, as ``from .simulate import simulate`` would not have."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return  # a submodule binding over a lazy export: keep resolving the export
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

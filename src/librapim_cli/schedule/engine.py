@@ -165,7 +165,8 @@ class IterationBatch:
     fc_flops_offloaded: np.ndarray
     candidate: np.ndarray | None = None  # the schedule candidate each iteration ran
     candidate_s: np.ndarray | None = None  # (K, candidates laid out): each candidate's predicted stage time
-    #   (LM heads excluded; inf where the iteration cannot run it); runtime scheduler only
+    #   (LM heads excluded; inf where the iteration cannot run it; for a candidate that cannot be chosen, an
+    #   upper bound: its attention moves are not searched); runtime scheduler only
     stages: StageTable | None = None  # when asked (keep_stages)
     layout: Layout | None = None  # when asked (keep_stages): what the iterations ran
     assignment: Assignment | None = None  # when asked (keep_stages)
