@@ -327,13 +327,19 @@ def validate(kind: str, data: dict[str, Any], label: str) -> BaseModel:
 
 
 def load(kind: str, ref: str, sets: list[tuple[list[str], Any]] | None = None) -> Any:
-    """Load, override and validate one preset."""
+    """Load, override and validate one preset (a bundled preset's TOML is read once per process; the overrides
+    apply to a copy of it)."""
     if kind not in KINDS:
         raise SpecError(f"unknown preset kind '{kind}': choose one of {', '.join(KINDS)}")
-    data = load_raw(kind, ref)
-    if sets:
-        data = apply_overrides(kind, data, sets)
+    data = load_raw(kind, ref) if looks_like_path(ref) else _bundled_raw(kind, ref)
+    data = apply_overrides(kind, data, sets) if sets else data
     return validate(kind, data, ref)
+
+
+@lru_cache(maxsize=256)
+def _bundled_raw(kind: str, name: str) -> dict[str, Any]:
+    """A bundled preset's TOML, read once per process; callers never mutate it (``apply_overrides`` copies)."""
+    return load_raw(kind, name)
 
 
 @lru_cache(maxsize=256)

@@ -9,6 +9,7 @@ that restores the target mean) and clipped again; the median is unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,25 @@ def read_trace(path: str | Path) -> Requests:
 
 
 def make_requests(w: WorkloadSpec, num_requests: int | None = None) -> Requests:
-    """The workload's requests: sampled (seeded), fixed, or read from its trace; arrivals per its process."""
+    """The workload's requests: sampled (seeded), fixed, or read from its trace; arrivals per its process.
+
+    A sampled or fixed request set is a pure function of the (frozen) workload spec and the count, so it is
+    built once per process and shared read-only; a trace is re-read when its file changes
+    (``spec.trace.read_trace``)."""
+    if w.lengths == "trace":
+        return _make_requests(w, num_requests)
+    return _shared_requests(w, num_requests)
+
+
+@lru_cache(maxsize=64)
+def _shared_requests(w: WorkloadSpec, num_requests: int | None) -> Requests:
+    r = _make_requests(w, num_requests)
+    for a in (r.input_len, r.output_len, r.arrival_s):
+        a.setflags(write=False)
+    return r
+
+
+def _make_requests(w: WorkloadSpec, num_requests: int | None) -> Requests:
     rng = np.random.default_rng(w.seed)
     n = num_requests or w.num_requests
     if w.lengths == "trace":
