@@ -7,7 +7,7 @@ of the corresponding op (tests check this).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -171,6 +171,11 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
     return NPUTable(sa, vec, mem, link, flops, vflops, nbytes, lbytes, energy, dram_e, write)
 
 
+def _sum(a, b):
+    """Field-by-field sum of two tables of one type (every field of a group table is a sum over its ops)."""
+    return type(a)(*(getattr(a, f.name) + getattr(b, f.name) for f in fields(a)))
+
+
 def _pim_group(ops, system: SystemSpec, rows: np.ndarray, ride: bool = False) -> PIMFCTable:
     """PIM figures of a group's GEMMs over 0..max_rows offloaded rows (``ride``: partial batch offload)."""
     hw = system.hardware
@@ -215,7 +220,8 @@ def _column_tiles(ops, system: SystemSpec, rows: np.ndarray) -> np.ndarray:
             pim = [np.where(on_pim, v, 0.0) for v in (f.time_s, f.io_s, f.flops, f.energy_j)]
         else:
             pim = [np.zeros_like(sa)] * 4
-        out += np.stack([np.broadcast_to(v, sa.shape) for v in fig + pim + [np.maximum(npu_t, pim[0])]])
+        for i, v in enumerate(fig + pim + [np.maximum(npu_t, pim[0])]):
+            out[i] += v
     return out
 
 
@@ -250,14 +256,18 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
         "qkv": [o for o in ops if o.phase == "qkv"],
         "rest": [o for o in ops if o.phase == "rest"],
     }
-    groups["both"] = groups["qkv"] + groups["rest"]
     groups["head"] = [lm_head_op(model, tp, rows)]
-    npu = {g: _npu_group(o, system, rows) for g, o in groups.items()}
+    # every figure of a group is a sum over its ops, so the 'both' group (qkv + rest) is the sum of the two
+    npu = {g: _npu_group(groups[g], system, rows) for g in ("qkv", "rest", "head")}
+    npu["both"] = _sum(npu["qkv"], npu["rest"])
     has_pim = hw.pim is not None
-    pim_fc = {g: _pim_group(groups[g], system, rows) for g in ("qkv", "rest", "both")} if has_pim else {}
+    pim_fc = {g: _pim_group(groups[g], system, rows) for g in ("qkv", "rest")} if has_pim else {}
     ride = has_pim and system.concurrency.partial_batch_offload and \
         concurrency.get(system.concurrency.mode).rides_weight_stream
-    pim_ride = {g: _pim_group(groups[g], system, rows, ride=True) for g in ("qkv", "rest", "both")} if ride else {}
+    pim_ride = {g: _pim_group(groups[g], system, rows, ride=True) for g in ("qkv", "rest")} if ride else {}
+    for t in (pim_fc, pim_ride):
+        if t:
+            t["both"] = _sum(t["qkv"], t["rest"])
     # attention per context length
     lens = np.arange(max_len + 1, dtype=np.int64)
     q, kv = shard_heads(model, tp)
@@ -290,9 +300,10 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     cols = None
     if has_pim and (system.dbo.enabled and (system.dbo.lm_head or system.dbo.fc_columns)
                     or system.placement.fc == "pim"):
-        shape = (len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1)
-        cols = np.stack([_column_tiles(groups[g], system, rows) if g != "none" else np.zeros(shape)
-                         for g in STACK_GROUPS])
+        cols = np.zeros((len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1))
+        for g in ("qkv", "rest", "head"):
+            cols[STACK_GROUPS.index(g)] = _column_tiles(groups[g], system, rows)
+        cols[STACK_GROUPS.index("both")] = cols[STACK_GROUPS.index("qkv")] + cols[STACK_GROUPS.index("rest")]
     slopes = _slopes(attn.stacked)
     mode = concurrency.get(system.concurrency.mode)
     params = ModeParams(switch_s=switch_penalty_s(hw) if has_pim else 0.0, quantum_s=quantum_s(system.concurrency),
