@@ -23,16 +23,22 @@ import sys
 import time
 from datetime import date
 
+POISSON = ("workload.arrival=poisson", "workload.rate_per_s=5")
 CASES = {
-    # name: (system, model, workload, batch, requests)
-    "sharegpt-10k-librapim": ("librapim", "gpt3-175b", "sharegpt", 512, 10_000),
-    "sharegpt-10k-neupims": ("neupims", "gpt3-175b", "sharegpt", 512, 10_000),
-    "sharegpt-1k-librapim": ("librapim", "gpt3-175b", "sharegpt", 512, 1_000),
-    "sharegpt-100k-librapim": ("librapim", "gpt3-175b", "sharegpt", 512, 100_000),
-    "fixed-2048-128-librapim": ("librapim", "gpt3-175b", "fixed-2048-128", 64, 256),
-    "fixed-2048-128-neupims": ("neupims", "gpt3-175b", "fixed-2048-128", 64, 256),
+    # name: (system, model, workload, batch, requests, --set overrides)
+    "sharegpt-10k-librapim": ("librapim", "gpt3-175b", "sharegpt", 512, 10_000, ()),
+    "sharegpt-10k-librapim-poisson": ("librapim", "gpt3-175b", "sharegpt", 512, 10_000, POISSON),
+    "sharegpt-10k-neupims": ("neupims", "gpt3-175b", "sharegpt", 512, 10_000, ()),
+    "sharegpt-10k-neupims-poisson": ("neupims", "gpt3-175b", "sharegpt", 512, 10_000, POISSON),
+    "sharegpt-1k-librapim": ("librapim", "gpt3-175b", "sharegpt", 512, 1_000, ()),
+    "sharegpt-100k-librapim": ("librapim", "gpt3-175b", "sharegpt", 512, 100_000, ()),
+    "sharegpt-100k-librapim-poisson": ("librapim", "gpt3-175b", "sharegpt", 512, 100_000, POISSON),
+    "fixed-2048-128-librapim": ("librapim", "gpt3-175b", "fixed-2048-128", 64, 256, ()),
+    "fixed-2048-128-neupims": ("neupims", "gpt3-175b", "fixed-2048-128", 64, 256, ()),
 }
-SLOW = {"sharegpt-100k-librapim"}
+SLOW = {"sharegpt-100k-librapim", "sharegpt-100k-librapim-poisson"}
+#: cases also timed as a whole CLI process (`librapim simulate ... --json`), imports and all
+CLI_CASES = {"sharegpt-10k-librapim", "sharegpt-10k-librapim-poisson", "sharegpt-10k-neupims"}
 REPEATS = {"fixed-2048-128-librapim": 21, "fixed-2048-128-neupims": 21, "sharegpt-1k-librapim": 3}
 
 
@@ -42,25 +48,20 @@ def run_case(name: str, trace_memory: bool) -> dict:
     from librapim_cli.serving.prefill import PrefillCoster
     from librapim_cli.simulate import simulate
 
-    system, model, workload, batch, requests = CASES[name]
-    simulate(system, model, workload, batch=batch, requests=min(requests, 64), mode="serve")  # imports, caches
+    system, model, workload, batch, requests, sets = CASES[name]
+    sets = list(sets)
+    simulate(system, model, workload, batch=batch, requests=min(requests, 64), mode="serve", sets=sets)  # warm-up
     if trace_memory:
         import tracemalloc
 
         tracemalloc.start()
-        simulate(system, model, workload, batch=batch, requests=requests, mode="serve")
+        simulate(system, model, workload, batch=batch, requests=requests, mode="serve", sets=sets)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return {"tracemalloc_peak_bytes": peak}
 
     clock = {"run_iteration": 0.0, "prefill": 0.0}
-    real_iter, real_iters, real_prefill = loop.run_iteration, loop.run_iterations_flat, PrefillCoster.__call__
-
-    def timed_iter(*a, **k):
-        t0 = time.perf_counter()
-        r = real_iter(*a, **k)
-        clock["run_iteration"] += time.perf_counter() - t0
-        return r
+    real_iters, real_prefill = loop.run_iterations_flat, PrefillCoster.__call__
 
     def timed_iters(*a, **k):
         t0 = time.perf_counter()
@@ -74,14 +75,13 @@ def run_case(name: str, trace_memory: bool) -> dict:
         clock["prefill"] += time.perf_counter() - t0
         return r
 
-    loop.run_iteration = timed_iter
     loop.run_iterations_flat = timed_iters
     PrefillCoster.__call__ = timed_prefill
     runs = []
     for _ in range(REPEATS.get(name, 1)):
         clock.update(run_iteration=0.0, prefill=0.0)
         t0 = time.perf_counter()
-        res = simulate(system, model, workload, batch=batch, requests=requests, mode="serve")
+        res = simulate(system, model, workload, batch=batch, requests=requests, mode="serve", sets=sets)
         total = time.perf_counter() - t0
         runs.append({"total_s": total, "run_iteration_s": clock["run_iteration"], "prefill_s": clock["prefill"]})
     best = sorted(runs, key=lambda r: r["total_s"])[len(runs) // 2]  # the median run (after the warm-up)
@@ -93,6 +93,21 @@ def run_case(name: str, trace_memory: bool) -> dict:
         maxrss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     )
     return best
+
+
+def cli_seconds(name: str, repeats: int = 3) -> float:
+    """Median wall time of the whole `librapim simulate ... --json` process for a case."""
+    system, model, workload, batch, requests, sets = CASES[name]
+    cmd = [sys.executable, "-m", "librapim_cli", "simulate", "--system", system, "--model", model, "--workload",
+           workload, "--batch", str(batch), "--requests", str(requests), "--json"]
+    for item in sets:
+        cmd += ["--set", item]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def _child(name: str, trace_memory: bool) -> dict:
@@ -116,19 +131,21 @@ def main() -> None:
         r = _child(n, False)
         if n.startswith("sharegpt-10k") or n.startswith("fixed"):
             r.update(_child(n, True))
+        if n in CLI_CASES:
+            r["cli_s"] = cli_seconds(n)
         rows.append((n, r))
         print(f"{n}: {r['total_s'] * 1e3:.2f} ms", file=sys.stderr)
     print(f"Serving benchmark, {date.today().isoformat()}, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}, one core per case\n")
-    print("| case | requests | decode iterations | prefill steps | wall s | iteration engine s | prefill s | loop s "
-          "| µs/iteration (loop) | peak RSS MB | tracemalloc peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| case | requests | decode iterations | prefill steps | whole CLI s | wall s | iteration engine s | "
+          "µs/decode iteration (engine) | prefill s | loop s | peak RSS MB | tracemalloc peak MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, r in rows:
-        steps = r["iterations"] + r["prefill_steps"]
         tm = f"{r['tracemalloc_peak_bytes'] / 1e6:.1f}" if "tracemalloc_peak_bytes" in r else "-"
-        print(f"| {n} | {r['requests']} | {r['iterations']} | {r['prefill_steps']} | {r['total_s']:.3f} | "
-              f"{r['run_iteration_s']:.3f} | {r['prefill_s']:.3f} | {r['loop_s']:.3f} | "
-              f"{r['loop_s'] / max(steps, 1) * 1e6:.1f} | {r['maxrss_bytes'] / 1e6:.0f} | {tm} |")
+        cli = f"{r['cli_s']:.2f}" if "cli_s" in r else "-"
+        print(f"| {n} | {r['requests']} | {r['iterations']} | {r['prefill_steps']} | {cli} | {r['total_s']:.3f} | "
+              f"{r['run_iteration_s']:.3f} | {r['run_iteration_s'] / max(r['iterations'], 1) * 1e6:.1f} | "
+              f"{r['prefill_s']:.3f} | {r['loop_s']:.3f} | {r['maxrss_bytes'] / 1e6:.0f} | {tm} |")
 
 
 if __name__ == "__main__":
