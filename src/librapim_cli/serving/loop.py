@@ -485,7 +485,7 @@ class _Loop:
             if self.report is not None:  # a progress bar moves at least every PROGRESS_EVERY iterations
                 limit = min(limit, PROGRESS_EVERY)
             while iters < limit:
-                b = self._boundary(st, segs, limit - iters, exact and not bounds, clock_free)
+                b = self._boundary(st, segs, limit - iters, exact and not bounds and not clock_free, clock_free)
                 if b is None:
                     break
                 bounds.append(b)
