@@ -117,21 +117,32 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     PIM (every channel), ``floor`` (Q,) a lower bound of each stage (default zeros).
     """
     C = t.channels
-    order, chs, counts, pos = _order(stage * C + chan, pim_s, kvb, Q * C)
+    z = np.zeros(Q)
+    pf, pfio, ride = (z if v is None else v for v in (pf, pfio, ride))
+    floor = z if floor is None else floor
+    # only channels holding units change level; every other channel keeps its level with nothing moved,
+    # which bounds its stage from below like the floor
+    comb = stage * C + chan
+    active, act_of = np.unique(comb, return_inverse=True)
+    A = active.shape[0]
+    order, chs, counts, pos = _order(act_of.reshape(-1), pim_s, kvb, A)
     M = int(counts.max()) if counts.size else 0
-    stacked = np.zeros((3, Q * C, M + 1))
+    stacked = np.zeros((3, A, M + 1))
     stacked[:, chs, pos + 1] = np.stack((pim_s, io_s, kvb))[:, order]
     np.cumsum(stacked, axis=2, out=stacked)
     cg, cio, ckv = stacked
-    bp = cg[:, -1:] if base_pim is None else np.asarray(base_pim)[:, None]
-    bi = cio[:, -1:] if base_io is None else np.asarray(base_io)[:, None]
-    mem_row = np.repeat(mem, C)[:, None]
-    z = np.zeros(Q)
-    pf_row = np.repeat(z if pf is None else pf, C)[:, None]
-    pfio_row = np.repeat(z if pfio is None else pfio, C)[:, None]
-    ride_row = np.repeat(z if ride is None else ride, C)[:, None]
-    level = t.mode.channel_time(t.mode_params, bp - cg, pf_row, bi - cio + pfio_row, mem_row,
-                                ckv / t.ch_bw_bytes_per_s, ride_row)
+    a_q = active // C
+    if base_pim is None:
+        bp, bi = cg[:, -1:], cio[:, -1:]
+    else:
+        base_pim, base_io = np.asarray(base_pim), np.asarray(base_io)
+        rest = t.mode.channel_time(t.mode_params, base_pim, np.repeat(pf, C), base_io + np.repeat(pfio, C),
+                                   np.repeat(mem, C), 0.0, np.repeat(ride, C))
+        rest[active] = 0.0
+        floor = np.maximum(floor, rest.reshape(Q, C).max(axis=1))
+        bp, bi = base_pim[active][:, None], base_io[active][:, None]
+    level = t.mode.channel_time(t.mode_params, bp - cg, pf[a_q][:, None], bi - cio + pfio[a_q][:, None],
+                                mem[a_q][:, None], ckv / t.ch_bw_bytes_per_s, ride[a_q][:, None])
     # beyond a channel's request count the cumulative sums stay flat, so those k are never records
     prev_min = np.empty_like(level)
     prev_min[:, 0] = np.inf
@@ -141,11 +152,19 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     ev_c, ev_k, kprev = rc[idx], rk[idx], rk[idx - 1]
     n_ev = ev_c.shape[0]
     all_thr = np.concatenate([prev_min[ev_c, ev_k], np.min(level, axis=1)])
-    all_kv = np.concatenate([ckv[ev_c, ev_k] - ckv[ev_c, kprev], np.zeros(Q * C)])
-    all_c = np.concatenate([ev_c, np.arange(Q * C)])
-    all_k = np.concatenate([ev_k, np.zeros(Q * C, dtype=ev_k.dtype)])
+    all_kv = np.concatenate([ckv[ev_c, ev_k] - ckv[ev_c, kprev], np.zeros(A)])
+    all_c = np.concatenate([ev_c, np.arange(A)])
+    all_k = np.concatenate([ev_k, np.zeros(A, dtype=ev_k.dtype)])
     terminal = np.arange(all_c.shape[0]) >= n_ev
-    seg = all_c // C
+    seg = a_q[all_c]
+    empty = np.flatnonzero(np.bincount(a_q, minlength=Q) == 0)
+    if empty.size:  # a stage without units: one terminal event at level 0 (its floor and NPU decide)
+        all_thr = np.concatenate([all_thr, np.zeros(empty.size)])
+        all_kv = np.concatenate([all_kv, np.zeros(empty.size)])
+        all_c = np.concatenate([all_c, np.full(empty.size, A)])
+        all_k = np.concatenate([all_k, np.zeros(empty.size, dtype=all_k.dtype)])
+        terminal = np.concatenate([terminal, np.ones(empty.size, dtype=bool)])
+        seg = np.concatenate([seg, empty])
     top = float(all_thr.max())
     # one sort: stage ascending, then threshold descending (thresholds scaled into [0, 0.5])
     srt = np.argsort(seg + 0.5 * (1.0 - all_thr / (top * (1 + 1e-12) if top > 0 else 1.0)), kind="stable")
@@ -158,14 +177,14 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     t_before = tcum - term_s - np.where(seg_start > 0, tcum[seg_start - 1], 0)[seg_s]
     npu = npu_time(sa[seg_s], vec[seg_s] + kv_before * fpb[seg_s] / t.vector_flops,
                    mem[seg_s] + kv_before / t.npu_bw_bytes_per_s, link[seg_s])
-    total = np.where(t_before > 0, np.inf, np.maximum(np.maximum(npu, thr_s), (z if floor is None else floor)[seg_s]))
+    total = np.where(t_before > 0, np.inf, np.maximum(np.maximum(npu, thr_s), floor[seg_s]))
     seg_min = np.minimum.reduceat(total, seg_start)
     first = np.flatnonzero(total == seg_min[seg_s])
     best_pos = first[np.searchsorted(seg_s[first], np.arange(Q))]  # each stage's first argmin in sorted order
     m = best_pos - seg_start  # events taken per stage
     rank = np.arange(srt.shape[0]) - seg_start[seg_s]
     taken = (rank < m[seg_s]) & ~term_s
-    kmax = np.zeros(Q * C, dtype=np.int64)
+    kmax = np.zeros(A + 1, dtype=np.int64)
     np.maximum.at(kmax, all_c[srt][taken], all_k[srt][taken])
     mask = np.empty(order.shape[0], dtype=bool)
     mask[order] = pos < kmax[chs]

@@ -485,10 +485,9 @@ def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.n
     av = rw.agg[:, ag]
     x = prep.x
     vf = t.vector_flops
-    if s.on_pim:
-        pim_c = rw.pim_c[ag]
-        pmax, iomax = pim_c.max(axis=1), rw.io_c[ag].max(axis=1)
-        pmean = pim_c.sum(axis=1) / t.channels
+    if s.on_pim:  # per group first (fewer groups than instances), then per instance
+        pmax, iomax = rw.pim_c.max(axis=1)[ag], rw.io_c.max(axis=1)[ag]
+        pmean = rw.pim_c.sum(axis=1)[ag] / t.channels
         vec_x = av[G_SOFT] / vf if t.softmax_on_npu else np.zeros(ag.shape[0])
         mem_x = np.zeros(ag.shape[0])
         pim_fl, attn_off, attn_e = av[G_FLOPS], np.zeros(ag.shape[0]), av[G_PIM_E]
