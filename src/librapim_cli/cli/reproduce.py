@@ -109,7 +109,7 @@ def run_with_progress(ax: Axes, storage: str, workers: int, label: str = "regime
     except Interrupted as exc:
         where = "" if ref.shared else " (in memory: nothing is kept; give --storage to resume)"
         console.print(f"interrupted: {exc.done} of {exc.total} points stored in {ref.display}{where}; "
-                      "rerun the same command to resume")
+                      "rerun the same command to resume", soft_wrap=True)
         raise typer.Exit(SIGNAL_EXIT.get(exc.signum, 130)) from None
 
 
@@ -233,7 +233,7 @@ def reproduce(
     console = make_console(stderr=True)
     console.print(f"wrote {out} and {len(links)} heatmaps in {img_dir}" + (f", {golden}" if golden else "") +
                   (f", {data}" if data else "") + f"; {m.evaluated} points simulated, {m.reused} reused from "
-                  f"the storage, {m.wall_seconds:.0f} s on {m.workers} worker(s)")
+                  f"the storage, {m.wall_seconds:.0f} s on {m.workers} worker(s)", soft_wrap=True)
 
 
 def regime(
@@ -287,7 +287,8 @@ def regime(
     out = make_console()
     verb = "meet" if region.feasible != 1 else "meets"
     out.print(f"target {t.text}: {region.feasible} of {region.ran} trials that ran {verb} it "
-              f"({region.share:.0%}; {region.trials - region.ran} did not fit; sampler {region.sampler})")
+              f"({region.share:.0%}; {region.trials - region.ran} did not fit; sampler {region.sampler})",
+              soft_wrap=True)
     table = Table("parameter", "searched", "region (trials meeting the target)", "meeting / ran per value")
     for p in region.params:
         shares = ", ".join(f"{CONTEXTS.get(v, v) if isinstance(v, str) else v}: {k}/{n}" for v, k, n in p.shares)
@@ -297,10 +298,11 @@ def regime(
         b = region.best
         params = ", ".join(f"{k.split('.')[-1]}={CONTEXTS.get(v, v) if isinstance(v, str) else v}"
                            for k, v in b["params"].items())
-        out.print(f"best: {t.quantity} = {b['value']:.4g} at {params} (trial {b['number']})")
+        out.print(f"best: {t.quantity} = {b['value']:.4g} at {params} (trial {b['number']})", soft_wrap=True)
     if json_out is not None:
         write_atomically([(json_out, lambda tmp: tmp.write_text(json.dumps(region.to_json(), indent=1) + "\n",
                                                                  encoding="utf-8"), "--json")])
     if region.interrupted:
-        console.print(f"interrupted; rerun the same command to resume (study {region.study} in {region.storage})")
+        console.print(f"interrupted; rerun the same command to resume (study {region.study} in {region.storage})",
+                      soft_wrap=True)
         raise typer.Exit(region.exit_code)

@@ -383,8 +383,7 @@ def heatmap_figure(data: HeatmapData) -> Figure:
         vals = p.values
         shown = np.log(vals) if data.kind == "ratio" else vals
         masked = np.ma.masked_invalid(shown)
-        cm = cmap.copy()
-        cm.set_bad("#d9d9d9")
+        cm = cmap.with_extremes(bad="#d9d9d9")
         image = ax.imshow(masked, cmap=cm, norm=norm, aspect="auto", origin="lower")
         for i in range(vals.shape[0]):
             for j in range(vals.shape[1]):
