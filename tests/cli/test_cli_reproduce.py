@@ -63,3 +63,39 @@ def test_plot_regime_subcommands(tmp_path, sub, extra):
               "--batches", "1,64", "--storage", "memory", "-j", "1", *extra)
     assert res.exit_code == 0, res.output
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_reproduce_stopped_by_sigint_exits_130_and_resumes(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "map.db"
+    args = [sys.executable, "-m", "librapim_cli", "reproduce", "--models", "gpt3-7b,gpt3-13b", "--workloads",
+            "sharegpt,alpaca", "--batches", "1,4,16,64,256", "--npu-arrays", "1,8", "--registers", "1",
+            "--samples", "2", "-j", "1",
+            "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "r.md")]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+        try:
+            done = sqlite3.connect(db).execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if done >= 3:
+            break
+    os.kill(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted:" in err and "rerun the same command to resume" in err and "Traceback" not in err
+    assert not (tmp_path / "r.md").exists()  # nothing half-written
+    running = sqlite3.connect(db).execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+    assert running == 0  # claims released
+    res = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert " reused from the storage" in res.stderr and ", 0 reused" not in res.stderr

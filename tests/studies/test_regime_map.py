@@ -80,7 +80,7 @@ def test_locate_finds_the_region_and_the_mechanism():
     t = next(t for t in TARGETS if t.den == "neupims")
     loc = locate(m, t)
     assert [h.point.batch for h in loc.hits] == [1, 2] and loc.best_value == pytest.approx(3.0)
-    assert loc.region == ["1 array: batch 1-2; all contexts; all models; R any (2 points)"]
+    assert loc.region == ["1 array: batch 1-2; all contexts; all models; R any (2 points of 4)"]
     assert loc.mechanisms == [("DBO: FC columns to the PIM", 2)]
     assert math.prod(v for _, v in factors(loc.best, "librapim", "neupims")) == pytest.approx(3.0)
     assert mechanism(loc.best, t) == "DBO: FC columns to the PIM"

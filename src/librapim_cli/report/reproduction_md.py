@@ -39,7 +39,7 @@ def _where(loc: Location) -> str:
     t = loc.target
     n = len(loc.hits)
     if not loc.reached:
-        return (f"**Not reached.** Highest on the map: {_q(loc, loc.best_value)} ({loc.best.point.label()})"
+        return (f"**Not reached.** Highest on the map: {_q(loc, loc.best_value)} ({loc.best.point.label()})."
                 if loc.best else "**Not reached** (no point runs)")
     share = f"{n} of {loc.n_feasible} points"
     if t.kind == "util":
@@ -78,7 +78,9 @@ def _assumptions(loc: Location) -> str:
         npus = sorted({h.point.npu for h in loc.hits})
         regs = sorted({h.point.registers for h in loc.hits})
         parts.append(f"NPU {', '.join(map(str, npus))} array(s) (1 = as NeuPIMs codes it, 8 = as it declares)")
-        if regs != [1]:
+        if regs == sorted(loc.best_regs_all):
+            parts.append("any R (PIM input registers; NeuPIMs has 1)")
+        elif regs != [1]:
             parts.append(f"R {', '.join(map(str, regs))} input vectors per open row (NeuPIMs: 1)")
         ctx = sorted({h.point.workload for h in loc.hits}, key=list(CONTEXTS).index)
         if any(c.startswith("fixed-4096") or c.startswith("fixed-8192") for c in ctx):
@@ -247,6 +249,20 @@ def _joint(m: RegimeMap) -> list[str]:
     return out
 
 
+def caption(name: str) -> str:
+    """The title of a figure `librapim reproduce` writes, from its file name."""
+    if name.startswith("speedup-context-"):
+        b = name.removeprefix("speedup-context-")
+        return f"LibraPIM / {LABELS.get(b, b)} over batch x context, 1 and 8 systolic arrays, R 1"
+    if name.startswith("speedup-npu-"):
+        b = name.removeprefix("speedup-npu-")
+        return f"LibraPIM / {LABELS.get(b, b)} over batch x NPU strength, ShareGPT, R 1 and 8"
+    if name.startswith("utilization-npu"):
+        n = name.removeprefix("utilization-npu")
+        return f"LibraPIM's utilization (busy time and compute) over batch x context, {n} systolic array(s), R 1"
+    return name
+
+
 def render(m: RegimeMap, images: Mapping[str, str] | None = None) -> str:
     """The whole markdown document; ``images``: figure name -> path relative to the document."""
     ax = m.axes
@@ -317,9 +333,12 @@ def render(m: RegimeMap, images: Mapping[str, str] | None = None) -> str:
         "",
     ]
     if images:
-        out += ["## Pictures", ""]
+        out += ["## Pictures", "",
+                "Each cell is a mean over the models whose KV cache fits (geometric for ratios); grey: none fits. "
+                "Red: LibraPIM wins, blue: it loses; outlined: at or above the published number. "
+                "`librapim plot regime` and `librapim plot utilization` draw any other slice (docs/plots.md).", ""]
         for name, path in images.items():
-            out += [f"![{name}]({path})", ""]
+            out += [f"**{caption(name)}**", "", f"![{caption(name)}]({path})", ""]
     out += ["## Each published number in detail", ""]
     for loc in locs:
         out += _detail(loc)

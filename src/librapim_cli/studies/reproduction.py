@@ -344,7 +344,9 @@ class Target:
         return v >= self.value if self.kind == "ratio" else abs(v - self.value) <= UTIL_BAND
 
     def shown(self, v: float | None = None) -> str:
-        v = self.value if v is None else v
+        """A value as the document shows it (the published one as published)."""
+        if v is None:
+            return f"{self.value:g}x" if self.kind == "ratio" else f"{self.value:.0%}"
         return f"{v:.2f}x" if self.kind == "ratio" else f"{v:.0%}"
 
 
@@ -450,6 +452,7 @@ class Location:
     region: list[str]  # one line per NPU strength
     trend: tuple[str, list[tuple[int, float]], float] | None = None  # not reached: see axis_trend
     approx: bool = False  # utilization: no point within the band, the nearest ones are shown
+    best_regs_all: tuple[int, ...] = ()  # the map's register counts
     best_factors: list[tuple[str, float]] = field(default_factory=list)
 
     @property
@@ -472,11 +475,13 @@ def _ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
     return [x for x in order if x in s]
 
 
-def region_lines(hits: Sequence[PointResult], axes: Axes) -> list[str]:
-    """The hits, grouped by NPU strength: batch range, contexts, models and registers present."""
+def region_lines(hits: Sequence[PointResult], axes: Axes, feasible: Sequence[PointResult] = ()) -> list[str]:
+    """The hits, grouped by NPU strength: batch range, contexts, models and registers present (their union:
+    the count says how much of it reaches the number), and how many of that strength's points they are."""
     lines = []
     for n in axes.npu_arrays:
         hs = [h for h in hits if h.point.npu == n]
+        of = sum(1 for r in feasible if r.point.npu == n)
         if not hs:
             continue
         ctx = _ordered((h.point.workload for h in hs), axes.workloads)
@@ -490,7 +495,7 @@ def region_lines(hits: Sequence[PointResult], axes: Axes) -> list[str]:
             f"{'all contexts' if len(ctx) == len(axes.workloads) else ', '.join(CONTEXTS.get(c, c) for c in ctx)}; "
             f"{'all models' if len(models) == len(axes.models) else ', '.join(models)}; "
             f"R {'any' if len(regs) == len(axes.registers) else ', '.join(map(str, regs))} "
-            f"({len(hs)} point{'s' * (len(hs) > 1)})")
+            f"({len(hs)} point{'s' * (len(hs) > 1)}" + (f" of {of})" if of else ")"))
     return lines
 
 
@@ -535,7 +540,8 @@ def locate(m: RegimeMap, t: Target) -> Location:
     else:
         mean = sum(v for _, v in vals) / len(vals) if vals else float("nan")
     mech = Counter(mechanism(r, t) for r in hits).most_common()
-    loc = Location(t, len(feas), hits, best, best_v, mean, mech, region_lines(hits, m.axes), approx=approx)
+    loc = Location(t, len(feas), hits, best, best_v, mean, mech, region_lines(hits, m.axes, feas), approx=approx,
+                   best_regs_all=m.axes.registers)
     if best is not None and t.kind == "ratio":
         loc.best_factors = factors(best, t.num, t.den)
     if not hits and best is not None:
