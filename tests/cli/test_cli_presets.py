@@ -252,13 +252,14 @@ def test_reproduce_checks_outputs_before_running(run, one_line_error, tmp_path, 
     import librapim_cli.cli.reproduce as cli_reproduce
 
     def never(*args, **kwargs):
-        raise AssertionError("the grid ran before the outputs were checked")
+        raise AssertionError("the map ran before the outputs were checked")
 
-    monkeypatch.setattr(cli_reproduce, "run_reproduction", never)
+    monkeypatch.setattr(cli_reproduce, "run_map", never)
     monkeypatch.chdir(tmp_path)
     line = one_line_error(run("reproduce", "--out", "no/such/folder.md"))
     assert line == "error: --out no/such/folder.md: the folder no/such does not exist; create it or choose another path"
-    assert "From a checkout (a folder with docs/) it rewrites docs/reproduction.md; elsewhere ./reproduction.md" in " ".join(
+    assert ("From a checkout (a folder with docs/) it rewrites docs/reproduction.md and docs/img/reproduction/; "
+            "elsewhere ./reproduction.md") in " ".join(
         run("reproduce", "--help").stdout.split())
 
 

@@ -124,12 +124,13 @@ EXPECTED_AREA = {
     "neupims": 0.5,  # ">50 % larger bank" for duplicated row buffers [I] (docs/sources.md#s1.4)
     "attacc": 0.10,  # bank-level PIM area <= 10 % [S] (docs/sources.md#s3.6)
     "npu-pim-blocked": 0.0,
+    "pim-gemv": 0.0,  # blocked banks, as npu-pim-blocked
     "npu-only": 0.0,
     "gpu-only": 0.0,
 }
 EXPECTED_MODE = {
     "librapim": "dex", "librapim-dex-only": "dex", "librapim-dbo-only": "time_interleaved",
-    "neupims": "dual_row_buffer", "attacc": "time_interleaved", "npu-pim-blocked": "blocked",
+    "neupims": "dual_row_buffer", "attacc": "time_interleaved", "npu-pim-blocked": "blocked", "pim-gemv": "blocked",
     "npu-only": "blocked", "gpu-only": "blocked",
 }
 

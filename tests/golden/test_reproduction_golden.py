@@ -1,6 +1,6 @@
-"""Golden regression of the reproduction study (docs/reproduction.md).
+"""Golden regression of the regime map (docs/reproduction.md): the points of its golden subset.
 
-Regenerate after an intended model change with:
+Regenerate after an intended model change with the one command that also rewrites the document:
 
     librapim reproduce --golden tests/golden/reproduction.json
 
@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from librapim_cli.studies import run_reproduction
+from librapim_cli.studies.reproduction import AXES, GOLDEN_AXES, compute_map, factors, golden_json
 
 GOLDEN = Path(__file__).with_name("reproduction.json")
 RTOL = 1e-6
@@ -36,14 +36,31 @@ def _compare(expected, actual, path="$"):
         assert expected == actual, f"{path}: golden {expected!r}, now {actual!r}; {REGEN}"
 
 
-def test_reproduction_matches_golden():
+def test_golden_subset_matches():
     expected = json.loads(GOLDEN.read_text())
-    actual = json.loads(json.dumps(run_reproduction().to_json()))
+    actual = json.loads(json.dumps(golden_json(compute_map(GOLDEN_AXES))))
     _compare(expected, actual)
 
 
-def test_golden_has_every_published_quantity():
+def test_golden_subset_lies_on_the_map():
+    """`librapim reproduce --golden` writes the subset from the map it ran: every golden point is a map point."""
+    assert {p.key for p in GOLDEN_AXES.points()} <= {p.key for p in AXES.points()}
+    assert GOLDEN_AXES.samples == AXES.samples
+
+
+def test_golden_points_hold_the_invariants():
+    """Physics the golden numbers must respect: LibraPIM never loses to a system it contains, and each ratio
+    is exactly the product of its mechanism factors."""
     data = json.loads(GOLDEN.read_text())
-    for v in data["variants"]:
-        assert set(v["summary"]) == {"librapim_over_naive", "librapim_over_neupims", "neupims_over_npu_only",
-                                     "neupims_over_naive", "librapim_npu_util_max", "librapim_pim_util_max"}
+    from librapim_cli.studies.reproduction import Point, PointResult
+
+    for p in data["points"]:
+        if p["infeasible"]:
+            continue
+        s = p["systems"]
+        for contained in ("npu-pim-blocked", "neupims", "librapim-dex-only", "librapim-dbo-only"):
+            assert s["librapim"]["throughput_tokens_per_s"] >= s[contained]["throughput_tokens_per_s"] * (1 - 1e-9)
+        r = PointResult(Point(p["model"], p["workload"], p["batch"], p["npu_arrays"], p["registers"]), s, p["detail"])
+        for num, den in (("librapim", "npu-pim-blocked"), ("librapim", "pim-gemv"), ("librapim", "neupims")):
+            prod = math.prod(v for _, v in factors(r, num, den))
+            assert math.isclose(prod, r.ratio(num, den), rel_tol=1e-12)

@@ -221,6 +221,7 @@ SYSTEM_EXPECTED = {
     "librapim": ("pim", "dex", True, True),
     "librapim-dbo-only": ("pim", "time_interleaved", True, True),
     "librapim-dex-only": ("pim", "dex", True, False),
+    "pim-gemv": ("pim", "blocked", False, False),  # placement.fc = "pim" as well (tests/studies)
 }
 
 

@@ -150,13 +150,18 @@ def _root(
 # the root --help shows, which tests/cli keeps equal to the command's own) --------------------------------
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "Simulate a system on a model and a workload and print its metrics."),
-    "reproduce": ("reproduce", "Rerun GPT-3 7B-175B x ShareGPT/Alpaca x batch 64-512 on the NeuPIMs-class "
-                               "hardware for every system and write the comparison with the published "
-                               "LibraPIM / NeuPIMs numbers."),
+    "reproduce": ("reproduce", "Run the regime map (GPT-3 7B-175B x ShareGPT, Alpaca, 2k/4k/8k contexts x batch 1-512 x "
+                               "NPU of 1-8 systolic arrays x PIM input registers 1-8, every system on the "
+                               "NeuPIMs-class device) and write where LibraPIM reaches each published number, by "
+                               "how much and through which mechanism, with heatmaps."),
+    "regime": ("reproduce", "Search the regime map's axes (models, contexts, batch as an integer range, NPU arrays, "
+                            "PIM input registers) with Optuna for where a target holds, and report the region: the "
+                            "bounds of every parameter over the trials that meet it, the share of trials meeting it "
+                            "per value, and overall."),
     "sweep": ("sweep", "Search the spec's parameters with Optuna for the best design (or the Pareto front)."),
     "presets": ("presets", "List, show and validate presets (models, hardware, systems, workloads, sweeps)."),
-    "plot": ("plot", "Draw figures: roofline, device timeline, system comparison, Pareto front (PNG/SVG/PDF by "
-                     "--out)."),
+    "plot": ("plot", "Draw figures: roofline, device timeline, system comparison, Pareto front, regime-map heatmaps "
+                     "(PNG/SVG/PDF by --out)."),
 }
 # ---- end of subcommands -----------------------------------------------------------------------------
 

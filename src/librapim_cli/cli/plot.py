@@ -1,4 +1,4 @@
-"""``librapim plot roofline | timeline | compare | pareto``: figures as PNG, SVG or PDF (by --out's extension).
+"""``librapim plot roofline | timeline | compare | pareto | regime | utilization``: figures as PNG, SVG or PDF (by --out's extension).
 
 The figures come from ``report.plots`` (matplotlib, Agg canvas, headless) over data that ``report.plot_data``
 assembles from simulation results; files are written through a temporary file and a rename.
@@ -25,7 +25,8 @@ def _plots():
 
 
 plot_app = typer.Typer(
-    help="Draw figures: roofline, device timeline, system comparison, Pareto front (PNG/SVG/PDF by --out).",
+    help="Draw figures: roofline, device timeline, system comparison, Pareto front, regime-map heatmaps "
+         "(PNG/SVG/PDF by --out).",
     no_args_is_help=True,
 )
 
@@ -182,4 +183,108 @@ def pareto_cmd(
     table = study_rows(stored)
     data = pareto_points(table, [m for m, _ in objectives], [d for _, d in objectives], study=study)
     _plots().save_figure(_plots().pareto_figure(data), out, dpi=dpi)
+    _done(out)
+
+
+# ---- regime map ---------------------------------------------------------------------------------------------
+ModelsOption = Annotated[str | None, typer.Option(
+    "--models", show_default="the four GPT-3 models", help="Comma-separated models; cells average over them.")]
+WorkloadsOption = Annotated[str | None, typer.Option(
+    "--workloads", show_default="ShareGPT, Alpaca, 2k, 4k, 8k (--rows npu: sharegpt)",
+    help="Comma-separated workload presets (the contexts).")]
+BatchesOption = Annotated[str | None, typer.Option(
+    "--batches", show_default="1, 2, ..., 512", help="Comma-separated batch sizes (the columns).")]
+MapStorageOption = Annotated[str | None, typer.Option(
+    "--storage", show_default="the storage `librapim reproduce` uses",
+    help="Where map points are stored and reused (as `librapim reproduce --storage`; 'memory' keeps nothing).")]
+MapWorkersOption = Annotated[int | None, typer.Option(
+    "--workers", "-j", min=1, max=1024, show_default="all local cores", help="Local processes simulating points.")]
+
+
+def _map(models, workloads, batches, npu_arrays, registers, storage, workers, *, default_workloads=None,
+         default_npu=None, default_regs=None):
+    from ..studies.reproduction import AXES, Axes
+    from .reproduce import _workers, axes_from, default_storage, run_with_progress
+
+    base = Axes(AXES.models, default_workloads or AXES.workloads, AXES.batches, default_npu or AXES.npu_arrays,
+                default_regs or AXES.registers, AXES.samples)
+    ax = axes_from(models, workloads, batches, npu_arrays, registers, AXES.samples, base)
+    store = storage if storage is not None else default_storage()
+    if store == default_storage():
+        Path(store.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return run_with_progress(ax, store, _workers(workers))
+
+
+@plot_app.command("regime")
+def regime_cmd(
+    out: OutOption,
+    baseline: Annotated[str, typer.Option(
+        "--baseline", help="The system LibraPIM is divided by: npu-pim-blocked (naive), neupims, pim-gemv, "
+                           "npu-only, neupims+dbo, librapim-dex-only or librapim-dbo-only.")] = "neupims",
+    rows: Annotated[str, typer.Option(
+        "--rows", help="context: batch x context, one panel per NPU strength; npu: batch x NPU arrays, one panel "
+                       "per register count.")] = "context",
+    models: ModelsOption = None,
+    workloads: WorkloadsOption = None,
+    batches: BatchesOption = None,
+    npu_arrays: Annotated[str | None, typer.Option(
+        "--npu-arrays", show_default="1,8 (--rows npu: 1,2,4,8)", help="Comma-separated NPU systolic arrays.")] = None,
+    registers: Annotated[str | None, typer.Option(
+        "--registers", show_default="1 (--rows npu: 1,8)", help="Comma-separated PIM input registers R.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", show_default="the published number for the baseline (6.2, 2.1, 2.4)",
+        help="Outline cells at or above this ratio.")] = None,
+    storage: MapStorageOption = None,
+    workers: MapWorkersOption = None,
+    dpi: DpiOption = 100,
+) -> None:
+    """Heatmap of LibraPIM's speedup over a baseline on the regime map (the points `librapim reproduce`
+    runs): batch x context or batch x NPU strength, each cell the geometric mean over the models that fit,
+    red where LibraPIM wins, grey where the KV cache does not fit, outlined at the published number.
+    """
+    from ..studies.reproduction import SYSTEMS
+
+    _check_out(out)
+    if baseline not in SYSTEMS or baseline == "librapim":
+        raise InputError(f"--baseline '{baseline}': choose one of "
+                         f"{', '.join(s for s in SYSTEMS if s != 'librapim')}")
+    if rows not in ("context", "npu"):
+        raise InputError(f"--rows '{rows}': choose context or npu")
+    thr = threshold if threshold is not None else {"npu-pim-blocked": 6.2, "pim-gemv": 6.2, "neupims": 2.1,
+                                                   "npu-only": 2.4}.get(baseline)
+    if rows == "context":
+        m = _map(models, workloads, batches, npu_arrays, registers, storage, workers, default_npu=(1, 8),
+                 default_regs=(1,))
+    else:
+        m = _map(models, workloads, batches, npu_arrays, registers, storage, workers,
+                 default_workloads=("sharegpt",), default_regs=(1, 8))
+    from ..report.plot_data import regime_speedup
+
+    data = regime_speedup(m, baseline, rows, registers=m.axes.registers[:1] if rows == "context" else None,
+                          workload=m.axes.workloads[0], threshold=thr)
+    _plots().save_figure(_plots().heatmap_figure(data), out, dpi=dpi)
+    _done(out)
+
+
+@plot_app.command("utilization")
+def utilization_cmd(
+    out: OutOption,
+    npu_arrays: Annotated[int, typer.Option("--npu-arrays", min=1, max=4096, help="NPU systolic arrays.")] = 1,
+    registers: Annotated[int, typer.Option("--registers", min=1, max=4096, help="PIM input registers R.")] = 1,
+    models: ModelsOption = None,
+    workloads: WorkloadsOption = None,
+    batches: BatchesOption = None,
+    storage: MapStorageOption = None,
+    workers: MapWorkersOption = None,
+    dpi: DpiOption = 100,
+) -> None:
+    """LibraPIM's utilization map over batch x context: NPU and PIM, as busy time / iteration time and as
+    compute (FLOPs over peak FLOP/s), each cell the mean over the models that fit; cells within 5 points of
+    the published 77% (NPU) and 38% (PIM) outlined.
+    """
+    _check_out(out)
+    m = _map(models, workloads, batches, str(npu_arrays), str(registers), storage, workers)
+    from ..report.plot_data import regime_utilization
+
+    _plots().save_figure(_plots().heatmap_figure(regime_utilization(m, npu_arrays, registers)), out, dpi=dpi)
     _done(out)

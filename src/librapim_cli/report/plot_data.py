@@ -372,3 +372,107 @@ def pareto_points(table: Sequence[Mapping[str, Any]], objectives: Sequence[str] 
         best = min(front, key=lambda p: (sign[0] * p.values[0], sign[1] * p.values[1]))
     return ParetoData(study, (str(objectives[0]), str(objectives[1])), dirs, pts, best,  # type: ignore[arg-type]
                       len(table) - len(kept))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# regime map heatmaps
+
+
+@dataclass(frozen=True)
+class HeatPanel:
+    """One heatmap: values[i, j] at (row i, column j); NaN where no point runs."""
+
+    title: str
+    row_label: str
+    rows: list[str]
+    col_label: str
+    cols: list[str]
+    values: np.ndarray
+    threshold: float | None = None  # pct panels: outline cells within the figure's band of this value
+
+
+@dataclass(frozen=True)
+class HeatmapData:
+    """Panels side by side with one colour scale.
+
+    ``kind``: 'ratio' (log colour scale centred on 1, cells at or above ``threshold`` outlined) or 'pct'
+    (0..1, cells within ``band`` of ``threshold`` outlined)."""
+
+    title: str
+    panels: list[HeatPanel]
+    kind: str = "ratio"
+    value_label: str = ""
+    threshold: float | None = None
+    band: float = 0.0
+    note: str = ""
+
+
+def _batch_cols(m: Any) -> list[int]:
+    return sorted({r.point.batch for r in m.results})
+
+
+def regime_speedup(m: Any, baseline: str, rows: str = "context", *, system: str = "librapim",
+                   npu_arrays: Sequence[int] | None = None, registers: Sequence[int] | None = None,
+                   workload: str | None = None, threshold: float | None = None) -> HeatmapData:
+    """LibraPIM's speedup over ``baseline`` on the regime map (a ``studies.reproduction.RegimeMap``).
+
+    ``rows='context'``: batch x context, one panel per NPU strength in ``npu_arrays``, at the first of
+    ``registers``; ``rows='npu'``: batch x NPU arrays, one panel per register count, on ``workload``
+    (default: the map's first). Each cell is the geometric mean over the models that fit.
+    """
+    from ..studies.reproduction import CONTEXTS, LABELS, heat
+
+    ax = m.axes
+    batches = _batch_cols(m)
+    npus = list(npu_arrays or ax.npu_arrays)
+    regs = list(registers or ax.registers)
+    name = LABELS.get(baseline, baseline)
+
+    def ratio(r):
+        return r.ratio(system, baseline)
+
+    panels = []
+    if rows == "context":
+        wls = [w for w in ax.workloads]
+        for n in npus:
+            vals = heat(m, ratio, ("workload", wls), ("batch", batches), npu=n, registers=regs[0])
+            panels.append(HeatPanel(f"{n} systolic array{'s' * (n > 1)}, R {regs[0]}", "context",
+                                    [CONTEXTS.get(w, w) for w in wls], "batch", [str(b) for b in batches], vals))
+        where = "geometric mean over the models that fit"
+    elif rows == "npu":
+        wl = workload or ax.workloads[0]
+        for r_ in regs:
+            vals = heat(m, ratio, ("npu", npus), ("batch", batches), workload=wl, registers=r_)
+            panels.append(HeatPanel(f"{CONTEXTS.get(wl, wl)}, R {r_}", "NPU systolic arrays",
+                                    [str(n) for n in npus], "batch", [str(b) for b in batches], vals))
+        where = "geometric mean over the models that fit"
+    else:
+        raise InputError(f"--rows '{rows}': choose context or npu")
+    return HeatmapData(f"{LABELS.get(system, system)} / {name}: decode throughput ratio ({where})", panels,
+                       "ratio", f"{LABELS.get(system, system)} / {name}", threshold,
+                       note="outlined: at or above " + (f"{threshold:g}x" if threshold else "-"))
+
+
+UTIL_PANELS = (("npu_utilization", "NPU busy time"), ("npu_compute_utilization", "NPU compute (of peak)"),
+               ("pim_utilization", "PIM busy time"), ("pim_mac_utilization", "PIM MAC (of peak)"))
+
+
+def regime_utilization(m: Any, npu: int, registers: int, *, system: str = "librapim") -> HeatmapData:
+    """LibraPIM's utilizations (both definitions, NPU and PIM) over batch x context at one NPU strength and
+    register count; each cell is the mean over the models that fit. Outlined: within 2 points of the
+    published 77% (NPU) and 38% (PIM)."""
+    from ..studies.reproduction import CONTEXTS, LABELS, PUBLISHED, heat
+
+    ax = m.axes
+    batches = _batch_cols(m)
+    panels = []
+    for metric, label in UTIL_PANELS:
+        vals = heat(m, lambda r, k=metric: r.value(system, k), ("workload", list(ax.workloads)),
+                    ("batch", batches), geometric=False, npu=npu, registers=registers)
+        pub = PUBLISHED["librapim_npu_util" if metric.startswith("npu") else "librapim_pim_util"][0]
+        panels.append(HeatPanel(label, "context", [CONTEXTS.get(w, w) for w in ax.workloads], "batch",
+                                [str(b) for b in batches], vals, pub))
+    return HeatmapData(f"{LABELS.get(system, system)} utilization, {npu} systolic array{'s' * (npu > 1)}, R {registers} "
+                       "(mean over the models that fit)", panels, "pct", "utilization",
+                       None, band=0.05, note=f"outlined: within 5 points of the published value; published: NPU up to {PUBLISHED['librapim_npu_util'][0]:.0%}, "
+                                  f"PIM up to {PUBLISHED['librapim_pim_util'][0]:.0%}")

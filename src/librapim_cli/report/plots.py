@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..metrics import registry
 from ..units import MS, fmt_si, fmt_time
 from .files import check_writable, write_atomically
-from .plot_data import CompareRow, ParetoData, RooflineData, Timeline
+from .plot_data import CompareRow, HeatmapData, ParetoData, RooflineData, Timeline
 
 NPU_COLOR = "#1f77b4"
 PIM_COLOR = "#ff7f0e"
@@ -341,4 +341,77 @@ def pareto_figure(data: ParetoData) -> Figure:
         ax.set_ylim(lo - pad, hi + pad + (hi - lo + pad) * 0.45)  # room for the label box
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# regime map heatmaps
+
+def heatmap_figure(data: HeatmapData) -> Figure:
+    """Panels of (rows x columns) cells coloured by value, each annotated; one colour scale for all panels.
+
+    Ratios: a diverging log scale centred on 1 (red: the system wins, blue: it loses), cells at or above the
+    threshold outlined. Utilizations: 0-100 %, cells within the band of the panel's threshold outlined.
+    Grey: no point of the map runs there (the KV cache does not fit).
+    """
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.patches import Rectangle
+
+    if not data.panels:
+        raise InputError("heatmap: no panels to draw")
+    n = len(data.panels)
+    ncols = 2 if n == 4 else n
+    nrows = math.ceil(n / ncols)
+    p0 = data.panels[0]
+    w = max(4.2, 0.55 * len(p0.cols) + 1.6)
+    h = max(2.4, 0.42 * len(p0.rows) + 1.3)
+    fig = _figure(w * ncols + 1.2, h * nrows + 0.9)
+    finite = np.concatenate([p.values[np.isfinite(p.values)].ravel() for p in data.panels])
+    if data.kind == "ratio":
+        lo = float(finite.min()) if finite.size else 0.5
+        hi = float(finite.max()) if finite.size else 2.0
+        lo, hi = min(lo, 0.99), max(hi, 1.01)
+        span = max(math.log(hi), -math.log(lo))
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=-span, vmax=span)
+        cmap = matplotlib.colormaps["RdBu_r"]
+    else:
+        norm = Normalize(0.0, 1.0)
+        cmap = matplotlib.colormaps["viridis"]
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    image = None
+    for ax, p in zip(axes, data.panels, strict=True):
+        vals = p.values
+        shown = np.log(vals) if data.kind == "ratio" else vals
+        masked = np.ma.masked_invalid(shown)
+        cm = cmap.with_extremes(bad="#d9d9d9")
+        image = ax.imshow(masked, cmap=cm, norm=norm, aspect="auto", origin="lower")
+        for i in range(vals.shape[0]):
+            for j in range(vals.shape[1]):
+                v = vals[i, j]
+                if not math.isfinite(v):
+                    ax.text(j, i, "-", ha="center", va="center", fontsize=7, color="#777777")
+                    continue
+                text = f"{v:.2f}" if data.kind == "ratio" and v < 10 else (f"{v:.1f}" if data.kind == "ratio"
+                                                                             else f"{v:.0%}")
+                c = norm(shown[i, j])
+                dark = (c > 0.8 or c < 0.2) if data.kind == "ratio" else c < 0.55
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                thr = data.threshold if data.kind == "ratio" else p.threshold
+                hit = thr is not None and (v >= thr if data.kind == "ratio" else abs(v - thr) <= data.band)
+                if hit:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=1.8))
+        ax.set_xticks(range(len(p.cols)), p.cols, fontsize=8)
+        ax.set_yticks(range(len(p.rows)), p.rows, fontsize=8)
+        ax.set_xlabel(p.col_label, fontsize=9)
+        ax.set_ylabel(p.row_label, fontsize=9)
+        ax.set_title(p.title, fontsize=9)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, shrink=0.85, pad=0.02)
+        if data.kind == "ratio":
+            ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8, 16, 32) if -span <= math.log(t) <= span]
+            bar.set_ticks([math.log(t) for t in ticks], labels=[f"{t:g}x" for t in ticks])
+        else:
+            bar.set_ticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0%", "25%", "50%", "75%", "100%"])
+        bar.set_label(data.value_label, fontsize=8)
+    fig.suptitle(textwrap.fill(data.title, 110) + (f"\n{data.note}" if data.note else ""), fontsize=10)
     return fig

@@ -1,5 +1,15 @@
-"""Fixed studies that wrap simulate(): the reproduction of the published results."""
+"""Fixed studies that wrap simulate(): the regime map of the published results (docs/reproduction.md)."""
 
-from .reproduction import GRID, PUBLISHED, ReproductionResult, run_reproduction
+from .reproduction import (
+    AXES,
+    GOLDEN_AXES,
+    PUBLISHED,
+    Axes,
+    Point,
+    RegimeMap,
+    compute_map,
+    locate_all,
+    run_map,
+)
 
-__all__ = ["GRID", "PUBLISHED", "ReproductionResult", "run_reproduction"]
+__all__ = ["AXES", "GOLDEN_AXES", "PUBLISHED", "Axes", "Point", "RegimeMap", "compute_map", "locate_all", "run_map"]

@@ -79,7 +79,8 @@ class Evaluator:
     def _baseline_throughput(self, params: dict[str, Any]) -> float | str:
         """Throughput of the baseline system at the same non-system parameters (cached), or why it cannot run."""
         assert self.spec.baseline is not None
-        bp = point(self.spec, params, system_params=False, system=self.spec.baseline)
+        bp = point(self.spec, params, system_params=False, system=self.spec.baseline,
+                   keep_hardware=self.spec.baseline_same_hardware)
         key = bp.key()
         if key not in self._baseline:
             try:

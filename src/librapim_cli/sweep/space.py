@@ -79,21 +79,26 @@ def _is_system_path(path: str) -> bool:
 
 
 def point(spec: SweepSpec, params: dict[str, Any], *, system_params: bool = True,
-          system: str | None = None) -> Point:
+          system: str | None = None, keep_hardware: bool = False) -> Point:
     """The simulate() arguments of a parameter assignment.
 
     ``system_params=False`` drops the system/hardware fields and the system choice (for the baseline of
-    'speedup', which keeps the model, workload, batch and the other non-system parameters).
+    'speedup', which keeps the model, workload, batch and the other non-system parameters);
+    ``keep_hardware`` then keeps the hardware.* fields (the spec's ``baseline_same_hardware``).
     """
+
+    def dropped(path: str) -> bool:
+        return not system_params and _is_system_path(path) and not (keep_hardware and path.startswith("hardware."))
+
     derived: dict[str, Any] = {}
     for d in spec.derive:
         if d.parameter in params:
             derived.update(d.sets[str(params[d.parameter])])
-    sets = [s for s in spec.set if system_params or not _is_system_path(s.split("=", 1)[0].strip())]
+    sets = [s for s in spec.set if not dropped(s.split("=", 1)[0].strip())]
     for path, value in [*params.items(), *derived.items()]:
         if path in ("batch", "system", "model", "workload"):
             continue
-        if not system_params and _is_system_path(path):
+        if dropped(path):
             continue
         sets.append(f"{path}={literal(value)}")
     sys_ref = system if system is not None else str(params.get("system", spec.system))

@@ -178,6 +178,9 @@ class SweepSpec(_Strict):
     trials: int = Field(default=50, ge=1, description="Default of --trials: finished trials the study ends with.")
     baseline: str | None = Field(default=None, description="System preset that 'speedup' is measured against "
                                                            "(same model, workload, batch and non-system parameters).")
+    baseline_same_hardware: bool = Field(
+        default=False, description="Give the baseline the trial's hardware.* parameters and overrides too (the "
+                                   "same device), not only the non-system ones.")
     parameters: list[Parameter] = Field(min_length=1, description="The search space.")
     objectives: list[Objective] = Field(min_length=1, description="Metrics to optimize (several = Pareto front).")
     constraints: list[Constraint] = Field(default_factory=list, description="Bounds a feasible design must meet; "
@@ -244,7 +247,10 @@ class SweepSpec(_Strict):
 
     def search_fingerprint(self) -> dict:
         """Everything that shapes the study's trials (not name/source/description/trials)."""
-        return self.model_dump(mode="json", exclude={"name", "source", "description", "trials"})
+        out = self.model_dump(mode="json", exclude={"name", "source", "description", "trials"})
+        if not self.baseline_same_hardware:  # studies made before the field existed keep their fingerprint
+            out.pop("baseline_same_hardware")
+        return out
 
 
 def parse_sweep(data: dict, label: str) -> SweepSpec:
