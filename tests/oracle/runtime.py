@@ -1,7 +1,8 @@
 """Scalar oracle of the decode engine with LibraPIM's runtime scheduler (issue 11), written from its semantics.
 
 Plain Python loops: per iteration, per schedule candidate, per micro-batch, per stage, per channel, per
-decision. Nothing of ``schedule.plan`` / ``schedule.engine`` / ``optimize.dbo`` is called. What it reuses is the
+decision. Its evaluation calls nothing of ``schedule.plan`` / ``schedule.engine`` / ``optimize.dbo`` (only
+:func:`check_engine` runs the engine, to compare). What it reuses is the
 physics: the cost tables (``CostTables``), the figures of one FC decision (``optimize.stage.fc_at`` /
 ``fc_cols_at``, ``npu_time``), the concurrency mode's ``channel_time``, ``stage.row_steps`` (round(rows i /
 ROW_STEPS)), the rows of ``plan.KINDS`` (what each stage kind runs) and the predictor's noise hash
@@ -50,11 +51,13 @@ Semantics (docs/model/schedule.md, docs/model/dbo.md, issue 11):
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 
 from librapim_cli.cost.tables import COLUMN_STEPS
 from librapim_cli.optimize.stage import (
@@ -89,6 +92,7 @@ from librapim_cli.optimize.stage import (
     npu_time,
     row_steps,
 )
+from librapim_cli.schedule import engine
 from librapim_cli.schedule.engine import prediction_noise
 from librapim_cli.schedule.plan import FLAT, INTERLEAVED, KINDS
 
@@ -122,6 +126,7 @@ class Stage:
     units: int = 0  # attention units moved to the NPU
     predicted: float = 0.0
     partial: bool = False  # some request moved only some of its KV heads
+    inst: Inst | None = None  # the stage instance (None for the LM head)
 
 
 @dataclass
@@ -595,7 +600,7 @@ def run_iteration(sched, lens, ch, predictor: str = "view") -> Iteration:
                 if inst.reps > 0:
                     partial = any(0 < m < inst.n_units[i] for i, m in moved.items())
                     it.stages.append(Stage(inst.mb, inst.kind.name, inst.reps, inst.rows, len(inst.attn), fig, y, j,
-                                           sum(moved.values()), pred, partial))
+                                           sum(moved.values()), pred, partial, inst))
         for h in heads:
             for f in FIELDS:
                 it.figures[f] += h.figures[f] * (sched.tp if f == "energy_j" else 1)
@@ -611,3 +616,45 @@ def run_iteration(sched, lens, ch, predictor: str = "view") -> Iteration:
 
 def run_iterations(sched, lens_list, channels_list, predictor: str = "view") -> list[Iteration]:
     return [run_iteration(sched, x, c, predictor) for x, c in zip(lens_list, channels_list, strict=True)]
+
+
+# ---- the comparison with the engine -------------------------------------------------------------------------------
+REL = 1e-9
+
+
+def check_engine(sched, lens, chans, predictor: str = "true", stats: collections.Counter | None = None):
+    """Assert that ``schedule.engine.run_iterations`` equals this oracle on every iteration: the candidate run
+    (or one whose predicted total ties the oracle's to rounding), every summed figure (relative ``REL``) and, per
+    executed stage, its repeats, rows, time and moves. ``stats`` (optional) counts what the decisions exercised.
+    Returns the oracle's iterations."""
+    many = engine.run_iterations(sched, lens, chans, keep_stages=True)
+    out = []
+    for k, (x, c) in enumerate(zip(lens, chans, strict=True)):
+        r = run_iteration(sched, x, c, predictor)
+        cand = CANDIDATES[int(many.candidate[k])]
+        if cand != r.candidate:  # a tie to rounding between candidates: either is right
+            assert r.totals[cand] == pytest.approx(r.totals[r.candidate], rel=REL), (k, cand, r.totals)
+            r = r.options[cand]
+        for f in FIELDS:
+            assert float(getattr(many, f)[k]) == pytest.approx(r.figures[f], rel=REL, abs=1e-15), (k, f)
+        got = many.stages.rows(k)
+        assert list(got.name) == [s.name for s in r.stages], k
+        for i, s in enumerate(r.stages):
+            where = (k, s.mb, s.name)
+            assert int(got.micro_batch[i]) == s.mb and int(got.repeats[i]) == s.repeats, where
+            assert int(got.fc_rows[i]) == s.rows and int(got.attn_requests[i]) == s.attn_requests, where
+            assert float(got.time_s[i]) == pytest.approx(s.figures["time_s"], rel=REL, abs=1e-15), where
+            assert (int(got.fc_rows_to_pim[i]), int(got.fc_cols_to_pim[i]), int(got.attn_to_npu[i])) == \
+                (s.y, s.j, s.units), where
+        if stats is not None:
+            stats["cand_" + r.candidate] += 1
+            for s in r.stages:
+                body = s.name != "H"
+                stats["rows"] += body and s.y > 0 and not s.units
+                stats["columns"] += body and s.j > 0
+                stats["head_columns"] += not body and s.j > 0
+                stats["attention"] += s.units > 0 and s.y == 0
+                stats["joint"] += s.units > 0 and s.y > 0
+                stats["heads"] += s.partial
+        out.append(r)
+    return out

@@ -27,13 +27,12 @@ from hypothesis import strategies as st
 from librapim_cli.errors import InputError
 from librapim_cli.inputs import setup
 from librapim_cli.schedule.context import schedule_for
-from librapim_cli.schedule.engine import FIELDS, run_iterations
+from librapim_cli.schedule.engine import run_iterations
 from librapim_cli.spec import list_presets
 from librapim_cli.workload import snake_channels, steady_state_batch
 from oracle import runtime as oracle
 
 SYSTEMS = [p.name for p in list_presets("system")]
-REL = 1e-9
 #: a tiny model (FC weights fit the SRAM; KV heads per shard 2 at the default tp 4) and a small one (GQA, 1 KV
 #: head per shard, weights that do not fit)
 TINY = ["model.layers=4", "model.d_model=512", "model.heads=8", "model.kv_heads=8", "model.head_dim=64",
@@ -46,41 +45,6 @@ SMALL = ["model.layers=2", "model.d_model=2048", "model.heads=16", "model.kv_hea
 
 def channels(n: int) -> list[str]:
     return ["hardware.memory.stacks=1", f"hardware.memory.channels_per_stack={n}"]
-
-
-def compare(sched, lens, chans, predictor: str = "true", stats: collections.Counter | None = None):
-    """Engine == oracle on every iteration (module docstring); returns the oracle's iterations."""
-    many = run_iterations(sched, lens, chans, keep_stages=True)
-    out = []
-    for k, (x, c) in enumerate(zip(lens, chans, strict=True)):
-        r = oracle.run_iteration(sched, x, c, predictor)
-        cand = oracle.CANDIDATES[int(many.candidate[k])]
-        if cand != r.candidate:  # a tie to rounding between candidates: either is right
-            assert r.totals[cand] == pytest.approx(r.totals[r.candidate], rel=REL), (k, cand, r.totals)
-            r = r.options[cand]
-        for f in FIELDS:
-            assert float(getattr(many, f)[k]) == pytest.approx(r.figures[f], rel=REL, abs=1e-15), (k, f)
-        got = many.stages.rows(k)
-        assert list(got.name) == [s.name for s in r.stages], k
-        for i, s in enumerate(r.stages):
-            where = (k, s.mb, s.name)
-            assert int(got.micro_batch[i]) == s.mb and int(got.repeats[i]) == s.repeats, where
-            assert int(got.fc_rows[i]) == s.rows and int(got.attn_requests[i]) == s.attn_requests, where
-            assert float(got.time_s[i]) == pytest.approx(s.figures["time_s"], rel=REL, abs=1e-15), where
-            assert (int(got.fc_rows_to_pim[i]), int(got.fc_cols_to_pim[i]), int(got.attn_to_npu[i])) == \
-                (s.y, s.j, s.units), where
-        if stats is not None:
-            stats["cand_" + r.candidate] += 1
-            for s in r.stages:
-                body = s.name != "H"
-                stats["rows"] += body and s.y > 0 and not s.units
-                stats["columns"] += body and s.j > 0
-                stats["head_columns"] += not body and s.j > 0
-                stats["attention"] += s.units > 0 and s.y == 0
-                stats["joint"] += s.units > 0 and s.y > 0
-                stats["heads"] += s.partial
-        out.append(r)
-    return out
 
 
 def batches(rng, C: int, sizes, top: int, packed: int | None = None):
@@ -112,7 +76,7 @@ def test_every_preset_equals_the_oracle(system, scheduler, pp):
     lens, chans = batches(rng, 3, (13, 7, 4, 3, 2, 1, 0), 1500)
     lens[2] = lens[2] * 3  # long contexts: PIM-bound stages
     sets = TINY + channels(3) + [f'system.scheduler="{scheduler}"', f"system.pp={pp}", "system.sub_batch_min_batch=3"]
-    compare(schedule(system, sets, lens), lens, chans)
+    oracle.check_engine(schedule(system, sets, lens), lens, chans)
 
 
 # ---- every DBO option, switched off in turn ---------------------------------------------------------------------------
@@ -133,7 +97,7 @@ def test_dbo_options_equal_the_oracle(system, options, device):
     lens, chans = batches(rng, C, (12, 9, 5, 2), 2000, packed)
     lens[1] = np.minimum(lens[1], 40)  # short contexts: per-row PIM overheads make attention worth moving
     sets = sets + ['system.scheduler="runtime"', "system.dbo.enabled=true", *options]
-    compare(schedule(system, sets, lens), lens, chans)
+    oracle.check_engine(schedule(system, sets, lens), lens, chans)
 
 
 @pytest.mark.parametrize("sets", [
@@ -146,7 +110,7 @@ def test_dbo_options_equal_the_oracle(system, options, device):
 def test_placements_and_options_equal_the_oracle(sets, pp):
     rng = np.random.default_rng(pp)
     lens, chans = batches(rng, 3, (11, 6, 2), 1200)
-    compare(schedule("librapim", TINY + channels(3) + [f"system.pp={pp}", *sets], lens), lens, chans)
+    oracle.check_engine(schedule("librapim", TINY + channels(3) + [f"system.pp={pp}", *sets], lens), lens, chans)
 
 
 # ---- full-size batches ------------------------------------------------------------------------------------------------
@@ -166,7 +130,7 @@ def large_stats():
         rng = np.random.default_rng(n + arrays)
         lens = [np.minimum(steady_state_batch(s, rng) * (1 + i), 2047) for i in range(2)]
         sched = schedule_for(s, n, 2047)
-        compare(sched, lens, [snake_channels(x, sched.tables.channels) for x in lens], stats=stats)
+        oracle.check_engine(sched, lens, [snake_channels(x, sched.tables.channels) for x in lens], stats=stats)
     return stats
 
 
@@ -187,7 +151,7 @@ def test_every_decision_kind_is_exercised(large_stats):
             lens, chans = batches(rng, C, (12, 9, 5, 2), 2000, packed)
             lens[1] = np.minimum(lens[1], 40)
             sets_ = sets + ['system.scheduler="runtime"', "system.dbo.enabled=true", *options]
-            compare(schedule(system, sets_, lens), lens, chans, stats=stats)
+            oracle.check_engine(schedule(system, sets_, lens), lens, chans, stats=stats)
     for what in ("cand_flat", "cand_count", "cand_context", "rows", "columns", "head_columns", "attention", "joint",
                  "heads"):
         assert stats[what] > 0, (what, stats)
@@ -210,7 +174,7 @@ def test_random_small_batches_equal_the_oracle(system, arrays, pp, C, scheduler,
         chans.append(np.array(data.draw(st.lists(st.integers(0, C - 1), min_size=n, max_size=n)), dtype=np.int64))
     if not any(len(x) for x in lens):
         lens[0], chans[0] = np.array([7]), np.array([0])
-    compare(schedule(system, sets, lens), lens, chans)
+    oracle.check_engine(schedule(system, sets, lens), lens, chans)
 
 
 # ---- the oracle's own pieces, by hand --------------------------------------------------------------------------------
@@ -304,4 +268,16 @@ def test_time_interleaved_channel_emptied_by_dbo_pays_no_switch():
                                  "hardware.npu.systolic_arrays=8", "system.dbo.fc_columns=false"]
     lens, chans = [np.array([26, 1, 46, 11])], [np.zeros(4, dtype=np.int64)]
     s = setup("librapim-dbo-only", "gpt3-7b", "sharegpt", batch=64, sets=sets)
-    compare(schedule_for(s, 4, 46), lens, chans)
+    oracle.check_engine(schedule_for(s, 4, 46), lens, chans)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine: with attention on the NPU by placement (and DBO on), the stages whose FC rows DBO moves to the PIM "
+    "(C and D here) report attn_offloaded_bytes 0: _dbo's recompute sets it to the KV of moved units only, "
+    "while an unchanged stage counts all its (NPU-placed) attention as offloaded"))
+def test_attention_on_the_npu_counts_as_offloaded_after_a_dbo_move():
+    s = setup("librapim", "gpt3-7b", "sharegpt", batch=512,
+              sets=["model.layers=2", 'system.placement.attention="npu"'])
+    lens = steady_state_batch(s, np.random.default_rng(512))
+    sched = schedule_for(s, 512, int(lens.max()))
+    oracle.check_engine(sched, [lens], [snake_channels(lens, 32)])  # engine 5.37e8 B offloaded, oracle 1.07e9 (all)
