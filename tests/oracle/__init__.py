@@ -1,7 +1,7 @@
-"""Test oracles: librapim 0.1's scalar engine (one iteration, one stage at a time) and its step-by-step
-serving loop, kept to check the vectorized engine and the speculative serving loop figure for figure.
+"""Test oracles.
 
-``iteration.py``, ``stage.py`` and ``dbo.py`` are the pre-vectorization ``schedule/iteration.py``,
-``optimize/stage.py`` and ``optimize/dbo.py``, adapted only to read the concurrency mode from the registry;
-``serving_loop.py`` is the step-by-step path of the old ``serving/loop.py`` on the engine's one-iteration call.
+``runtime.py``: the decode engine's semantics with the runtime scheduler (issue 11), recomputed with plain
+loops (micro-batches, schedule candidates and their splits, stages, DBO by exhaustive search) to check the
+vectorized engine figure for figure; ``serving_loop.py``: the step-by-step path of librapim 0.1's serving loop
+on the engine's one-iteration call, to check the speculative serving loop.
 """

@@ -1,9 +1,9 @@
-"""The vectorized engine against the scalar oracle (tests/oracle), and its own invariants.
+"""The vectorized engine against the runtime-scheduler oracle (tests/oracle/runtime.py), and its own invariants.
 
-- every system preset, several models and hardware variants, full and partial batches (some below the
-  interleaving gate, some below pp), contexts stretched so PIM-bound stages and both DBO directions occur:
-  every figure equals the oracle's one-stage-at-a-time evaluation (relative 1e-9);
-- Hypothesis over random batches and channel placements on small devices;
+- every system preset, several full-size models and hardware variants, full and partial batches (some below
+  the interleaving gate, some below pp), contexts stretched so PIM-bound stages and both DBO directions occur:
+  every figure equals the oracle's (relative 1e-9; tests/schedule/test_runtime_oracle.py covers small cases);
+- Hypothesis over random batches and channel placements on a three-channel device;
 - one iteration alone equals the same iteration inside a batch of many; the memoized layout changes nothing;
 - a noisy predictor is deterministic, independent of batching, and never beats the exact one.
 """
@@ -21,7 +21,7 @@ from librapim_cli.schedule.context import schedule_for
 from librapim_cli.schedule.engine import FIELDS, prediction_noise, run_iteration, run_iterations
 from librapim_cli.spec import list_presets
 from librapim_cli.workload import place_channels, snake_channels, steady_state_batch
-from oracle import iteration as oracle
+from oracle import runtime as oracle
 
 SYSTEMS = [p.name for p in list_presets("system")]
 CASES = [("gpt3-7b", ()), ("gpt3-175b", ()), ("gpt3-7b", ("hardware.npu.systolic_arrays=8",)),
@@ -30,22 +30,14 @@ CASES = [("gpt3-7b", ()), ("gpt3-175b", ()), ("gpt3-7b", ("hardware.npu.systolic
          ("gpt3-13b", ('system.placement.attention="npu"', "hardware.npu.systolic_arrays=8"))]
 
 
-def _compare(s, lens, chans, rel=1e-9):
+def _compare(s, lens, chans):
     sched = schedule_for(s, max(len(x) for x in lens), int(max(x.max() for x in lens)))
-    osched = oracle.build_schedule(s.model, s.system, s.tp, s.pp, sched.tables.max_rows, sched.tables.max_len)
-    many = run_iterations(sched, lens, chans)
-    assert len(many) == len(lens)
-    for k, (x, c) in enumerate(zip(lens, chans, strict=True)):
-        r = oracle.run_iteration(osched, x, c)
-        assert many.tokens[k] == r.tokens
-        for f in FIELDS:
-            assert getattr(many, f)[k] == pytest.approx(getattr(r, f), rel=rel, abs=1e-15), (k, f)
-    return many
+    oracle.check_engine(sched, lens, chans)
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
 @pytest.mark.parametrize("model,sets", CASES)
-def test_engine_equals_the_scalar_oracle(system, model, sets):
+def test_engine_equals_the_runtime_oracle(system, model, sets):
     try:
         s = setup(system, model, "sharegpt", batch=256, sets=sets)
     except InputError:
@@ -66,7 +58,7 @@ def test_both_dbo_directions_are_exercised():
         lens = [np.minimum(steady_state_batch(s, rng)[:n], 2047) for n in (256, 64, 3)]
         sched = schedule_for(s, 256, 2048)
         many = run_iterations(sched, lens, [snake_channels(x, sched.tables.channels) for x in lens])
-        moved_fc |= bool(many.fc_rows_offloaded.sum() > 0)
+        moved_fc |= bool(many.fc_flops_offloaded.sum() > 0)
         moved_attn |= bool(many.attn_offloaded_bytes.sum() > 0)
     assert moved_fc and moved_attn
 
@@ -74,7 +66,7 @@ def test_both_dbo_directions_are_exercised():
 SMALL = ["hardware.memory.stacks=1", "hardware.memory.channels_per_stack=3"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(system=st.sampled_from(["librapim", "neupims", "librapim-dbo-only", "npu-pim-blocked"]),
        arrays=st.sampled_from([1, 8]), data=st.data())
 def test_random_batches_on_a_three_channel_device(system, arrays, data):
@@ -111,8 +103,12 @@ def test_stage_records_add_up_to_the_iteration():
     st_ = r.stages
     assert r.time_s[0] == pytest.approx(float((st_.repeats * st_.time_s).sum()), rel=1e-12)
     assert r.npu_busy_s[0] == pytest.approx(float((st_.repeats * st_.npu_s).sum()), rel=1e-12)
+    # stage = max(NPU, slowest channel, the moved FC work's chain); the chain is 0 when no FC work moved
     body = st_.name != "H"
-    assert np.allclose(st_.time_s[body], np.maximum(st_.npu_s, st_.channel_max_s)[body], rtol=1e-12)
+    floor = np.maximum(st_.npu_s, st_.channel_max_s)
+    assert (st_.time_s[body] >= floor[body] * (1 - 1e-12)).all()
+    still = body & (st_.fc_rows_to_pim == 0) & (st_.fc_cols_to_pim == 0)
+    assert still.any() and np.allclose(st_.time_s[still], floor[still], rtol=1e-12)
     assert (st_.channel_max_s >= st_.pim_max_s * (1 - 1e-12)).all()
 
 
