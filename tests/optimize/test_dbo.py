@@ -172,15 +172,11 @@ def test_dbo_never_slows_a_stage_or_an_iteration(system: str, scheduler: str) ->
 FLOP_CASES = {"dbo": (), "no-dbo": ("system.dbo.enabled=false",), "rule": ('system.scheduler="rule"',),
               "8-arrays": ("hardware.npu.systolic_arrays=8",), "attention-on-npu": ('system.placement.attention="npu"',),
               "fc-on-pim": ("system.dbo.enabled=false", 'system.placement.fc="pim"')}
-ATTN_OFF_BUG = pytest.mark.xfail(strict=True, reason=(
-    "engine: with attention on the NPU by placement, a stage whose FC work DBO moved reports "
-    "attn_offloaded_bytes 0 (its recomputed figures count only moved units), though its attention runs on the "
-    "NPU (tests/schedule/test_runtime_oracle.py::test_attention_on_the_npu_counts_as_offloaded_after_a_dbo_move)"))
 
 
 @pytest.mark.parametrize("sets,batch", [
     pytest.param(sets, batch, id=f"{name}-{batch}",
-                 marks=[ATTN_OFF_BUG] if (name, batch) == ("attention-on-npu", 512) else [])
+                 marks=[])
     for name, sets in FLOP_CASES.items() for batch in (3, 64, 512)])
 def test_every_flop_runs_somewhere(sets, batch: int) -> None:
     """gpt3-7b at tp 4: 8 query and 8 KV heads of 128 per shard, d = 4096, FFN 16384 / 4 = 4096 per shard, vocab

@@ -12,7 +12,7 @@ moved.
 - batches of 260 to 512 on full-size models (the oracle's DBO then uses its threshold family, itself checked
   against brute force), where joint moves occur;
 - Hypothesis over random small batches;
-- the discrepancies found, as strict xfails with minimal reproducers.
+- the discrepancies the oracle found (now fixed in the engine), as regression tests with their reproducers.
 """
 
 from __future__ import annotations
@@ -241,11 +241,7 @@ def test_threshold_family_equals_brute_force():
     assert checked > 5 and moved > 5
 
 
-# ---- discrepancies found (engine bugs: strict xfails with minimal reproducers) ------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: with dbo.prediction_error > 0 the runtime scheduler adds DBO-decided stages at their predicted "
-    "times but every other stage (B, E, and Q/R) at its TRUE time, though the engine docstring says the "
-    "scheduler decides on the predictor's view; the oracle predicts every stage"))
+# ---- discrepancies the oracle found, fixed in the engine (kept as regression tests with their reproducers) ---------
 def test_noisy_runtime_scheduler_predicts_every_stage():
     sets = TINY + channels(3) + ["system.sub_batch_min_batch=4", "hardware.npu.systolic_arrays=8",
                                  "system.dbo.prediction_error=0.3"]
@@ -258,11 +254,6 @@ def test_noisy_runtime_scheduler_predicts_every_stage():
     assert oracle.CANDIDATES[int(many.candidate[0])] == r.candidate  # engine: flat; oracle: count
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: time_interleaved charges two mode switches (2 x (tRP + tRCD)) to a channel whose attention all "
-    "moved to the NPU when the PIM time left is a rounding residue (base - cumulative sum of half-request "
-    "head units = 2e-22 s, not 0), so DBO's sweep rejects moving all 4 head units of mb 0's stage M "
-    "(1.3553e-6 s) for 2 units (1.3616e-6 s)"))
 def test_time_interleaved_channel_emptied_by_dbo_pays_no_switch():
     sets = TINY + channels(1) + ["model.layers=4", "system.pp=2", 'system.scheduler="runtime"',
                                  "hardware.npu.systolic_arrays=8", "system.dbo.fc_columns=false"]
@@ -271,10 +262,6 @@ def test_time_interleaved_channel_emptied_by_dbo_pays_no_switch():
     oracle.check_engine(schedule_for(s, 4, 46), lens, chans)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: with attention on the NPU by placement (and DBO on), the stages whose FC rows DBO moves to the PIM "
-    "(C and D here) report attn_offloaded_bytes 0: _dbo's recompute sets it to the KV of moved units only, "
-    "while an unchanged stage counts all its (NPU-placed) attention as offloaded"))
 def test_attention_on_the_npu_counts_as_offloaded_after_a_dbo_move():
     s = setup("librapim", "gpt3-7b", "sharegpt", batch=512,
               sets=["model.layers=2", 'system.placement.attention="npu"'])

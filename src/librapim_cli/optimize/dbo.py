@@ -89,6 +89,13 @@ def best_fc(grid: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return yb, total[np.arange(yb.shape[0]), yb]
 
 
+def remaining(total, moved):
+    """``total - moved`` of busy times, with the rounding residue of moving everything set to exactly 0 (a mode
+    such as time interleaving charges switches to any PIM time above 0)."""
+    left = total - moved
+    return np.where(left <= 1e-12 * np.abs(total), 0.0, left)
+
+
 def _order(channel, pim_s, kv_bytes, channels: int):
     ratio = pim_s / np.maximum(kv_bytes, 1.0)
     top = float(ratio.max()) if ratio.size else 1.0
@@ -141,8 +148,9 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
         rest[active] = 0.0
         floor = np.maximum(floor, rest.reshape(Q, C).max(axis=1))
         bp, bi = base_pim[active][:, None], base_io[active][:, None]
-    level = t.mode.channel_time(t.mode_params, bp - cg, pf[a_q][:, None], bi - cio + pfio[a_q][:, None],
-                                mem[a_q][:, None], ckv / t.ch_bw_bytes_per_s, ride[a_q][:, None])
+    level = t.mode.channel_time(t.mode_params, remaining(bp, cg), pf[a_q][:, None],
+                                remaining(bi, cio) + pfio[a_q][:, None], mem[a_q][:, None],
+                                ckv / t.ch_bw_bytes_per_s, ride[a_q][:, None])
     # beyond a channel's request count the cumulative sums stay flat, so those k are never records
     prev_min = np.empty_like(level)
     prev_min[:, 0] = np.inf

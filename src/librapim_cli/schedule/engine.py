@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..cost.tables import CostTables
-from ..optimize.dbo import attention_sweep
+from ..optimize.dbo import attention_sweep, remaining
 from ..optimize.stage import (
     BYTES,
     C_CHAIN,
@@ -511,8 +511,12 @@ def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.n
     fig[F_KV], fig[F_ATTN_OFF], fig[F_FC_FL] = av[G_KV], attn_off, prep.fc_flops
     fig[F_FC_OFF] = x[C_PF_FLOPS] if prep.offload_counts else 0.0
     fig[F_Y], fig[F_J], fig[F_MOVED] = prep.y0, prep.j0, 0.0
+    view = _View(rw.pim, rw.io, rw.pim_c, rw.io_c, pmax, iomax)
+    dbo = s.system.dbo
+    if s.dbo_on and s.on_pim and dbo.prediction_error > 0 and lens.shape[0] > 0:
+        view = _noisy_view(s, rw, lay, x, mem, fig, dbo)
     if prep.dyn.size:
-        _dbo(s, prep, a, rw, av, vec_x, mem_x, attn_e, pmax, iomax, fig)
+        _dbo(s, prep, a, rw, view, av, vec_x, mem_x, attn_e, fig)
     # ---- each iteration's candidate: the fastest by the predictor (ties: the simplest)
     reps = prep.reps
     V = a.var_k.shape[0]
@@ -552,7 +556,38 @@ def _units(heads: int, q: np.ndarray, gc_r: np.ndarray, count_gc: np.ndarray, by
     return src, 1.0 / u[src]
 
 
-def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x, attn_e, pmax, iomax,
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The predictor's view of the attention (module docstring): per-row PIM and data-bus seconds, their sums
+    per group and channel, and each instance's busiest-channel maxima."""
+
+    pim: np.ndarray
+    io: np.ndarray
+    pim_c: np.ndarray
+    io_c: np.ndarray
+    pmax: np.ndarray
+    iomax: np.ndarray
+
+
+def _noisy_view(s: Schedule, rw: _Rows, lay: Layout, x: np.ndarray, mem: np.ndarray, fig: np.ndarray, dbo) -> _View:
+    """The view of a noisy predictor: every row's PIM time off by its fixed factor; the predicted time of every
+    instance with attention (what DBO and the runtime scheduler decide on) written into ``fig[F_PRED]``."""
+    t = s.tables
+    C, G1 = t.channels, lay.n_groups + 1
+    f = prediction_noise(dbo.seed, rw.row_len, rw.row_ch, dbo.prediction_error)
+    pim, io = rw.pim * f, rw.io * f
+    pim_c = np.bincount(rw.gc, weights=pim, minlength=G1 * C).reshape(G1, C)
+    io_c = np.bincount(rw.gc, weights=io, minlength=G1 * C).reshape(G1, C)
+    ag = lay.inst_ag
+    pmax, iomax = pim_c.max(axis=1)[ag], io_c.max(axis=1)[ag]
+    attn = ag < lay.n_groups
+    pred = np.maximum(np.maximum(fig[F_NPU], busiest_channel(t, pmax, iomax, x[C_PF], x[C_PFIO], mem, x[C_RIDE])),
+                      x[C_CHAIN])
+    fig[F_PRED] = np.where(attn, pred, fig[F_PRED])
+    return _View(pim, io, pim_c, io_c, pmax, iomax)
+
+
+def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av, vec_x, mem_x, attn_e,
          fig: np.ndarray) -> None:
     """DBO for the dynamic instances (balanced, with attention), on the predictor's view (docs/model/dbo.md):
 
@@ -574,19 +609,8 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
     agd = lay.inst_ag[d]
     vxd, mxd = vec_x[d], mem_x[d]
     on_pim = s.on_pim
-    pim_r, io_r = rw.pim, rw.io
-    pmax_d, imax_d, best = pmax[d], iomax[d], fig[F_TIME, d]
-    pc_d, ic_d = rw.pim_c, rw.io_c  # (G1, C) in the predictor's view
-    if on_pim and dbo.prediction_error > 0 and rw.lens.shape[0] > 0:
-        f = prediction_noise(dbo.seed, rw.row_len, rw.row_ch, dbo.prediction_error)
-        pim_r, io_r = pim_r * f, io_r * f
-        pc_d = np.bincount(rw.gc, weights=pim_r, minlength=G1 * C).reshape(G1, C)
-        ic_d = np.bincount(rw.gc, weights=io_r, minlength=G1 * C).reshape(G1, C)
-        pmax_d, imax_d = pc_d[agd].max(axis=1), ic_d[agd].max(axis=1)
-        x = prep.x[:, d]
-        best = np.maximum(np.maximum(fig[F_NPU, d], busiest_channel(t, pmax_d, imax_d, x[C_PF], x[C_PFIO],
-                                                                   x[C_MEM] + mxd, x[C_RIDE])), x[C_CHAIN])
-    best = best.copy()
+    pim_r, io_r, pc_d, ic_d = view.pim, view.io, view.pim_c, view.io_c  # the predictor's view
+    pmax_d, imax_d, best = view.pmax[d], view.iomax[d], fig[F_PRED, d]
     u_best = np.zeros(n, dtype=np.int64)
     # 1. FC rows / column tiles to the PIM
     if prep.dyn_u is not None:
@@ -678,8 +702,8 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
         lens_m = rw.row_len[m_rows]
         colm = t.attn_stacked[:, lens_m] * m_share
         idx = jpos * C + rw.row_ch[m_rows]
-        pc = pc - np.bincount(idx, weights=colm[A_PIM], minlength=S * C).reshape(S, C)
-        ic = ic - np.bincount(idx, weights=colm[A_IO], minlength=S * C).reshape(S, C)
+        pc = remaining(pc, np.bincount(idx, weights=colm[A_PIM], minlength=S * C).reshape(S, C))
+        ic = remaining(ic, np.bincount(idx, weights=colm[A_IO], minlength=S * C).reshape(S, C))
         kv_c = np.bincount(idx, weights=colm[A_KV], minlength=S * C).reshape(S, C) / t.ch_bw_bytes_per_s
         kv_off = np.bincount(jpos, weights=colm[A_KV], minlength=S)
         fl_off = np.bincount(jpos, weights=colm[A_FLOPS], minlength=S)
@@ -693,8 +717,8 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, vec_x, mem_x
     new[F_NPU], new[F_SA], new[F_CHAN], new[F_NPU_FL] = npu_, xc[C_SA], chan_, xc[C_FLOPS]
     new[F_ENERGY] = xc[C_ENERGY] + xc[C_PF_ENERGY] + attn_e[i_all] + e_swap
     new[F_PMAX], new[F_PMEAN] = pc.max(axis=1) + xc[C_PF], pc.sum(axis=1) / C + xc[C_PF]
-    new[F_PIM_FL], new[F_KV], new[F_ATTN_OFF], new[F_FC_FL] = attn_fl - fl_off + xc[C_PF_FLOPS], av[G_KV, i_all], \
-        kv_off, fig[F_FC_FL, i_all]
+    new[F_PIM_FL], new[F_KV], new[F_FC_FL] = attn_fl - fl_off + xc[C_PF_FLOPS], av[G_KV, i_all], fig[F_FC_FL, i_all]
+    new[F_ATTN_OFF] = fig[F_ATTN_OFF, i_all] + kv_off  # attention placed on the NPU stays there
     new[F_FC_OFF], new[F_PRED], new[F_Y], new[F_J], new[F_MOVED] = xc[C_PF_FLOPS], best[sel], yd, jd, n_units
     fig[:, i_all] = new
 
