@@ -689,38 +689,62 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av,
     vec_ = xc[C_VEC] + vec_x[i_all]
     S = sel.shape[0]
     g = agd[sel]
-    pc, ic = (rw.pim_c[g], rw.io_c[g]) if on_pim else (np.zeros((S, C)), np.zeros((S, C)))
     attn_fl = av[G_FLOPS, i_all] if on_pim else 0.0
-    kv_c = np.zeros((S, C))
-    kv_off = fl_off = e_swap = np.zeros(S)
-    n_units = np.zeros(S, dtype=np.int64)
-    if moved is not None:
-        m_rows, m_share, m_q = moved
-        pos = np.full(n, -1, dtype=np.int64)
-        pos[sel] = np.arange(S)
-        jpos = pos[prep.q_of[m_q]]
-        lens_m = rw.row_len[m_rows]
-        colm = t.attn_stacked[:, lens_m] * m_share
-        idx = jpos * C + rw.row_ch[m_rows]
-        pc = remaining(pc, np.bincount(idx, weights=colm[A_PIM], minlength=S * C).reshape(S, C))
-        ic = remaining(ic, np.bincount(idx, weights=colm[A_IO], minlength=S * C).reshape(S, C))
-        kv_c = np.bincount(idx, weights=colm[A_KV], minlength=S * C).reshape(S, C) / t.ch_bw_bytes_per_s
-        kv_off = np.bincount(jpos, weights=colm[A_KV], minlength=S)
-        fl_off = np.bincount(jpos, weights=colm[A_FLOPS], minlength=S)
-        e_swap = np.bincount(jpos, weights=colm[A_NPU_E] - colm[A_PIM_E], minlength=S)  # on the NPU, not the PIM
-        n_units = np.bincount(jpos, minlength=S)
-    npu_ = npu_time(xc[C_SA], vec_ + fl_off / t.vector_flops, mem_ + kv_off / t.npu_bw_bytes_per_s, xc[C_LINK])
-    chan_ = channel_times(t, pc, xc[C_PF][:, None], ic + xc[C_PFIO][:, None], mem_[:, None], kv_c,
-                          xc[C_RIDE][:, None]).max(axis=1)
     new = np.empty((N_FIG, S))
+    if moved is None:  # FC work moved only: every channel keeps its attention (dyn instances start at y = 0)
+        pmax_t, pmean_t = fig[F_PMAX, i_all], fig[F_PMEAN, i_all]
+        imax_t = rw.io_c.max(axis=1)[g] if on_pim else 0.0
+        npu_ = npu_time(xc[C_SA], vec_, mem_, xc[C_LINK])
+        chan_ = busiest_channel(t, pmax_t, imax_t, xc[C_PF], xc[C_PFIO], mem_, xc[C_RIDE])
+        new[F_PMAX], new[F_PMEAN] = pmax_t + xc[C_PF], pmean_t + xc[C_PF]
+        new[F_ENERGY] = xc[C_ENERGY] + xc[C_PF_ENERGY] + attn_e[i_all]
+        new[F_PIM_FL] = attn_fl + xc[C_PF_FLOPS]
+        new[F_ATTN_OFF] = fig[F_ATTN_OFF, i_all]
+        new[F_MOVED] = 0.0
+    else:
+        _attention_moved(s, prep, rw, moved, sel, g, xc, vec_, mem_, attn_e[i_all], attn_fl, fig[F_ATTN_OFF, i_all],
+                         new)
+        npu_, chan_ = new[F_NPU], new[F_CHAN]
     new[F_TIME] = np.maximum(np.maximum(npu_, chan_), xc[C_CHAIN])
     new[F_NPU], new[F_SA], new[F_CHAN], new[F_NPU_FL] = npu_, xc[C_SA], chan_, xc[C_FLOPS]
-    new[F_ENERGY] = xc[C_ENERGY] + xc[C_PF_ENERGY] + attn_e[i_all] + e_swap
-    new[F_PMAX], new[F_PMEAN] = pc.max(axis=1) + xc[C_PF], pc.sum(axis=1) / C + xc[C_PF]
-    new[F_PIM_FL], new[F_KV], new[F_FC_FL] = attn_fl - fl_off + xc[C_PF_FLOPS], av[G_KV, i_all], fig[F_FC_FL, i_all]
-    new[F_ATTN_OFF] = fig[F_ATTN_OFF, i_all] + kv_off  # attention placed on the NPU stays there
-    new[F_FC_OFF], new[F_PRED], new[F_Y], new[F_J], new[F_MOVED] = xc[C_PF_FLOPS], best[sel], yd, jd, n_units
+    new[F_KV], new[F_FC_FL] = av[G_KV, i_all], fig[F_FC_FL, i_all]
+    new[F_FC_OFF], new[F_PRED], new[F_Y], new[F_J] = xc[C_PF_FLOPS], best[sel], yd, jd
     fig[:, i_all] = new
+
+
+def _attention_moved(s: Schedule, prep: Prepared, rw: _Rows, moved, sel, g, xc, vec_, mem_, attn_e, attn_fl,
+                     attn_off, new: np.ndarray) -> None:
+    """The figures of decisions that moved attention units (true times): every channel relieved of its moved
+    units' PIM time and charged their NPU reads; the NPU's stream and vector time grow by their KV and FLOPs.
+    Writes F_NPU, F_CHAN, F_PMAX, F_PMEAN, F_ENERGY, F_PIM_FL, F_ATTN_OFF and F_MOVED of ``new``."""
+    t = s.tables
+    C = t.channels
+    n = prep.dyn.shape[0]
+    S = sel.shape[0]
+    pc, ic = (rw.pim_c[g], rw.io_c[g]) if s.on_pim else (np.zeros((S, C)), np.zeros((S, C)))
+    m_rows, m_share, m_q = moved
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[sel] = np.arange(S)
+    jpos = pos[prep.q_of[m_q]]
+    lens_m = rw.row_len[m_rows]
+    colm = t.attn_stacked[:, lens_m] * m_share
+    idx = jpos * C + rw.row_ch[m_rows]
+    pc = remaining(pc, np.bincount(idx, weights=colm[A_PIM], minlength=S * C).reshape(S, C))
+    ic = remaining(ic, np.bincount(idx, weights=colm[A_IO], minlength=S * C).reshape(S, C))
+    kv_c = np.bincount(idx, weights=colm[A_KV], minlength=S * C).reshape(S, C) / t.ch_bw_bytes_per_s
+    kv_off = np.bincount(jpos, weights=colm[A_KV], minlength=S)
+    fl_off = np.bincount(jpos, weights=colm[A_FLOPS], minlength=S)
+    e_swap = np.bincount(jpos, weights=colm[A_NPU_E] - colm[A_PIM_E], minlength=S)  # on the NPU, not the PIM
+    n_units = np.bincount(jpos, minlength=S)
+    new[F_NPU] = npu_time(xc[C_SA], vec_ + fl_off / t.vector_flops, mem_ + kv_off / t.npu_bw_bytes_per_s,
+                          xc[C_LINK])
+    new[F_CHAN] = channel_times(t, pc, xc[C_PF][:, None], ic + xc[C_PFIO][:, None], mem_[:, None], kv_c,
+                                xc[C_RIDE][:, None]).max(axis=1)
+    new[F_ENERGY] = xc[C_ENERGY] + xc[C_PF_ENERGY] + attn_e + e_swap
+    new[F_PMAX], new[F_PMEAN] = pc.max(axis=1) + xc[C_PF], pc.sum(axis=1) / C + xc[C_PF]
+    new[F_PIM_FL] = attn_fl - fl_off + xc[C_PF_FLOPS]
+    new[F_ATTN_OFF] = attn_off + kv_off  # attention placed on the NPU stays there
+    new[F_MOVED] = n_units
 
 
 def _candidates_that_can_win(prep: Prepared, a: Assignment, fig: np.ndarray, best: np.ndarray, sq: np.ndarray,
