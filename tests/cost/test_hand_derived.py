@@ -218,13 +218,16 @@ def test_attention_one_request_neupims(neupims) -> None:
     trip_ns = 450 + 4800 / 32.0
     assert r.softmax_s[0] == approx(trip_ns * NS / derate)
     assert r.softmax_bytes[0] == 2 * 4800
-    # pim_cost splits the rest of the request's channel time equally between the score and the context op
-    for op in attention_ops(load_model("gpt3-7b"), 4, np.array([300]))[::2]:
+    # pim_cost gives each op its part of the channel time: score = K rows 3720 + GWRITE(q) 192 = 3912 ns, context =
+    # V rows 5120 + READRES of the outputs 2048 B / 32 GB/s = 64 ns = 5184 ns (+ the trip's 600 ns: 9696 ns in all)
+    ops = attention_ops(load_model("gpt3-7b"), 4, np.array([300]))
+    for op, part_ns, bank_part_ns in ((ops[0], 3720 + 192, 3720), (ops[2], 5120 + 64, 5120)):
         c = pim_cost(op, neupims)
-        assert c.time_s == approx((bank_ns + io_ns - trip_ns) * NS / derate / 2)
-        assert c.bank_s == approx(r.bank_s[0] / 2)
-        assert c.memory_s == approx((io_ns - trip_ns) * NS / derate / 2)
+        assert c.time_s == approx(part_ns * NS / derate)
+        assert c.bank_s == approx(bank_part_ns * NS / derate)
+        assert c.memory_s == approx((part_ns - bank_part_ns) * NS / derate)
         assert c.bound == "bank-timing"
+    assert 3912 + 5184 + trip_ns == bank_ns + io_ns
 
 
 def test_attention_one_request_hbm3(hbm3) -> None:

@@ -41,27 +41,28 @@ def gemm_occupancy(hw: HardwareSpec, rows, k: int, n: int, sets=1.0, dtype_bytes
     ceil(rows / tm) x ceil(n / tn) x sets and the traffic (ceil(n / tn) rows k + ceil(rows / tm) n k + rows n) x
     dtype x sets; the first minimum in (tm, tn) order wins. 1 without an occupancy model."""
     tb = hw.npu.thread_blocks
-    m = np.asarray(rows, dtype=float)
+    m, n_, sets = np.broadcast_arrays(np.asarray(rows, dtype=float), np.asarray(n, dtype=float),
+                                      np.asarray(sets, dtype=float))
     if tb is None:
-        return np.ones_like(m)
-    mm = np.maximum(m, 1.0)
-    sets = np.asarray(sets, dtype=float)
-    tn = np.minimum(np.asarray(tb.tile_sizes, dtype=float), n)[:, None]  # (B, 1)
-    best_cost = np.full(np.broadcast(mm, sets).shape, np.inf)
-    best_util = np.ones_like(best_cost)
+        return np.ones(m.shape)
+    mm = np.maximum(m, 1.0)[..., None]  # candidates on the last axis
+    nn, ss = np.maximum(n_, 1.0)[..., None], sets[..., None]
+    tn = np.minimum(np.asarray(tb.tile_sizes, dtype=float), nn)
+    best_cost = np.full(m.shape, np.inf)
+    best_util = np.ones(m.shape)
     for t in tb.tile_sizes:  # tm outer, tn inner (AttAcc's loop order)
-        tm = np.minimum(float(t), mm)[None, ...]
+        tm = np.minimum(float(t), mm)
         fits = (tm + tn) * tb.tile_k * dtype_bytes + tm * tn * dtype_bytes <= tb.l1_bytes
-        blocks = np.ceil(mm / tm) * np.ceil(n / tn) * sets
+        blocks = np.ceil(mm / tm) * np.ceil(nn / tn) * ss
         util = np.where(blocks > 0, blocks / np.maximum(np.ceil(blocks / tb.cores) * tb.cores, 1.0), 1.0)
-        traffic = (np.ceil(n / tn) * mm * k + np.ceil(mm / tm) * n * k + mm * n) * dtype_bytes * sets
+        traffic = (np.ceil(nn / tn) * mm * k + np.ceil(mm / tm) * nn * k + mm * nn) * dtype_bytes * ss
         cost = np.where(fits, traffic / util ** 2, np.inf)
-        j = np.argmin(cost, axis=0)
-        c = np.take_along_axis(cost, j[None, ...], axis=0)[0]
-        u = np.take_along_axis(np.broadcast_to(util, cost.shape), j[None, ...], axis=0)[0]
+        j = np.argmin(cost, axis=-1)[..., None]
+        c = np.take_along_axis(cost, j, axis=-1)[..., 0]
+        u = np.take_along_axis(np.broadcast_to(util, cost.shape), j, axis=-1)[..., 0]
         better = c < best_cost
         best_cost, best_util = np.where(better, c, best_cost), np.where(better, u, best_util)
-    return np.where(m > 0, best_util, 1.0).reshape(np.broadcast(m, sets).shape)
+    return np.where(m > 0, best_util, 1.0)
 
 
 def vector_kernel(hw: HardwareSpec, op: Vector):

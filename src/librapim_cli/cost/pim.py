@@ -116,6 +116,10 @@ class AttentionRequests:
     softmax_s: np.ndarray  # of time_s: what the scores' trip to the softmax and back adds (0 when hidden)
     softmax_bytes: np.ndarray  # bytes of that trip (over the channel bus, or inside the stack)
     softmax_energy_j: np.ndarray  # of energy_j: the trip's data moves
+    score_s: np.ndarray  # of time_s: the score GEMV (K rows, and the query's GWRITE when moves are serial)
+    context_s: np.ndarray  # of time_s: the context GEMV (V rows, and the output's READRES when serial);
+    #   score_s + context_s + softmax_s = time_s
+    bank_k_s: np.ndarray  # of bank_s: the K rows (the rest is the V rows)
 
 
 def attention_requests(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_heads: int, head_dim: int,
@@ -148,25 +152,29 @@ def attention_requests(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_head
         dims_pb = -(-kvdim // banks)
         rows_v = dims_pb * np.ceil(L / row_elems) * reopen
         macs_v = dims_pb * mac_commands(L, row_elems, lanes) * group * bpu
-    bank = _rows_time(bt, rows_k, macs_k) + _rows_time(bt, rows_v, macs_v)
+    bank_k, bank_v = _rows_time(bt, rows_k, macs_k), _rows_time(bt, rows_v, macs_v)
+    bank = bank_k + bank_v
     q_bytes = q_heads * head_dim * dtype_bytes
     s_bytes = q_heads * L * dtype_bytes
     live = L > 0
     gw_q = gwrite_s(bt, mem.column_bytes, q_bytes)
+    rd_out = q_bytes / bt.ch_bw_bytes_per_s  # READRES of the context outputs
     if softmax_in_pim:  # query in, context out over the bus; the scores move inside the stack, both ways
-        base_io = gw_q + q_bytes / bt.ch_bw_bytes_per_s
         trip = 2.0 * np.ceil(s_bytes / mem.column_bytes) * bt.t_move_per_col_s
         io_bytes = np.where(live, 2.0 * q_bytes, 0.0)
     else:  # and the scores out to the NPU (READRES) and back (GWRITE)
-        base_io = gw_q + q_bytes / bt.ch_bw_bytes_per_s
         trip = gwrite_s(bt, mem.column_bytes, s_bytes) + s_bytes / bt.ch_bw_bytes_per_s
         io_bytes = np.where(live, 2.0 * (q_bytes + s_bytes), 0.0)
-    base_io, trip = np.where(live, base_io, 0.0), np.where(live, trip, 0.0)
+    gw_q, rd_out, trip = (np.where(live, x, 0.0) for x in (gw_q, rd_out, trip))
+    base_io = gw_q + rd_out
     io = base_io + trip
-    if bt.io_overlaps_mac:
+    if bt.io_overlaps_mac:  # the parts share the channel time without the trip in proportion to their banks
         time, without = np.maximum(bank, io), np.maximum(bank, base_io)
+        k_share = np.divide(bank_k, bank, out=np.full_like(bank, 0.5), where=bank > 0)
+        score, context = without * k_share, without * (1.0 - k_share)
     else:
         time, without = bank + io, bank + base_io
+        score, context = bank_k + gw_q, bank_v + rd_out
     d = bt.derate
     flops = 4.0 * q_heads * head_dim * L
     kv_bytes = 2.0 * kvdim * dtype_bytes * L
@@ -179,7 +187,7 @@ def attention_requests(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_head
     energy = (kv_bytes * reopen * 8 * (e.dram_act_pj_per_bit + e.dram_cell_read_pj_per_bit)
               + np.where(live, 2.0 * q_bytes, 0.0) * 8 * bus + flops * e.pim_pj_per_flop) * PJ + trip_e
     return AttentionRequests(time / d, bank / d, io / d, macs_k + macs_v, flops, kv_bytes, io_bytes, energy,
-                             (time - without) / d, trip_bytes, trip_e)
+                             (time - without) / d, trip_bytes, trip_e, score / d, context / d, bank_k / d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +239,8 @@ def fc_on_pim(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0
     energy = (internal * 8 * (e.dram_act_pj_per_bit + e.dram_cell_read_pj_per_bit)
               + io_bytes * hw.pim_channels * 8 * (e.dram_bank_to_io_pj_per_bit + e.dram_offchip_pj_per_bit)
               + flops * e.pim_pj_per_flop) * PJ
-    return FCOnPIM(bank_d + io_d, bank_d, io_d, y * rows_pb * macs_per_row_vec, flops, internal, io_bytes, energy)
+    time = np.maximum(bank_d, io_d) if bt.io_overlaps_mac else bank_d + io_d
+    return FCOnPIM(time, bank_d, io_d, y * rows_pb * macs_per_row_vec, flops, internal, io_bytes, energy)
 
 
 def fc_riding_stream(hw: HardwareSpec, rows, k: int, n: int, dtype_bytes: int, sets=1.0,
@@ -291,9 +300,11 @@ def part_channels(channels: np.ndarray, parts: int, n_channels: int) -> np.ndarr
 def attention_parts(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_heads: int, head_dim: int,
                     dtype_bytes: int, channels: np.ndarray | None = None, kv_parts: int = 1,
                     softmax_in_pim: bool = False) -> dict[str, Cost]:
-    """The PIM side of a set of requests' attention as three costs on the slowest PIM channel: 'score' and
-    'context' (each half of the channel's time without the softmax trip) and 'softmax' (what the scores' trip
-    to the softmax and back adds to it: over the channel bus to the NPU and back, or inside the stack).
+    """The PIM side of a set of requests' attention as three costs on the slowest PIM channel, adding up to its
+    time: 'score' (K rows and the query's GWRITE), 'context' (V rows and the outputs' READRES) and 'softmax' (what
+    the scores' trip to the softmax and back adds: over the channel bus to the NPU and back, or inside the stack).
+    When data moves overlap the MACs (``io_overlaps_mac``), score and context share the channel's time without the
+    trip in proportion to their bank time.
 
     ``kv_parts`` > 1: each request's KV heads are split into that many parts of kv_heads / kv_parts heads, part p
     in channel (c + p) mod C (``part_channels``). ``channels``: default the snake least-loaded placement.
@@ -309,21 +320,23 @@ def attention_parts(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_heads: 
     def per_ch(x):
         return np.bincount(rows_ch, weights=np.tile(x, P), minlength=n_ch)
 
-    tot, soft, io, bank = per_ch(r.time_s), per_ch(r.softmax_s), per_ch(r.io_s), per_ch(r.bank_s)
+    tot = per_ch(r.time_s)
     c = int(np.argmax(tot)) if tot.size else 0
-    t, sm = (float(tot[c]), float(soft[c])) if tot.size else (0.0, 0.0)
-    # the data moves' share of the channel's time beyond its banks: io (serial) or max(0, io - banks) (overlap)
-    io_c, bank_c = (float(io[c]), float(bank[c])) if tot.size else (0.0, 0.0)
-    io_part = max(0.0, t - bank_c) if hw.pim is not None and hw.pim.io_overlaps_mac else io_c
-    io_rest = max(0.0, io_part - sm)
-    half = (t - sm) / 2.0
+
+    def at_c(x):
+        return float(per_ch(x)[c]) if tot.size else 0.0
+
+    sc, cx, sm = at_c(r.score_s), at_c(r.context_s), at_c(r.softmax_s)
+    bk = at_c(r.bank_k_s)
+    bv = at_c(r.bank_s) - bk
     e_rest = (float(r.energy_j.sum()) - float(r.softmax_energy_j.sum())) * P / 2.0
-    out = {part: Cost("pim", half, 0.0, io_rest / 2.0, half - io_rest / 2.0, 0.0, 0.0,
-                      float(r.flops.sum()) * P / 2.0, float(r.kv_bytes.sum()) * P / 2.0, e_rest)
-           for part in ("score", "context")}
-    out["softmax"] = Cost("pim", sm, 0.0, sm, 0.0, 0.0, 0.0, 0.0, float(r.softmax_bytes.sum()) * P,
-                          float(r.softmax_energy_j.sum()) * P)
-    return out
+    fl, kvb = float(r.flops.sum()) * P / 2.0, float(r.kv_bytes.sum()) * P / 2.0
+    return {
+        "score": Cost("pim", sc, 0.0, max(0.0, sc - bk), min(bk, sc), 0.0, 0.0, fl, kvb, e_rest),
+        "context": Cost("pim", cx, 0.0, max(0.0, cx - bv), min(bv, cx), 0.0, 0.0, fl, kvb, e_rest),
+        "softmax": Cost("pim", sm, 0.0, sm, 0.0, 0.0, 0.0, 0.0, float(r.softmax_bytes.sum()) * P,
+                        float(r.softmax_energy_j.sum()) * P),
+    }
 
 
 def pim_cost(op: Op, hw: HardwareSpec, channels: np.ndarray | None = None, kv_parts: int = 1,
@@ -332,8 +345,8 @@ def pim_cost(op: Op, hw: HardwareSpec, channels: np.ndarray | None = None, kv_pa
 
     Attention: each request runs on the PIM channel holding its KV (``channels``; default: the snake
     least-loaded placement; ``kv_parts``: the head-wise layout, ``attention_parts``); the slowest channel sets the
-    time; the op's part is half the channel's time without the scores' trip to the softmax (that trip is
-    ``attention_parts(...)['softmax']``). Gemm: FC rows offloaded to PIM.
+    time; the op gets its part of it (the scores' trip to the softmax is ``attention_parts(...)['softmax']``).
+    Gemm: FC rows offloaded to PIM.
     """
     if hw.pim is None:
         raise TypeError(f"hardware '{hw.name}' has no PIM")

@@ -167,11 +167,10 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
                 kern = vector_kernel(hw, op)
                 if kern is None:
                     vec = vec + c.time_s
-                else:  # a GPU kernel: its fixed time stalls every engine (kernels run one after another) [I]
-                    fixed = np.where(np.asarray(op.elements) > 0, kern.fixed_s, 0.0)
-                    vec = vec + c.compute_s + c.overhead_s
-                    sa = sa + fixed
-                    write = write + c.memory_s + fixed
+                else:  # a GPU kernel runs alone (kernels one after another): its whole time stalls every engine
+                    vec = vec + c.time_s
+                    sa = sa + c.time_s
+                    write = write + c.time_s
                 vflops = vflops + c.flops
             elif isinstance(op, KVWrite):
                 write = write + c.memory_s
