@@ -45,7 +45,7 @@ def hbm3():
     hw = load_hardware("attacc-hbm3pim")
     pim = hw.pim.model_copy(update={"power_limited": True, "activate_groups_per_rank": 4, "activate_tfaw_paced": True,
                                     "allbank_pseudo_channels": 1, "context_layout": "dim", "io_overlaps_mac": False})
-    npu = hw.npu.model_copy(update={"thread_blocks": None, "vector_kernels": type(hw.npu.vector_kernels)()})
+    npu = hw.npu.model_copy(update={"thread_blocks": type(hw.npu.thread_blocks)(), "vector_kernels": type(hw.npu.vector_kernels)()})
     return hw.model_copy(update={"pim": pim, "npu": npu, "xpu_memory": None,
                                  "memory": hw.memory.model_copy(update={"tRTP_ns": 4.614})})
 

@@ -106,7 +106,7 @@ def npu_vector_kernel(hw, elements=64 * 4096):
     op = Vector("layernorm_1", "qkv", float(elements), 5.0, 2)
     kern = hw.npu.vector_kernels.layernorm
     lb = float(op.flops) / hw.npu.vector_flops
-    if kern is not None and elements > 0:
+    if kern.is_kernel and elements > 0:
         lb = kern.fixed_s + max(lb, elements * kern.tensors * 2 / (hw.npu_memory.bw_bytes_per_s * kern.bw_fraction))
     return _cost_out(npu_cost(op, hw), lb)
 
@@ -258,7 +258,7 @@ def _occupancy_free(case: Case, hw, param: str, v) -> float:
     """The case's time, and for an NPU GEMM or attention kernel on hardware with an occupancy model, its time at
     full occupancy (time x occupancy): wave quantization may let a bigger kernel run faster, nothing else may."""
     out = case.fn(hw, **{param: v})
-    if hw.npu.thread_blocks is None or case.fn not in (npu_gemm, npu_attention):
+    if hw.npu.thread_blocks.cores == 0 or case.fn not in (npu_gemm, npu_attention):
         return out.time
     if case.fn is npu_gemm:
         args = {"m": 64, "k": 4096, "n": 3072, param: v}

@@ -64,7 +64,7 @@ def roofline_gpu(bw_bytes_per_s: float, kernel_tensors: float = 2.0, kernel_fixe
     pin = bw_bytes_per_s * 8 / (mem.channels * mem.channel_width_bits)
     kern = {"fixed_s": kernel_fixed_s, "tensors": kernel_tensors, "bw_fraction": 1.0}
     npu = base.npu.model_copy(update={
-        "compute_efficiency": 1.0, "bandwidth_efficiency": 1.0, "thread_blocks": None,
+        "compute_efficiency": 1.0, "bandwidth_efficiency": 1.0, "thread_blocks": type(base.npu.thread_blocks)(),
         "vector_kernels": type(base.npu.vector_kernels).model_validate(
             {k: kern for k in ("layernorm", "activation", "softmax", "residual")})})
     hw = base.model_copy(update={"name": "roofline-gpu", "npu": npu,

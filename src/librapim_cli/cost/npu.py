@@ -28,7 +28,7 @@ def occupancy(hw: HardwareSpec, blocks):
     ceil(blocks / SMs) (1 without an occupancy model, or with no blocks)."""
     tb = hw.npu.thread_blocks
     b = np.asarray(blocks, dtype=float)
-    if tb is None:
+    if tb.cores == 0:
         return np.ones_like(b)
     waves = np.ceil(b / tb.cores)
     return np.where(b > 0, b / np.maximum(waves * tb.cores, 1.0), 1.0)
@@ -43,7 +43,7 @@ def gemm_occupancy(hw: HardwareSpec, rows, k: int, n: int, sets=1.0, dtype_bytes
     tb = hw.npu.thread_blocks
     m, n_, sets = np.broadcast_arrays(np.asarray(rows, dtype=float), np.asarray(n, dtype=float),
                                       np.asarray(sets, dtype=float))
-    if tb is None:
+    if tb.cores == 0:
         return np.ones(m.shape)
     mm = np.maximum(m, 1.0)[..., None]  # candidates on the last axis
     nn, ss = np.maximum(n_, 1.0)[..., None], sets[..., None]
@@ -66,8 +66,10 @@ def gemm_occupancy(hw: HardwareSpec, rows, k: int, n: int, sets=1.0, dtype_bytes
 
 
 def vector_kernel(hw: HardwareSpec, op: Vector):
-    """The GPU kernel spec of a vector op (``npu.vector_kernels``, by the op's class), or None."""
-    return getattr(hw.npu.vector_kernels, op.kernel) if op.kernel else None
+    """The GPU kernel spec of a vector op (``npu.vector_kernels``, by the op's class), or None when the op runs on
+    the vector units (no class, or a class with no fixed time and no traffic)."""
+    k = getattr(hw.npu.vector_kernels, op.kernel) if op.kernel else None
+    return k if k is not None and k.is_kernel else None
 
 
 def systolic_cycles(hw: HardwareSpec, rows, k: int, n: int, sets=1.0):

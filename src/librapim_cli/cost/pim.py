@@ -300,11 +300,11 @@ def part_channels(channels: np.ndarray, parts: int, n_channels: int) -> np.ndarr
 def attention_parts(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_heads: int, head_dim: int,
                     dtype_bytes: int, channels: np.ndarray | None = None, kv_parts: int = 1,
                     softmax_in_pim: bool = False) -> dict[str, Cost]:
-    """The PIM side of a set of requests' attention as three costs on the slowest PIM channel, adding up to its
-    time: 'score' (K rows and the query's GWRITE), 'context' (V rows and the outputs' READRES) and 'softmax' (what
-    the scores' trip to the softmax and back adds: over the channel bus to the NPU and back, or inside the stack).
-    When data moves overlap the MACs (``io_overlaps_mac``), score and context share the channel's time without the
-    trip in proportion to their bank time.
+    """The PIM side of a set of requests' attention as three costs, each on its slowest PIM channel: 'score' (K rows
+    and the query's GWRITE), 'context' (V rows and the outputs' READRES) and 'softmax' (what the scores' trip to
+    the softmax and back adds: over the channel bus to the NPU and back, or inside the stack). On one channel the
+    three add up to its time. When data moves overlap the MACs (``io_overlaps_mac``), score and context share the
+    channel's time without the trip in proportion to their bank time.
 
     ``kv_parts`` > 1: each request's KV heads are split into that many parts of kv_heads / kv_parts heads, part p
     in channel (c + p) mod C (``part_channels``). ``channels``: default the snake least-loaded placement.
@@ -320,15 +320,17 @@ def attention_parts(hw: HardwareSpec, lens: np.ndarray, q_heads: int, kv_heads: 
     def per_ch(x):
         return np.bincount(rows_ch, weights=np.tile(x, P), minlength=n_ch)
 
-    tot = per_ch(r.time_s)
-    c = int(np.argmax(tot)) if tot.size else 0
+    def worst(x, bank=None):
+        """The part's time on its slowest channel, and that channel's bank time of the part."""
+        v = per_ch(x)
+        if not v.size:
+            return 0.0, 0.0
+        c = int(np.argmax(v))
+        return float(v[c]), (float(per_ch(bank)[c]) if bank is not None else 0.0)
 
-    def at_c(x):
-        return float(per_ch(x)[c]) if tot.size else 0.0
-
-    sc, cx, sm = at_c(r.score_s), at_c(r.context_s), at_c(r.softmax_s)
-    bk = at_c(r.bank_k_s)
-    bv = at_c(r.bank_s) - bk
+    sc, bk = worst(r.score_s, r.bank_k_s)
+    cx, bv = worst(r.context_s, r.bank_s - r.bank_k_s)
+    sm, _ = worst(r.softmax_s)
     e_rest = (float(r.energy_j.sum()) - float(r.softmax_energy_j.sum())) * P / 2.0
     fl, kvb = float(r.flops.sum()) * P / 2.0, float(r.kv_bytes.sum()) * P / 2.0
     return {

@@ -331,5 +331,5 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
         kv_spread=spread, softmax_on_npu=not soft_in_pim,
         # attention on the NPU: one thread block per (request, query head), so n requests fill n * q SMs
         npu_attn_bw_share=occupancy(hw, rows * q),
-        npu_attn_fixed_s=2 * hw.npu.op_overhead_s + (0.0 if (k := hw.npu.vector_kernels.softmax) is None else k.fixed_s),
+        npu_attn_fixed_s=2 * hw.npu.op_overhead_s + hw.npu.vector_kernels.softmax.fixed_s,
     )

@@ -11,37 +11,52 @@ from .base import Spec
 
 class KernelSpec(Spec):
     """A GPU-style vector kernel (docs/model/npu.md, 'Vector ops'): a fixed time no other kernel overlaps, plus
-    its operands' DRAM traffic at a rate relative to the device's peak memory bandwidth."""
+    its operands' DRAM traffic at a rate relative to the peak bandwidth of the memory the NPU streams from. With
+    no fixed time and no traffic (the defaults) the op is not a kernel: it runs on the vector units from on-chip
+    operands, overlapping the other engines."""
 
-    fixed_s: float = Field(ge=0, le=1, description="Fixed time of one launch of the kernel (launch, synchronisation, "
-                                                   "tail), seconds; nothing else on the device overlaps it.")
-    tensors: float = Field(ge=0, le=64, description="Tensors of the op's size the kernel reads or writes in DRAM (in + "
-                                                     "out; 0: operands stay on chip). A gated activation adds its gate.")
-    bw_fraction: float = Field(gt=0, le=16, description="Rate of that traffic as a fraction of the peak memory "
-                                                        "bandwidth (a measured fit may exceed 1).")
+    fixed_s: float = Field(default=0.0, ge=0, le=1, description="Fixed time of one launch of the kernel (launch, "
+                                                                "synchronisation, tail), seconds.")
+    tensors: float = Field(default=0.0, ge=0, le=64, description="Tensors of the op's size the kernel reads or writes "
+                                                                 "in DRAM (in + out; 0: operands stay on chip). A "
+                                                                 "gated activation adds its gate.")
+    bw_fraction: float = Field(default=1.0, gt=0, le=16, description="Rate of that traffic as a fraction of the peak "
+                                                                     "memory bandwidth (a measured fit may exceed 1).")
+
+    @property
+    def is_kernel(self) -> bool:
+        """True if the op runs as a GPU kernel (a fixed time or DRAM traffic), False for the vector units."""
+        return self.fixed_s > 0 or self.tensors > 0
 
 
 class VectorKernelsSpec(Spec):
-    """Per class of vector op, the GPU kernel that runs it (unset: the op runs on the vector units from on-chip
-    operands, with no fixed time)."""
+    """Per class of vector op, the GPU kernel that runs it (default: none, the vector units)."""
 
-    layernorm: KernelSpec | None = Field(default=None, description="LayerNorm kernels (layernorm_1, layernorm_2).")
-    activation: KernelSpec | None = Field(default=None, description="The FFN activation kernel (act_*).")
-    softmax: KernelSpec | None = Field(default=None, description="The attention softmax kernel.")
-    residual: KernelSpec | None = Field(default=None, description="Residual-add kernels (residual_1, residual_2).")
+    layernorm: KernelSpec = Field(default_factory=KernelSpec, description="LayerNorm kernels (layernorm_1, layernorm_2).")
+    activation: KernelSpec = Field(default_factory=KernelSpec, description="The FFN activation kernel (act_*).")
+    softmax: KernelSpec = Field(default_factory=KernelSpec, description="The attention softmax kernel.")
+    residual: KernelSpec = Field(default_factory=KernelSpec, description="Residual-add kernels (residual_1, residual_2).")
 
 
 class ThreadBlockSpec(Spec):
     """GPU-style occupancy (docs/model/npu.md, 'Occupancy'): a kernel's thread blocks run in waves over ``cores``
-    SMs; a partly filled last wave leaves SMs idle, which slows compute and memory alike."""
+    SMs; a partly filled last wave leaves SMs idle, which slows compute and memory alike. ``cores = 0`` (the
+    default): no occupancy model."""
 
-    cores: int = Field(ge=1, le=65536, description="Streaming multiprocessors (cores) thread blocks run on.")
-    l1_bytes: int = Field(ge=1, le=2**30, description="On-chip memory of one SM, bytes: bounds a GEMM thread "
-                                                      "block's tile.")
+    cores: int = Field(default=0, ge=0, le=65536, description="Streaming multiprocessors (cores) thread blocks run "
+                                                              "on; 0: no occupancy model.")
+    l1_bytes: int = Field(default=0, ge=0, le=2**30, description="On-chip memory of one SM, bytes: bounds a GEMM "
+                                                                 "thread block's tile.")
     tile_sizes: tuple[Annotated[int, Strict(), Field(ge=1, le=65536)], ...] = Field(
-        strict=False, min_length=1, max_length=64, description="Candidate GEMM tile edges (rows "
-                                                                                 "and columns of one thread block).")
-    tile_k: int = Field(ge=1, le=65536, description="Reduction depth of a GEMM tile held on chip at once.")
+        default=(), strict=False, max_length=64,
+        description="Candidate GEMM tile edges (rows and columns of one thread block).")
+    tile_k: int = Field(default=32, ge=1, le=65536, description="Reduction depth of a GEMM tile held on chip at once.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ThreadBlockSpec:
+        if self.cores > 0 and not self.tile_sizes:
+            raise ValueError("thread_blocks.cores > 0 needs tile_sizes (the candidate GEMM tile edges)")
+        return self
 
 
 class NPUSpec(Spec):
@@ -61,9 +76,10 @@ class NPUSpec(Spec):
         default_factory=VectorKernelsSpec,
         description="GPU kernels of the vector ops (fixed time and DRAM traffic); default: none, vector ops run on "
                     "the vector units from on-chip operands.")
-    thread_blocks: ThreadBlockSpec | None = Field(
-        default=None, description="GPU occupancy model of GEMM and attention kernels (waves of thread blocks over "
-                                  "the SMs); none: every op runs at the engines' full rate.")
+    thread_blocks: ThreadBlockSpec = Field(
+        default_factory=ThreadBlockSpec,
+        description="GPU occupancy model of GEMM and attention kernels (waves of thread blocks over the SMs); "
+                    "default: none, every op runs at the engines' full rate.")
 
     @property
     def macs_per_cycle(self) -> int:
