@@ -41,12 +41,12 @@ def gemm_occupancy(hw: HardwareSpec, rows, k: int, n: int, sets=1.0, dtype_bytes
     ceil(rows / tm) x ceil(n / tn) x sets and the traffic (ceil(n / tn) rows k + ceil(rows / tm) n k + rows n) x
     dtype x sets; the first minimum in (tm, tn) order wins. 1 without an occupancy model."""
     tb = hw.npu.thread_blocks
-    m, n_, sets = np.broadcast_arrays(np.asarray(rows, dtype=float), np.asarray(n, dtype=float),
-                                      np.asarray(sets, dtype=float))
+    m, n_, k_, sets = np.broadcast_arrays(np.asarray(rows, dtype=float), np.asarray(n, dtype=float),
+                                          np.asarray(k, dtype=float), np.asarray(sets, dtype=float))
     if tb.cores == 0:
         return np.ones(m.shape)
     mm = np.maximum(m, 1.0)[..., None]  # candidates on the last axis
-    nn, ss = np.maximum(n_, 1.0)[..., None], sets[..., None]
+    nn, kk, ss = np.maximum(n_, 1.0)[..., None], k_[..., None], sets[..., None]
     tn = np.minimum(np.asarray(tb.tile_sizes, dtype=float), nn)
     best_cost = np.full(m.shape, np.inf)
     best_util = np.ones(m.shape)
@@ -55,7 +55,7 @@ def gemm_occupancy(hw: HardwareSpec, rows, k: int, n: int, sets=1.0, dtype_bytes
         fits = (tm + tn) * tb.tile_k * dtype_bytes + tm * tn * dtype_bytes <= tb.l1_bytes
         blocks = np.ceil(mm / tm) * np.ceil(nn / tn) * ss
         util = np.where(blocks > 0, blocks / np.maximum(np.ceil(blocks / tb.cores) * tb.cores, 1.0), 1.0)
-        traffic = (np.ceil(nn / tn) * mm * k + np.ceil(mm / tm) * nn * k + mm * nn) * dtype_bytes * ss
+        traffic = (np.ceil(nn / tn) * mm * kk + np.ceil(mm / tm) * nn * kk + mm * nn) * dtype_bytes * ss
         cost = np.where(fits, traffic / util ** 2, np.inf)
         j = np.argmin(cost, axis=-1)[..., None]
         c = np.take_along_axis(cost, j, axis=-1)[..., 0]
