@@ -137,7 +137,8 @@ class KVWrite:
 
 @dataclass(frozen=True, slots=True)
 class AllReduce:
-    """Ring all-reduce of ``payload_bytes`` over ``devices`` tensor-parallel devices."""
+    """All-reduce of ``payload_bytes`` over ``devices`` tensor-parallel devices (the algorithm is the link's,
+    ``cost.link.link_cost``)."""
 
     name: str
     phase: Phase
@@ -151,7 +152,8 @@ class AllReduce:
 
     @property
     def bytes(self) -> np.ndarray | float:
-        """Bytes each device sends: 2 (n-1)/n * payload."""
+        """Bytes each device sends in a ring all-reduce: 2 (n-1)/n * payload (``link_cost`` reports the link
+        algorithm's own)."""
         return 2.0 * (self.devices - 1) / self.devices * self.payload_bytes
 
 
