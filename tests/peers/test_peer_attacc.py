@@ -313,3 +313,16 @@ def test_ffn_split_at_batch_101_stays_on_the_gpu() -> None:
                        ["system.pp=1", "system.tp=8", *LIMITED, 'system.placement.fc="ffn_split"'])
     assert step.cols_to_pim["R"] == 0
     assert step.per_layer_us["ffn_up"] == pytest.approx(68.7372, rel=2e-3)
+
+
+def test_admission_with_the_head_stride_keeps_the_flat_list() -> None:
+    """Serve mode: admitting 101 requests of one length with round robin over the slots (stride 12 on 80
+    channels) loads the channels as the flat list above, and giving the load back empties them again."""
+    from librapim_cli.workload import admit_channels, release_channels
+
+    load = np.zeros(80)
+    ch, _ = admit_channels("round_robin", np.full(101, 1024.0), load, 0, stride=12)
+    assert (ch == place_channels(np.full(101, 1024), 80, "round_robin", stride=12)).all()
+    assert load.max() == 16 * 1024 and load.sum() == 1212 * 1024
+    release_channels(load, ch, np.full(101, 1024.0), stride=12)
+    assert not load.any()

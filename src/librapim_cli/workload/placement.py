@@ -2,7 +2,8 @@
 
 - :func:`snake_channels`: least-loaded placement of a whole batch at once (longest first, snake order);
 - :func:`place_channels`: a batch's channels under ``placement.kv_channel_policy``;
-- :func:`admit_channels`: channels of requests admitted one by one while serving (greedy in admission order).
+- :func:`admit_channels`: channels of requests admitted one by one while serving (greedy in admission order);
+- :func:`release_channels`: the channel load a retired or preempted request gives back.
 
 With the head-wise KV layout a request spans ``stride`` consecutive channels (its parts, from the channel it is
 given): the policies then hand out start channels ``stride`` apart, so that the batch's parts fill the channels
@@ -80,3 +81,12 @@ def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_ne
         ch[i] = c
         load[c] += need_tokens[i]
     return ch, rr_next
+
+
+def release_channels(load: np.ndarray, channels: np.ndarray, need_tokens: np.ndarray, stride: int = 1) -> None:
+    """Give back the channel load of retired or preempted requests (in place): each request's tokens from each
+    of the ``stride`` channels it spans from its channel (as :func:`admit_channels` added them)."""
+    C = load.shape[0]
+    ch = np.asarray(channels, dtype=np.int64)
+    span = (np.tile(ch, stride) + np.repeat(np.arange(stride), ch.shape[0])) % C
+    load -= np.bincount(span, weights=np.tile(np.asarray(need_tokens, dtype=float), stride), minlength=C)
