@@ -70,7 +70,7 @@ def setup(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gpt3-
     if mdl.layers % pp:
         raise InfeasibleDesign(f"pp={pp} does not divide the {mdl.layers} layers of {mdl.name}; "
                                f"choose a pp that divides {mdl.layers} (--set system.pp=...)")
-    cap = sys_.hardware.memory.capacity_bytes
+    cap = sys_.hardware.npu_memory.capacity_bytes  # the memory that holds the weights
     w_dev = weight_bytes_per_device(mdl, tp, pp)
     if w_dev >= cap:
         raise InfeasibleDesign(
@@ -125,7 +125,10 @@ def setup_notes(s: Setup, requests_asked: int | None = None, overridden: Sequenc
     - sub-batch interleaving enabled under the rule scheduler but ``sub_batch_min_batch`` above the largest
       micro-batch (it never runs);
     - more requests asked than a trace has rows (the run serves the trace's rows);
-    - fixed lengths trimmed by ``max_seq_len``.
+    - fixed lengths trimmed by ``max_seq_len``;
+    - the ``separate`` concurrency mode on hardware with one memory (the weights and the KV cache then share
+      the channels the mode treats as PIM-only), or a separate xPU memory under another mode (which then
+      counts a weight stream the PIM channels do not carry).
     (DBO on hardware without PIM is rejected by the system spec.)
     """
     out: list[str] = []
@@ -142,6 +145,15 @@ def setup_notes(s: Setup, requests_asked: int | None = None, overridden: Sequenc
             not concurrency.get(sys_.concurrency.mode).rides_weight_stream:
         out.append(f"system.concurrency.partial_batch_offload has no effect: the {sys_.concurrency.mode} mode's PIM "
                    "cannot compute on the rows the NPU streams (only dex can)")
+    if pim is not None and sys_.uses_pim and (sys_.concurrency.mode == "separate") != (hw.xpu_memory is not None):
+        if hw.xpu_memory is None:
+            out.append("system.concurrency.mode = 'separate' on hardware with one memory: the weights and the KV "
+                       "cache share its channels, but the mode lets the NPU's weight stream pass them by; give the "
+                       "xPU its own memory (hardware.xpu_memory) or choose another mode")
+        else:
+            out.append(f"hardware.xpu_memory holds the weights, but the {sys_.concurrency.mode} mode charges the "
+                       "NPU's weight stream to the PIM channels too; system.concurrency.mode = 'separate' keeps them "
+                       "apart")
     if sys_.sub_batch_interleaving and sys_.scheduler == "rule":
         # the rule tests the smallest micro-batch; at the full batch it is batch // pp (>= 1)
         smallest = max(s.batch // s.pp, 1)
@@ -181,8 +193,11 @@ def kv_bytes_per_token_per_device(model: ModelSpec, tp: int, pp: int) -> float:
 
 
 def kv_capacity_bytes(s: Setup) -> float:
-    """Memory left for the KV cache on one device after its weights."""
-    return s.system.hardware.memory.capacity_bytes - weight_bytes_per_device(s.model, s.tp, s.pp)
+    """Memory left for the KV cache on one device after its weights (all of `memory` when the weights sit in a
+    separate xPU memory)."""
+    hw = s.system.hardware
+    weights = 0.0 if hw.xpu_memory is not None else weight_bytes_per_device(s.model, s.tp, s.pp)
+    return hw.memory.capacity_bytes - weights
 
 
 # ---- capacity before any sampling --------------------------------------------------------------------

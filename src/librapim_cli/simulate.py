@@ -57,7 +57,7 @@ def simulate(system: str | SystemSpec = "librapim", model: str | ModelSpec = "gp
             f"{kv_cap / 2**30:.1f} GiB left after weights; lower --batch or raise tp/pp")
     sched = schedule_for(s, s.batch, max_len)
     policy_ = s.system.placement.kv_channel_policy
-    placed = [place_channels(b, sched.tables.channels, policy_) for b in batches]
+    placed = [place_channels(b, sched.tables.channels, policy_, sched.tables.kv_spread) for b in batches]
     many = run_iterations(sched, batches, placed, keep_stages=keep_stages or breakdown)
     result = SimResult(s, iteration_metrics(many.totals(), len(many), s),
                        many.results(), mode="iteration", stages=many.stages if keep_stages else None)
@@ -73,7 +73,7 @@ def _attach_breakdown(result: SimResult) -> None:
     s = result.setup
     lens = steady_state_batch(s, np.random.default_rng(s.workload.seed))
     sched = schedule_for(s, s.batch, int(lens.max()))
-    ch = place_channels(lens, sched.tables.channels, s.system.placement.kv_channel_policy)
+    ch = place_channels(lens, sched.tables.channels, s.system.placement.kv_channel_policy, sched.tables.kv_spread)
     one = run_iterations(sched, [lens], [ch], keep_stages=True)
     result.ops = op_records(sched, lens, ch, one, 0)
     result.breakdown_iteration_s = float(one.time_s[0])

@@ -75,6 +75,15 @@ def test_time_interleaved_hand_value() -> None:
     assert ct("time_interleaved", (0, 0, 0, 5 * US, 0), sw, q) == pytest.approx(5 * US)
 
 
+def test_separate_hand_value() -> None:
+    # the weights stream from the xPU's own memory: max(PIM 10 + NPU KV reads 2, NPU 3 + 2) = 12; the NPU's
+    # stream only bounds it (the stage already waits for the NPU): with NPU 15, max(12, 17) = 17
+    assert ct("separate", W) == pytest.approx(12 * US)
+    assert ct("separate", (6 * US, 4 * US, 2 * US, 15 * US, 2 * US)) == pytest.approx(17 * US)
+    # no NPU KV reads: the PIM alone, whatever its data-bus share
+    assert ct("separate", (6 * US, 4 * US, 2 * US, 3 * US, 0.0)) == pytest.approx(10 * US)
+
+
 def test_unknown_mode_is_not_registered() -> None:
     with pytest.raises(KeyError):
         concurrency.get("shared_bus")
@@ -130,7 +139,7 @@ EXPECTED_AREA = {
 }
 EXPECTED_MODE = {
     "librapim": "dex", "librapim-dex-only": "dex", "librapim-dbo-only": "time_interleaved",
-    "neupims": "dual_row_buffer", "attacc": "time_interleaved", "npu-pim-blocked": "blocked", "pim-gemv": "blocked",
+    "neupims": "dual_row_buffer", "attacc": "separate", "npu-pim-blocked": "blocked", "pim-gemv": "blocked",
     "npu-only": "blocked", "gpu-only": "blocked",
 }
 

@@ -1,4 +1,9 @@
-"""Hand-derived cost figures on the NeuPIMs-class preset (HBM2-PIM) and the AttAcc HBM3-PIM preset.
+"""Hand-derived cost figures on the NeuPIMs-class preset (HBM2-PIM) and an HBM3-PIM built from the AttAcc preset.
+
+The ``hbm3`` fixture is the attacc-hbm3pim preset in one memory with the PIM options a NeuPIMs-style controller
+has (power-limited MAC interval, four group-ACTs per rank under tFAW, one pseudo-channel per all-bank command,
+V striped by dimension, data moves serial with the MACs, tRTP = nRTPS): it exercises the generic bank-timing
+paths at HBM3 numbers. The preset's own AttAcc options are checked against AttAcc in tests/peers/test_attacc.py.
 
 Every expected number is worked out in the comment next to it from the preset values (which cite
 docs/sources.md#s2.2 to #s2.5 and #s3.3) and the layouts written down in
@@ -37,7 +42,12 @@ def neupims():
 
 @pytest.fixture(scope="module")
 def hbm3():
-    return load_hardware("attacc-hbm3pim")
+    hw = load_hardware("attacc-hbm3pim")
+    pim = hw.pim.model_copy(update={"power_limited": True, "activate_groups_per_rank": 4, "activate_tfaw_paced": True,
+                                    "allbank_pseudo_channels": 1, "context_layout": "dim", "io_overlaps_mac": False})
+    npu = hw.npu.model_copy(update={"thread_blocks": type(hw.npu.thread_blocks)(), "vector_kernels": type(hw.npu.vector_kernels)()})
+    return hw.model_copy(update={"pim": pim, "npu": npu, "xpu_memory": None,
+                                 "memory": hw.memory.model_copy(update={"tRTP_ns": 4.614})})
 
 
 @pytest.fixture(scope="module")
@@ -204,13 +214,20 @@ def test_attention_one_request_neupims(neupims) -> None:
     assert r.flops[0] == 4 * 8 * 128 * 300  # score + context: 2 x 2 x q x dh x L
     assert r.kv_bytes[0] == 2 * 1024 * 2 * 300  # K + V
     assert r.io_bytes[0] == 2 * (2048 + 4800)
-    # pim_cost splits one request's channel time equally between the score and the context op
-    for op in attention_ops(load_model("gpt3-7b"), 4, np.array([300]))[::2]:
+    # the scores' round trip to the NPU's softmax: GWRITE back 450 ns + READRES out 4800 B / 32 GB/s = 150 ns
+    trip_ns = 450 + 4800 / 32.0
+    assert r.softmax_s[0] == approx(trip_ns * NS / derate)
+    assert r.softmax_bytes[0] == 2 * 4800
+    # pim_cost gives each op its part of the channel time: score = K rows 3720 + GWRITE(q) 192 = 3912 ns, context =
+    # V rows 5120 + READRES of the outputs 2048 B / 32 GB/s = 64 ns = 5184 ns (+ the trip's 600 ns: 9696 ns in all)
+    ops = attention_ops(load_model("gpt3-7b"), 4, np.array([300]))
+    for op, part_ns, bank_part_ns in ((ops[0], 3720 + 192, 3720), (ops[2], 5120 + 64, 5120)):
         c = pim_cost(op, neupims)
-        assert c.time_s == approx(r.time_s[0] / 2)
-        assert c.bank_s == approx(r.bank_s[0] / 2)
-        assert c.memory_s == approx(r.io_s[0] / 2)
+        assert c.time_s == approx(part_ns * NS / derate)
+        assert c.bank_s == approx(bank_part_ns * NS / derate)
+        assert c.memory_s == approx((part_ns - bank_part_ns) * NS / derate)
         assert c.bound == "bank-timing"
+    assert 3912 + 5184 + trip_ns == bank_ns + io_ns
 
 
 def test_attention_one_request_hbm3(hbm3) -> None:

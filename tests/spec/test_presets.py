@@ -164,21 +164,26 @@ def test_attacc_hbm3pim() -> None:
     hw = load("hardware", "attacc-hbm3pim")
     # 432 x 16 x 16 x 2 FLOP x 1.41 GHz = 311.87 TFLOPS (A100a 312 TFLOPS, docs/sources.md#s3.1)
     assert hw.npu.peak_flops / 1e12 == pytest.approx(311.87, abs=0.01)
-    # 5 stacks x 16 ch x 2 pCH x 32 bit x 5.2 Gb/s / 8 = 3328 GB/s (AttAcc quotes 3352)
+    # PIM stacks: 5 stacks x 16 ch x 2 pCH x 32 bit x 5.2 Gb/s / 8 = 3328 GB/s (AttAcc quotes 3352)
     assert hw.memory.bw_bytes_per_s == pytest.approx(3328e9, rel=1e-9)
+    # the GPU's own HBM: AttAcc's 3352 GB/s for A100a (docs/sources.md#s3.1), 80 GiB; it streams the weights
+    assert hw.npu_memory is hw.xpu_memory
+    assert hw.xpu_memory.bw_bytes_per_s == pytest.approx(3352e9, rel=1e-9)
+    assert hw.xpu_memory.capacity_bytes == 80 * 2**30
     # 5 x 16 x 2 pCH x (2 ranks x 16 banks) = 5120 banks = 5 stacks x 1024 (docs/sources.md#s3.3)
     assert hw.memory.banks == 5120
+    # one MACAB drives a legacy channel: 2 pCH x 32 banks = 64 banks; 5 x 16 = 80 PIM channels (docs/sources.md#s12.1)
+    assert (hw.pim_channels, hw.pim_banks_per_channel) == (80, 64)
+    assert hw.pim_channel_bw_bytes_per_s == pytest.approx(2 * 32 * 5.2e9 / 8)
     # 5 x 16 GB = 80 GB
     assert hw.memory.capacity_bytes == 80 * 2**30
-    # power-limited: 5120 x 16 x 2 FLOP / (6 x 0.769 ns) = 35.51 TFLOPS
-    assert hw.pim.power_limited
-    assert hw.pim_peak_flops / 1e12 == pytest.approx(5120 * 16 * 2 / 4.614e-9 / 1e12, rel=1e-9)
-
-
-def test_attacc_pim_ratio_without_power_limit() -> None:
-    # 5120 banks x 32 B / (4 x 0.769 ns) = 53.26 TB/s = 16 x 3328 GB/s (AttAcc BW_SCALE bank 16x, docs/sources.md#s3.2)
-    hw = load("hardware", "attacc-hbm3pim", [(["pim", "power_limited"], False)])
-    assert hw.pim_bw_ratio == pytest.approx(16.0, rel=1e-3)
+    # AttAcc's CLI default runs without the power limit (main.py --powerlimit off, D4):
+    # 5120 x 16 x 2 FLOP / (4 x 0.769 ns) = 53.26 TFLOPS
+    assert not hw.pim.power_limited
+    assert hw.pim_peak_flops / 1e12 == pytest.approx(5120 * 16 * 2 / 3.076e-9 / 1e12, rel=1e-9)
+    # ACTAB: one command, no tFAW; MACAB -> PREA = nRTPL 8 x 0.769 (D2, D3)
+    assert (hw.pim.activate_groups_per_rank, hw.pim.activate_tfaw_paced) == (1, False)
+    assert hw.memory.tRTP_ns == pytest.approx(8 * 0.769)
 
 
 def test_a100_xpu() -> None:
@@ -217,7 +222,7 @@ SYSTEM_EXPECTED = {
     "gpu-only": ("npu", "blocked", False, False),
     "npu-pim-blocked": ("pim", "blocked", False, False),
     "neupims": ("pim", "dual_row_buffer", True, False),
-    "attacc": ("pim", "time_interleaved", True, False),
+    "attacc": ("pim", "separate", False, False),
     "librapim": ("pim", "dex", True, True),
     "librapim-dbo-only": ("pim", "time_interleaved", True, True),
     "librapim-dex-only": ("pim", "dex", True, False),

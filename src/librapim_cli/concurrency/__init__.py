@@ -13,6 +13,7 @@ from .base import ConcurrencyMode, ModeParams
 from .blocked import Blocked
 from .dex import DEX
 from .dual_row_buffer import DualRowBuffer
+from .separate import Separate
 from .time_interleaved import TimeInterleaved
 
 _REGISTRY: dict[str, ConcurrencyMode] = {}
@@ -36,7 +37,7 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-for _mode in (Blocked(), TimeInterleaved(), DualRowBuffer(), DEX()):
+for _mode in (Blocked(), TimeInterleaved(), DualRowBuffer(), DEX(), Separate()):
     register(_mode)
 
 __all__ = ["ConcurrencyMode", "ModeParams", "get", "names", "register"]

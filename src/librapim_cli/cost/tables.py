@@ -19,7 +19,7 @@ from ..spec.hardware import HardwareSpec
 from ..spec.model import ModelSpec
 from ..spec.system import ConcurrencySpec, SystemSpec
 from .link import link_cost
-from .npu import dram_stream_energy_j, npu_cost
+from .npu import dram_stream_energy_j, npu_cost, occupancy, vector_kernel
 from .pim import (
     attention_requests,
     bank_timing,
@@ -71,7 +71,8 @@ class NPUTable:
     link_bytes: np.ndarray
     energy_j: np.ndarray
     dram_energy_j: np.ndarray  # of which streaming the weights from DRAM
-    write_s: np.ndarray  # writing the new tokens' K/V into the KV cache (DRAM writes; never SRAM-cached)
+    write_s: np.ndarray  # DRAM time every row costs whatever moves (never SRAM-cached): the new tokens' K/V writes,
+    #   and GPU vector kernels' traffic and fixed time
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,13 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
                 nbytes = nbytes + c.bytes
                 dram_e = dram_e + dram_stream_energy_j(hw, c.bytes)
             elif isinstance(op, Vector):
-                vec = vec + c.time_s
+                kern = vector_kernel(hw, op)
+                if kern is None:
+                    vec = vec + c.time_s
+                else:  # a GPU kernel runs alone (kernels one after another): its whole time stalls every engine
+                    vec = vec + c.time_s
+                    sa = sa + c.time_s
+                    write = write + c.time_s
                 vflops = vflops + c.flops
             elif isinstance(op, KVWrite):
                 write = write + c.memory_s
@@ -193,11 +200,12 @@ def _pim_group(ops, system: SystemSpec, rows: np.ndarray, ride: bool = False) ->
     return PIMFCTable(t, io, fl, en, rd)
 
 
-def _column_tiles(ops, system: SystemSpec, rows: np.ndarray) -> np.ndarray:
+def _column_tiles(ops, system: SystemSpec, rows: np.ndarray, movable=lambda op: True) -> np.ndarray:
     """Figures of a group's GEMMs when column fraction j / COLUMN_STEPS of every GEMM's output columns runs on
     the PIM (the NPU streams and multiplies the other columns), for j = 0..COLUMN_STEPS and rows 0..max_rows:
     an array (len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1). The PIM reads its columns' weights itself
-    (``fc_on_pim`` over all rows, every channel receiving every input row and returning its outputs)."""
+    (``fc_on_pim`` over all rows, every channel receiving every input row and returning its outputs). Only the
+    GEMMs ``movable`` accepts split their columns (``placement.fc = 'ffn_split'``: the FFN's)."""
     hw = system.hardware
     J = COLUMN_STEPS
     j = np.arange(J + 1, dtype=float)[:, None]
@@ -206,7 +214,7 @@ def _column_tiles(ops, system: SystemSpec, rows: np.ndarray) -> np.ndarray:
     for op in ops:
         if not isinstance(op, Gemm):
             continue
-        moved = np.round(op.n * j / J)
+        moved = np.round(op.n * j / J) if movable(op) else np.zeros_like(j)
         kept = op.n - moved
         on_npu = (kept > 0) & (np.asarray(op.m) > 0)
         c = npu_cost(replace(op, n=kept), hw)
@@ -223,6 +231,11 @@ def _column_tiles(ops, system: SystemSpec, rows: np.ndarray) -> np.ndarray:
         for i, v in enumerate(fig + pim + [np.maximum(npu_t, pim[0])]):
             out[i] += v
     return out
+
+
+def ffn_only(op) -> bool:
+    """The GEMMs ``placement.fc = 'ffn_split'`` shares with the PIM: the FFN's (AttAcc's --ffopt, layers named ff*)."""
+    return op.name.startswith("ffn_")
 
 
 def kv_parts(kv_heads: int, channels: int) -> int:
@@ -280,11 +293,15 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
               + e.dram_offchip_pj_per_bit)
     npu_energy = (kv_bytes * 8 * stream + (flops + softmax) * e.npu_pj_per_flop) * 1e-12
     # with the head-wise layout every column is one part's (kv / spread heads in one channel)
-    spread = kv_parts(kv, hw.memory.channels) if system.placement.kv_layout == "head" else 1
+    n_ch = hw.pim_channels
+    spread = kv_parts(kv, n_ch) if system.placement.kv_layout == "head" else 1
     kv_bytes, flops, softmax, npu_energy = (x / spread for x in (kv_bytes, flops, softmax, npu_energy))
+    soft_in_pim = system.placement.softmax == "pim"
     if has_pim:
-        r = attention_requests(hw, lens, q // spread, kv // spread, model.head_dim, model.dtype_bytes)
-        pim_s, pim_io, pim_e = r.time_s, r.io_s, r.energy_j + softmax * e.npu_pj_per_flop * 1e-12
+        r = attention_requests(hw, lens, q // spread, kv // spread, model.head_dim, model.dtype_bytes,
+                               softmax_in_pim=soft_in_pim)
+        soft_pj = e.pim_pj_per_flop if soft_in_pim else e.npu_pj_per_flop
+        pim_s, pim_io, pim_e = r.time_s, r.io_s, r.energy_j + softmax * soft_pj * 1e-12
     else:
         pim_s = pim_io = pim_e = np.full(max_len + 1, np.inf)
     attn = AttnTable(pim_s, pim_io, kv_bytes, flops, softmax, pim_e, npu_energy)
@@ -299,26 +316,31 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
                            else np.stack([zeros] * len(PIM_FC_FIELDS)) for g in STACK_GROUPS[:4]]) if ride else None
     cols = None
     if has_pim and (system.dbo.enabled and (system.dbo.lm_head or system.dbo.fc_columns)
-                    or system.placement.fc == "pim"):
+                    or system.placement.fc != "npu"):
         cols = np.zeros((len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1))
+        movable = ffn_only if system.placement.fc == "ffn_split" else (lambda op: True)
         for g in ("qkv", "rest", "head"):
-            cols[STACK_GROUPS.index(g)] = _column_tiles(groups[g], system, rows)
+            cols[STACK_GROUPS.index(g)] = _column_tiles(groups[g], system, rows, movable)
         cols[STACK_GROUPS.index("both")] = cols[STACK_GROUPS.index("qkv")] + cols[STACK_GROUPS.index("rest")]
     slopes = _slopes(attn.stacked)
     mode = concurrency.get(system.concurrency.mode)
+    ch_bw = hw.pim_channel_bw_bytes_per_s * eff  # one (PIM) channel's sustained bandwidth for NPU reads
     params = ModeParams(switch_s=switch_penalty_s(hw) if has_pim else 0.0, quantum_s=quantum_s(system.concurrency),
-                        ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff)
+                        ch_bw_bytes_per_s=ch_bw)
     movable = (np.asarray(mode.attention_move_can_help(params, attn.pim_s, attn.kv_bytes), dtype=bool)
                if has_pim else np.zeros(max_len + 1, dtype=bool))
     return CostTables(
         npu=npu, pim_fc=pim_fc, attn=attn, attn_stacked=attn.stacked, attn_slopes=slopes,
-        max_rows=max_rows, max_len=max_len, channels=mem.channels, sram_bytes=hw.npu.sram_bytes,
-        npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=mem.channel_bw_bytes_per_s * eff,
+        max_rows=max_rows, max_len=max_len, channels=n_ch, sram_bytes=hw.npu.sram_bytes,
+        npu_bw_bytes_per_s=mem.bw_bytes_per_s * eff, ch_bw_bytes_per_s=ch_bw,
         vector_flops=hw.npu.vector_flops, sa_peak_flops=hw.npu.peak_flops, pim_peak_flops=hw.pim_peak_flops,
         npu_pj_per_flop=hw.energy.npu_pj_per_flop, mode=mode, mode_params=params, has_pim=has_pim, npu_stack=npu_stack, pim_fc_stack=pim_fc_stack,
         pim_fc_ride_stack=ride_stack, cols_stack=cols,
         movable_by_len=movable, attn_prop_rows=np.array([c for c in range(2, 7) if np.isfinite(slopes[c])], dtype=np.int64),
         attn_sum_rows=np.array([c for c in range(2, 7) if not np.isfinite(slopes[c])], dtype=np.int64),
         attn_flops_per_kv_byte=float(flops[1] / kv_bytes[1]) if max_len >= 1 else 0.0,
-        kv_spread=spread, softmax_on_npu=True, npu_attn_bw_share=np.ones(max_rows + 1), npu_attn_fixed_s=0.0,
+        kv_spread=spread, softmax_on_npu=not soft_in_pim,
+        # attention on the NPU: one thread block per (request, query head), so n requests fill n * q SMs
+        npu_attn_bw_share=occupancy(hw, rows * q),
+        npu_attn_fixed_s=2 * hw.npu.op_overhead_s + hw.npu.vector_kernels.softmax.fixed_s,
     )

@@ -47,7 +47,7 @@ def fc_ops(model: ModelSpec, tp: int, tokens: np.ndarray | float) -> list:
     # vector FLOPs per element are our estimate [I] (docs/model/overview.md W5): LayerNorm 5 (mean, variance,
     # normalize, scale, shift), residual 1, activation 8 (GELU/ReLU polynomial) or 9 (plus the gate multiply)
     ops: list = [
-        Vector("layernorm_1", "qkv", t * d, 5.0),
+        Vector("layernorm_1", "qkv", t * d, 5.0, dt),
         Gemm("qkv", "qkv", t, d, (q + 2 * kv) * dh, dt),
         KVWrite("kv_write", "qkv", t, 2 * kv * dh * dt),
         Gemm("out_proj", "rest", t, q * dh, d, dt),
@@ -55,16 +55,16 @@ def fc_ops(model: ModelSpec, tp: int, tokens: np.ndarray | float) -> list:
     if tp > 1:
         ops.append(AllReduce("allreduce_attn", "rest", t * d * dt, tp))
     ops += [
-        Vector("residual_1", "rest", t * d, 1.0),
-        Vector("layernorm_2", "rest", t * d, 5.0),
+        Vector("residual_1", "rest", t * d, 1.0, dt),
+        Vector("layernorm_2", "rest", t * d, 5.0, dt),
         Gemm("ffn_up", "rest", t, d, up_mats * f_shard, dt, sets, rows),
         Vector(f"act_{model.activation}", "rest", t * f_shard * model.moe_top_k,
-               8.0 if model.ffn_kind == "plain" else 9.0),
+               8.0 if model.ffn_kind == "plain" else 9.0, dt, 0 if model.ffn_kind == "plain" else 1),
         Gemm("ffn_down", "rest", t, f_shard, d, dt, sets, rows),
     ]
     if tp > 1:
         ops.append(AllReduce("allreduce_ffn", "rest", t * d * dt, tp))
-    ops.append(Vector("residual_2", "rest", t * d, 1.0))
+    ops.append(Vector("residual_2", "rest", t * d, 1.0, dt))
     return ops
 
 
@@ -74,7 +74,7 @@ def attention_ops(model: ModelSpec, tp: int, context_lens: np.ndarray) -> list:
     lens = np.asarray(context_lens, dtype=np.int64)
     return [
         Attention("attn_score", "score", lens, q, kv, model.head_dim, model.dtype_bytes),
-        Vector("softmax", "attention", float(q * lens.sum()), 5.0),  # max, subtract, exp, sum, divide [I]
+        Vector("softmax", "attention", float(q * lens.sum()), 5.0, model.dtype_bytes),  # max, sub, exp, sum, div [I]
         Attention("attn_context", "context", lens, q, kv, model.head_dim, model.dtype_bytes),
     ]
 

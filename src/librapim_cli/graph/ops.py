@@ -90,6 +90,8 @@ class Vector:
     phase: Phase
     elements: np.ndarray | float
     flops_per_element: float
+    dtype_bytes: int = 2
+    extra_inputs: int = 0  # tensors of its size it reads beyond its own input (a gated activation's gate)
 
     @property
     def flops(self) -> np.ndarray | float:
@@ -97,8 +99,18 @@ class Vector:
         return self.elements * self.flops_per_element
 
     @property
+    def kernel(self) -> str:
+        """Its class of GPU kernel (``NPUSpec.vector_kernels``): layernorm, activation, softmax or residual ('' for
+        an op of no class)."""
+        for prefix, kind in (("layernorm", "layernorm"), ("act_", "activation"), ("softmax", "softmax"),
+                             ("residual", "residual")):
+            if self.name.startswith(prefix):
+                return kind
+        return ""
+
+    @property
     def bytes(self) -> float:
-        """DRAM bytes: none (operands are on chip)."""
+        """DRAM bytes: none (operands are on chip; a GPU kernel's own traffic is costed by ``npu_cost``)."""
         return 0.0
 
 
@@ -125,7 +137,8 @@ class KVWrite:
 
 @dataclass(frozen=True, slots=True)
 class AllReduce:
-    """Ring all-reduce of ``payload_bytes`` over ``devices`` tensor-parallel devices."""
+    """All-reduce of ``payload_bytes`` over ``devices`` tensor-parallel devices (the algorithm is the link's,
+    ``cost.link.link_cost``)."""
 
     name: str
     phase: Phase
@@ -139,7 +152,8 @@ class AllReduce:
 
     @property
     def bytes(self) -> np.ndarray | float:
-        """Bytes each device sends: 2 (n-1)/n * payload."""
+        """Bytes each device sends in a ring all-reduce: 2 (n-1)/n * payload (``link_cost`` reports the link
+        algorithm's own)."""
         return 2.0 * (self.devices - 1) / self.devices * self.payload_bytes
 
 

@@ -306,6 +306,14 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     lb_chain = lb_mem = np.zeros(0)
     if fc_home_pim:  # every FC GEMM on the PIM
         y0 = rows.copy()
+    elif system.placement.fc == "ffn_split" and t.cols_stack is not None and S:
+        # the FFN's column share (tiles of 1/32) on the PIM with which NPU and PIM finish together: the first
+        # minimum over the share of max(NPU, busiest channel, the split's chain) (only FFN columns move)
+        js = np.arange(t.cols_stack.shape[2])[None, :]
+        f = fc_figures(t, gi[:, None], rows[:, None], cache[:, None], np.zeros_like(js), js)
+        npu_j = npu_time(f[..., C_SA], f[..., C_VEC], f[..., C_MEM], f[..., C_LINK])
+        chan_j = busiest_channel(t, 0.0, 0.0, f[..., C_PF], f[..., C_PFIO], f[..., C_MEM], f[..., C_RIDE])
+        j0 = np.argmin(np.maximum(np.maximum(npu_j, chan_j), f[..., C_CHAIN]), axis=1).astype(np.int64)
     elif dbo is not None:
         dyn = np.flatnonzero(live_bal & has_attn)
         fixed = np.flatnonzero(live_bal & ~has_attn & (rows > 0)) if dbo.fc_to_pim else np.zeros(0, dtype=np.int64)

@@ -2,11 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 
 from .base import Spec
+
+
+class KernelSpec(Spec):
+    """A GPU-style vector kernel (docs/model/npu.md, 'Vector ops'): a fixed time no other kernel overlaps, plus
+    its operands' DRAM traffic at a rate relative to the peak bandwidth of the memory the NPU streams from. With
+    no fixed time and no traffic (the defaults) the op is not a kernel: it runs on the vector units from on-chip
+    operands, overlapping the other engines."""
+
+    fixed_s: float = Field(default=0.0, ge=0, le=1, description="Fixed time of one launch of the kernel (launch, "
+                                                                "synchronisation, tail), seconds.")
+    tensors: float = Field(default=0.0, ge=0, le=64, description="Tensors of the op's size the kernel reads or writes "
+                                                                 "in DRAM (in + out; 0: operands stay on chip). A "
+                                                                 "gated activation adds its gate.")
+    bw_fraction: float = Field(default=1.0, gt=0, le=16, description="Rate of that traffic as a fraction of the peak "
+                                                                     "memory bandwidth (a measured fit may exceed 1).")
+
+    @property
+    def is_kernel(self) -> bool:
+        """True if the op runs as a GPU kernel (a fixed time or DRAM traffic), False for the vector units."""
+        return self.fixed_s > 0 or self.tensors > 0
+
+
+class VectorKernelsSpec(Spec):
+    """Per class of vector op, the GPU kernel that runs it (default: none, the vector units)."""
+
+    layernorm: KernelSpec = Field(default_factory=KernelSpec, description="LayerNorm kernels (layernorm_1, layernorm_2).")
+    activation: KernelSpec = Field(default_factory=KernelSpec, description="The FFN activation kernel (act_*).")
+    softmax: KernelSpec = Field(default_factory=KernelSpec, description="The attention softmax kernel.")
+    residual: KernelSpec = Field(default_factory=KernelSpec, description="Residual-add kernels (residual_1, residual_2).")
+
+
+class ThreadBlockSpec(Spec):
+    """GPU-style occupancy (docs/model/npu.md, 'Occupancy'): a kernel's thread blocks run in waves over ``cores``
+    SMs; a partly filled last wave leaves SMs idle, which slows compute and memory alike. ``cores = 0`` (the
+    default): no occupancy model."""
+
+    cores: int = Field(default=0, ge=0, le=65536, description="Streaming multiprocessors (cores) thread blocks run "
+                                                              "on; 0: no occupancy model.")
+    l1_bytes: int = Field(default=0, ge=0, le=2**30, description="On-chip memory of one SM, bytes: bounds a GEMM "
+                                                                 "thread block's tile.")
+    tile_sizes: tuple[Annotated[int, Strict(), Field(ge=1, le=65536)], ...] = Field(
+        default=(), strict=False, max_length=64,
+        description="Candidate GEMM tile edges (rows and columns of one thread block).")
+    tile_k: int = Field(default=32, ge=1, le=65536, description="Reduction depth of a GEMM tile held on chip at once.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ThreadBlockSpec:
+        if self.cores > 0 and not self.tile_sizes:
+            raise ValueError("thread_blocks.cores > 0 needs tile_sizes (the candidate GEMM tile edges)")
+        return self
 
 
 class NPUSpec(Spec):
@@ -22,6 +72,14 @@ class NPUSpec(Spec):
     compute_efficiency: float = Field(ge=0.001, le=1, description="Cap on achievable fraction of peak FLOP/s.")
     bandwidth_efficiency: float = Field(ge=0.001, le=1, description="Cap on achievable fraction of external memory bandwidth.")
     op_overhead_s: float = Field(ge=0, le=1, description="Fixed launch/sync overhead added to every NPU op, seconds.")
+    vector_kernels: VectorKernelsSpec = Field(
+        default_factory=VectorKernelsSpec,
+        description="GPU kernels of the vector ops (fixed time and DRAM traffic); default: none, vector ops run on "
+                    "the vector units from on-chip operands.")
+    thread_blocks: ThreadBlockSpec = Field(
+        default_factory=ThreadBlockSpec,
+        description="GPU occupancy model of GEMM and attention kernels (waves of thread blocks over the SMs); "
+                    "default: none, every op runs at the engines' full rate.")
 
     @property
     def macs_per_cycle(self) -> int:
@@ -127,6 +185,22 @@ class PIMSpec(Spec):
     input_registers: int = Field(ge=1, le=4096, description="Input vectors held at once; an open row is reused across this many vectors.")
     activate_groups_per_rank: int = Field(
         ge=1, le=64, description="All-bank activation is issued in this many group-ACTs per rank, each paced by tFAW.")
+    activate_tfaw_paced: bool = Field(
+        default=True, description="Group-ACTs of an all-bank activation obey the four-activation window tFAW; false: "
+                                  "they are only tRRD_S apart (AttAcc's ACTAB has no tFAW rule).")
+    allbank_pseudo_channels: int = Field(
+        default=1, ge=1, le=16,
+        description="Pseudo-channels one all-bank MAC command covers; their banks work in lock-step as one PIM "
+                    "channel (1: one (pseudo-)channel, NeuPIMs; 2: AttAcc's MACAB over a legacy HBM3 channel).")
+    context_layout: Literal["dim", "token"] = Field(
+        default="dim",
+        description="V layout in a channel: 'dim' (V striped by head dimension over the banks, a row holds "
+                    "consecutive tokens of one dimension; NeuPIMs) or 'token' (V striped by token like K, a token's "
+                    "V contiguous in its bank; AttAcc).")
+    io_overlaps_mac: bool = Field(
+        default=False,
+        description="Broadcast, read-out and softmax data moves use a data path separate from the MAC commands and "
+                    "overlap them: a request's channel time is max(banks, I/O) instead of banks + I/O (AttAcc).")
 
     @property
     def effective_mac_interval_ns(self) -> float:
@@ -157,13 +231,47 @@ class HardwareSpec(Spec):
     npu: NPUSpec = Field(description="The GEMM engine.")
     memory: MemorySpec = Field(description="HBM stacks attached to the device.")
     pim: PIMSpec | None = Field(default=None, description="Bank-level PIM units in that HBM, or none.")
+    xpu_memory: MemorySpec | None = Field(
+        default=None,
+        description="The xPU's own memory when the PIM stacks are separate from it (AttAcc): it holds the weights, "
+                    "which the xPU streams from it; `memory` then holds only the KV cache. None: one memory.")
     energy: EnergySpec = Field(description="Energy constants.")
+
+    @model_validator(mode="after")
+    def _check(self) -> HardwareSpec:
+        if self.pim is not None and self.memory.pseudo_channels % self.pim.allbank_pseudo_channels:
+            raise ValueError(f"pim.allbank_pseudo_channels ({self.pim.allbank_pseudo_channels}) must divide "
+                             f"memory.pseudo_channels ({self.memory.pseudo_channels})")
+        if self.xpu_memory is not None and self.pim is None:
+            raise ValueError("xpu_memory (a memory beside the PIM stacks) needs pim")
+        return self
 
     # ---- derived ---------------------------------------------------------------------------
     @property
+    def npu_memory(self) -> MemorySpec:
+        """The memory the NPU streams its weights (and vector-kernel operands) from: `xpu_memory`, else `memory`."""
+        return self.xpu_memory if self.xpu_memory is not None else self.memory
+
+    @property
     def ridge_flop_per_byte(self) -> float:
-        """NPU ridge point = peak FLOP/s / external bandwidth."""
-        return self.npu.peak_flops / self.memory.bw_bytes_per_s
+        """NPU ridge point = peak FLOP/s / the bandwidth of the memory holding its weights."""
+        return self.npu.peak_flops / self.npu_memory.bw_bytes_per_s
+
+    @property
+    def pim_channels(self) -> int:
+        """PIM channels: groups of `allbank_pseudo_channels` (pseudo-)channels an all-bank command drives together
+        (the memory's channels without PIM)."""
+        return self.memory.channels // (1 if self.pim is None else self.pim.allbank_pseudo_channels)
+
+    @property
+    def pim_banks_per_channel(self) -> int:
+        """Banks one all-bank MAC command covers = banks per (pseudo-)channel x `allbank_pseudo_channels`."""
+        return self.memory.banks // self.pim_channels
+
+    @property
+    def pim_channel_bw_bytes_per_s(self) -> float:
+        """Peak data-bus bandwidth of one PIM channel = its (pseudo-)channels' buses together."""
+        return self.memory.bw_bytes_per_s / self.pim_channels
 
     @property
     def pim_units(self) -> int:

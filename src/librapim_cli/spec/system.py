@@ -16,7 +16,7 @@ class ConcurrencySpec(Spec):
     """How NPU memory traffic and PIM compute share the DRAM banks (docs/model/concurrency.md)."""
 
     mode: str = Field(description="A registered concurrency mode (librapim_cli.concurrency): blocked | time_interleaved "
-                                  "| dual_row_buffer | dex.")
+                                  "| dual_row_buffer | dex | separate.")
     area_overhead_fraction: float = Field(ge=0, le=1, description="DRAM die area added by the mode, as a fraction.")
     area_source: str = Field(description="Where the area overhead figure comes from.")
     switch_quantum_ns: float = Field(
@@ -43,18 +43,33 @@ class LinkSpec(Spec):
 
     bw_bytes_per_s: float = Field(ge=1e6, le=1e15, description="Per-direction link bandwidth of one device, bytes/s.")
     latency_s: float = Field(ge=0, le=1, description="Per-hop latency, seconds.")
+    allreduce: Literal["ring", "one_shot", "tree"] = Field(
+        default="ring",
+        description="All-reduce algorithm (docs/model/npu.md, 'Collectives'): 'ring' (2(n-1) steps of payload/n: "
+                    "NCCL ring, GenZ, LLMCompass ring), 'one_shot' ((n-1) steps of payload/n: a switch-based "
+                    "reduce, AttAcc's model, LLMCompass fully connected), 'tree' (2 log2(n) hops, payload twice: "
+                    "NCCL tree).")
+    collective_start_s: float = Field(
+        default=0.0, ge=0, le=1, description="Fixed start time of one collective, seconds (GenZ: 5 us).")
     source: str = Field(description="Where the link numbers come from.")
 
 
 class PlacementSpec(Spec):
     """Where each op class runs before DBO moves anything."""
 
-    fc: Literal["npu", "pim"] = Field(
+    fc: Literal["npu", "pim", "ffn_split"] = Field(
         default="npu",
         description="FC / GEMM ops (QKV, projection, FFN) and the LM head: 'npu' (DBO may move token rows or column "
-                    "tiles to the PIM), or 'pim': every FC GEMM and the LM head run on the PIM as GEMVs, the vector "
-                    "ops (norms, activations, residuals) stay on the NPU (Samsung HBM-PIM / SK hynix AiM style).")
+                    "tiles to the PIM), 'pim': every FC GEMM and the LM head run on the PIM as GEMVs, the vector "
+                    "ops (norms, activations, residuals) stay on the NPU (Samsung HBM-PIM / SK hynix AiM style), or "
+                    "'ffn_split': the FFN GEMMs' output columns are split between the NPU and the PIM so that both "
+                    "finish together (AttAcc's FFN co-processing); every other GEMM stays on the NPU.")
     attention: Literal["npu", "pim"] = Field(description="Decode attention GEMVs: on the NPU or on the PIM.")
+    softmax: Literal["npu", "pim"] = Field(
+        default="npu",
+        description="The attention softmax when attention runs on the PIM: 'npu' (the scores go to the NPU's vector "
+                    "units and back over the channel bus, NeuPIMs) or 'pim' (a softmax unit inside the stack, the "
+                    "scores never leave it, AttAcc).")
     kv_layout: Literal["request", "head"] = Field(
         default="request",
         description="Where a request's KV cache lives: 'request' (all its heads in one channel, NeuPIMs' layout) or "
@@ -138,15 +153,18 @@ class SystemSpec(Spec):
             raise ValueError(f"placement.attention is 'pim' but hardware '{self.hardware.name}' has no PIM")
         if self.dbo.enabled and self.hardware.pim is None:
             raise ValueError("dbo.enabled needs hardware with PIM")
-        if self.placement.fc == "pim" and self.hardware.pim is None:
-            raise ValueError(f"placement.fc is 'pim' but hardware '{self.hardware.name}' has no PIM")
-        if self.placement.fc == "pim" and self.dbo.enabled:
-            raise ValueError("placement.fc = 'pim' fixes every FC GEMM on the PIM; DBO cannot rebalance it "
-                             "(set dbo.enabled = false)")
+        if self.placement.fc != "npu" and self.hardware.pim is None:
+            raise ValueError(f"placement.fc is {self.placement.fc!r} but hardware '{self.hardware.name}' has no PIM")
+        if self.placement.fc != "npu" and self.dbo.enabled:
+            raise ValueError(f"placement.fc = {self.placement.fc!r} fixes FC GEMMs on the PIM; DBO cannot rebalance "
+                             "them (set dbo.enabled = false)")
+        if self.placement.softmax == "pim" and self.placement.attention != "pim":
+            raise ValueError("placement.softmax = 'pim' needs placement.attention = 'pim' (the scores are in the "
+                             "stack only when the PIM computes them)")
         return self
 
     @property
     def uses_pim(self) -> bool:
         """True if any work can run on PIM."""
         return self.hardware.pim is not None and (self.placement.attention == "pim" or self.dbo.enabled
-                                                   or self.placement.fc == "pim")
+                                                   or self.placement.fc != "npu")

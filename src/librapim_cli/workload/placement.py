@@ -2,10 +2,17 @@
 
 - :func:`snake_channels`: least-loaded placement of a whole batch at once (longest first, snake order);
 - :func:`place_channels`: a batch's channels under ``placement.kv_channel_policy``;
-- :func:`admit_channels`: channels of requests admitted one by one while serving (greedy in admission order).
+- :func:`admit_channels`: channels of requests admitted one by one while serving (greedy in admission order);
+- :func:`release_channels`: the channel load a retired or preempted request gives back.
+
+With the head-wise KV layout a request spans ``stride`` consecutive channels (its parts, from the channel it is
+given): the policies then hand out start channels ``stride`` apart, so that the batch's parts fill the channels
+as one flat list of heads (AttAcc's mapping, docs/sources.md#s12) instead of piling up on neighbours.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -22,9 +29,21 @@ def snake_channels(lens: np.ndarray, channels: int) -> np.ndarray:
     return out
 
 
-def place_channels(lens: np.ndarray, channels: int, policy: str) -> np.ndarray:
+def slot_starts(channels: int, stride: int) -> np.ndarray:
+    """Start channel of each slot when requests span ``stride`` consecutive channels: slot j starts at
+    (j * stride) mod channels, for the channels / gcd(stride, channels) slots after which the starts repeat (one
+    cycle of slots covers every channel stride / gcd times)."""
+    n = channels // math.gcd(stride, channels)
+    return (np.arange(n, dtype=np.int64) * stride) % channels
+
+
+def place_channels(lens: np.ndarray, channels: int, policy: str, stride: int = 1) -> np.ndarray:
     """Channel of each request's KV for a whole batch: 'round_robin' (request i -> i mod channels) or
-    'least_loaded' (the vectorized snake placement)."""
+    'least_loaded' (the vectorized snake placement); with ``stride`` > 1 (a request spans that many channels)
+    the same over the slots of :func:`slot_starts` (request i of round robin -> (i * stride) mod channels)."""
+    if stride > 1:
+        starts = slot_starts(channels, stride)
+        return starts[place_channels(lens, starts.shape[0], policy)]
     if policy == "round_robin":
         return np.arange(len(lens), dtype=np.int64) % channels
     if policy == "least_loaded":
@@ -32,13 +51,26 @@ def place_channels(lens: np.ndarray, channels: int, policy: str) -> np.ndarray:
     raise ValueError(f"unknown KV channel policy {policy!r}")
 
 
-def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int) -> tuple[np.ndarray, int]:
+def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int,
+                   stride: int = 1) -> tuple[np.ndarray, int]:
     """Channels for newly admitted requests, in admission order; adds their tokens to ``load`` in place.
 
-    Returns the channels and the next round-robin position.
+    Returns the channels and the next round-robin position. With ``stride`` > 1 (a request spans that many
+    channels) a request takes a slot of :func:`slot_starts` (round robin: the next slot; least loaded: the slot
+    whose channels hold the fewest tokens, lowest on ties) and adds its tokens to each of its channels.
     """
     k = need_tokens.shape[0]
     C = load.shape[0]
+    if stride > 1:
+        starts = slot_starts(C, stride)
+        span = (starts[:, None] + np.arange(stride)[None, :]) % C  # (slots, stride)
+        ch = np.empty(k, dtype=np.int64)
+        for i in range(k):
+            j = rr_next % starts.shape[0] if policy == "round_robin" else int(load[span].sum(axis=1).argmin())
+            ch[i] = starts[j]
+            load[span[j]] += need_tokens[i]
+            rr_next = (j + 1) % starts.shape[0] if policy == "round_robin" else rr_next
+        return ch, rr_next
     if policy == "round_robin":
         ch = (rr_next + np.arange(k, dtype=np.int64)) % C
         load += np.bincount(ch, weights=need_tokens, minlength=C)
@@ -49,3 +81,12 @@ def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_ne
         ch[i] = c
         load[c] += need_tokens[i]
     return ch, rr_next
+
+
+def release_channels(load: np.ndarray, channels: np.ndarray, need_tokens: np.ndarray, stride: int = 1) -> None:
+    """Give back the channel load of retired or preempted requests (in place): each request's tokens from each
+    of the ``stride`` channels it spans from its channel (as :func:`admit_channels` added them)."""
+    C = load.shape[0]
+    ch = np.asarray(channels, dtype=np.int64)
+    span = (np.tile(ch, stride) + np.repeat(np.arange(stride), ch.shape[0])) % C
+    load -= np.bincount(span, weights=np.tile(np.asarray(need_tokens, dtype=float), stride), minlength=C)
