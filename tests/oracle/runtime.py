@@ -298,12 +298,17 @@ class Inst:
         """(NPU time, the NPU's stream every channel carries)."""
         t = self.o.t
         if self.o.on_pim:
-            vec = X[C_VEC] + self.tot[A_SOFT] / t.vector_flops + fl_off / t.vector_flops
+            soft = self.tot[A_SOFT] if t.softmax_on_npu else 0.0  # an in-stack softmax leaves the NPU alone
+            vec = X[C_VEC] + soft / t.vector_flops + fl_off / t.vector_flops
             stream = X[C_MEM]
             npu_mem = stream + kv_off / t.npu_bw_bytes_per_s
-        else:  # the NPU runs the attention: its MACs on the vector units, its KV in its stream
-            vec = X[C_VEC] + (self.tot[A_SOFT] + self.tot[A_FLOPS]) / t.vector_flops
-            stream = X[C_MEM] + self.tot[A_KV] / t.npu_bw_bytes_per_s
+        else:  # the NPU runs the attention: its MACs on the vector units, its KV in its stream, at the bandwidth
+            # share its kernel over this many requests reaches, plus the kernels' fixed time in both terms
+            n_req = len(self.attn) // t.kv_spread
+            fixed = t.npu_attn_fixed_s if n_req > 0 else 0.0
+            share = float(t.npu_attn_bw_share[min(n_req, t.max_rows)])
+            vec = X[C_VEC] + (self.tot[A_SOFT] + self.tot[A_FLOPS]) / t.vector_flops + fixed
+            stream = X[C_MEM] + self.tot[A_KV] / (t.npu_bw_bytes_per_s * share) + fixed
             npu_mem = stream
         return float(npu_time(X[C_SA], vec, npu_mem, X[C_LINK])), stream
 
@@ -346,7 +351,7 @@ class Inst:
     def units_by_channel(self) -> list[list[Req]]:
         """Each channel's movable units (a request once per unit), in moving order."""
         o = self.o
-        heads = max(1, o.s.model.kv_heads // o.s.tp)
+        heads = max(1, max(1, o.s.model.kv_heads // o.s.tp) // o.t.kv_spread)  # KV heads in one part
         by_heads = o.dbo.attention_by_heads and heads > 1
         per_ch = [0] * o.C
         for r in self.attn:
@@ -499,7 +504,7 @@ def _instances(o: Oracle, cand: str, mb: int, reqs: list[int], subs: dict[int, i
     for k in kinds:
         kd = KINDS[k]
         rows = sizes[kd.fc_sub] if kd.fc_sub >= 0 else 0
-        attn = [R[r] for r in groups[kd.attn_sub]] if kd.attn_sub >= 0 else []
+        attn = [part for r in groups[kd.attn_sub] for part in R[r]] if kd.attn_sub >= 0 else []
         cache = 0.0
         if kd.may_be_cached:
             wb = float(o.t.npu_stack[kd.fc_group, BYTES, max(sizes)])
@@ -552,10 +557,20 @@ def run_iteration(sched, lens, ch, predictor: str = "view") -> Iteration:
     if o.dbo is not None and o.on_pim and o.dbo.prediction_error > 0 and lens:
         noise = [float(x) for x in prediction_noise(o.dbo.seed, np.array(lens, dtype=np.int64),
                                                     np.array(ch, dtype=np.int64), o.dbo.prediction_error)]
+    # every request is kv_spread parts (its KV heads spread over consecutive channels: part p in channel
+    # (c + p) mod C, each with one part's figures); R[i] lists request i's parts
+    P = t.kv_spread
+    if o.dbo is not None and o.on_pim and o.dbo.prediction_error > 0 and lens and P > 1:
+        noise = [[float(x) for x in prediction_noise(o.dbo.seed, np.array([L] * P, dtype=np.int64),
+                                                     (c + np.arange(P)) % o.C, o.dbo.prediction_error)]
+                 for L, c in zip(lens, ch, strict=True)]
+    else:
+        noise = [[f] * P for f in noise]
     R = []
-    for L, c, f in zip(lens, ch, noise, strict=True):
+    for i, (L, c, f) in enumerate(zip(lens, ch, noise, strict=True)):
         col = np.array(t.attn_stacked[:, L], dtype=float)
-        R.append(Req(len(R), L, c, col, bool(t.movable_by_len[L]), col[A_PIM] * f, col[A_IO] * f))
+        R.append([Req(i * P + p, L, (c + p) % o.C, col, bool(t.movable_by_len[L]), col[A_PIM] * f[p],
+                      col[A_IO] * f[p]) for p in range(P)])
     mbs = micro_batches(ch, sched.pp)
     live = [m for m in mbs if m]
     smallest = min((len(m) for m in live), default=0)
@@ -599,7 +614,7 @@ def run_iteration(sched, lens, ch, predictor: str = "view") -> Iteration:
                     it.figures[f] += fig[f] * inst.reps * (dev if f == "energy_j" else 1)
                 if inst.reps > 0:
                     partial = any(0 < m < inst.n_units[i] for i, m in moved.items())
-                    it.stages.append(Stage(inst.mb, inst.kind.name, inst.reps, inst.rows, len(inst.attn), fig, y, j,
+                    it.stages.append(Stage(inst.mb, inst.kind.name, inst.reps, inst.rows, len(inst.attn) // t.kv_spread, fig, y, j,
                                            sum(moved.values()), pred, partial, inst))
         for h in heads:
             for f in FIELDS:

@@ -39,7 +39,8 @@ from librapim_cli.schedule.context import Schedule, schedule_for
 from librapim_cli.schedule.engine import IterationResult
 from librapim_cli.schedule.engine import run_iteration as _engine_iteration
 from librapim_cli.serving.prefill import prefill_coster
-from librapim_cli.workload import make_requests
+from librapim_cli.workload import admit_channels as lib_admit_channels
+from librapim_cli.workload import make_requests, release_channels
 
 
 def run_iteration(sched, ctx, chn, rng, keep_stages):
@@ -106,11 +107,15 @@ class ServeRun:
     decode_totals: dict[str, float] | None = None  # sums of the decode iterations' fields, when known
 
 
-def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int) -> tuple[np.ndarray, int]:
+def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_next: int, stride: int = 1
+                   ) -> tuple[np.ndarray, int]:
     """Channels for newly admitted requests, in admission order; adds their tokens to ``load`` in place.
 
-    Returns the channels and the next round-robin position.
+    Returns the channels and the next round-robin position. A request spanning ``stride`` channels (head-wise KV
+    layout) takes the library's slot placement (``workload.admit_channels``: shared physics, not the loop).
     """
+    if stride > 1:
+        return lib_admit_channels(policy, need_tokens, load, rr_next, stride)
     k = need_tokens.shape[0]
     C = load.shape[0]
     if policy == "round_robin":
@@ -144,7 +149,7 @@ def decode_segment(sched: Schedule, ctx: np.ndarray, chn: np.ndarray, steps: int
 
 
 
-def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.ndarray, t: float
+def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.ndarray, t: float, stride: int = 1
             ) -> tuple[int, int, int]:
     """Remove the active requests with no decode iterations left (finishing at ``t``), keeping order.
 
@@ -154,7 +159,7 @@ def _retire(act: np.ndarray, n: int, used: int, finish_s: np.ndarray, load: np.n
     fin = live[REM] == 0
     gone = live.compress(fin, axis=1)
     finish_s[gone[ID]] = t
-    load -= np.bincount(gone[CH], weights=gone[NEED], minlength=load.shape[0])
+    release_channels(load, gone[CH], gone[NEED], stride)
     m = n - gone.shape[1]
     act[:, :m] = live.compress(~fin, axis=1)
     return m, used - int(gone[NEED].sum()), gone.shape[1]
@@ -226,7 +231,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
                 a, b = nxt, nxt + k
                 nxt = b
                 used += int(cum[k - 1])
-                chs, rr = admit_channels(policy, need[a:b], load, rr)
+                chs, rr = admit_channels(policy, need[a:b], load, rr, sched.tables.kv_spread)
                 channel[a:b] = chs
                 cost = prefill(inp[a:b])
                 data = rec.room(1)
@@ -243,7 +248,8 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
                 cols[NEED] = need[a:b]
                 n += k
                 if one_token[a:b].any():  # one-token requests finish with their prefill
-                    n, used, gone = _retire(act, n, used, finish_s, load, rec.n - 1 if deferred else t)
+                    n, used, gone = _retire(act, n, used, finish_s, load, rec.n - 1 if deferred else t,
+                                           sched.tables.kv_spread)
                     done += gone
                     data[rec.n - 1, _FIN] = gone
         if n == 0:
@@ -282,7 +288,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
         act[CTX, :n] += J
         act[REM, :n] -= J
         if J == rem_min:  # the requests with the fewest tokens left are done
-            n, used, gone = _retire(act, n, used, finish_s, load, i - 1 if deferred else t)
+            n, used, gone = _retire(act, n, used, finish_s, load, i - 1 if deferred else t, sched.tables.kv_spread)
             done += gone
             data[i - 1, _FIN] = gone
         if report is not None and not deferred and len(its) >= next_report:

@@ -45,7 +45,7 @@ def test_engine_equals_the_runtime_oracle(system, model, sets):
     rng = np.random.default_rng(7)
     lens = [np.minimum(steady_state_batch(s, rng)[:n] * (1 + i % 3), 2047) for i, n in
             enumerate((256, 255, 130, 64, 3, 1))]
-    C = s.system.hardware.memory.channels
+    C = s.system.hardware.pim_channels if s.system.hardware.pim is not None else s.system.hardware.memory.channels
     chans = [place_channels(x, C, "least_loaded" if i % 2 else "round_robin") for i, x in enumerate(lens)]
     _compare(s, lens, chans)
 

@@ -16,7 +16,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from librapim_cli.cost import link_cost, npu_cost, pim_cost
+from librapim_cli.cost import link_cost, npu_cost
+from librapim_cli.cost.pim import attention_parts
 from librapim_cli.cost.tables import STACK_GROUPS
 from librapim_cli.graph.decode import attention_ops, fc_ops, lm_head_op
 from librapim_cli.graph.ops import AllReduce, Gemm, KVWrite, Vector
@@ -170,8 +171,11 @@ def test_blocked_baseline_is_the_serial_sum(batch: int) -> None:
     rest = _npu_time([o for o in fc if o.phase == "rest"], hw, link)
     score, softmax, context = attention_ops(s.model, tp, lens)
     # blocked: the NPU streams no weights during the attention stage, so the slowest channel's PIM work and the
-    # softmax on the vector units set it; pim_cost splits that channel's time between score and context
-    pim = pim_cost(score, hw, ch).time_s + pim_cost(context, hw, ch).time_s
+    # softmax on the vector units set it; a channel's PIM work is the sum of its requests' attention (K rows and
+    # the query's GWRITE, V rows and the outputs' READRES, and the scores' trip to the softmax and back),
+    # which attention_parts splits into score, context and softmax parts on the slowest channel
+    parts = attention_parts(hw, lens, score.q_heads, score.kv_heads, s.model.head_dim, s.model.dtype_bytes, ch)
+    pim = parts["score"].time_s + parts["context"].time_s + parts["softmax"].time_s
     m = max(pim, npu_cost(softmax, hw).time_s)
     head = _npu_time([lm_head_op(s.model, tp, float(n))], hw, link)
     assert [st.name for st in r.stages] == ["Q", "M", "R", "H"]

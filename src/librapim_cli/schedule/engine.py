@@ -404,14 +404,22 @@ def run_iterations(s: Schedule, lens_list: list[np.ndarray], channels_list: list
     empty = np.zeros(0, dtype=np.int64)
     lens = np.concatenate(lens_list).astype(np.int64) if n_k.sum() else empty
     ch = np.concatenate(channels_list).astype(np.int64) if n_k.sum() else empty
+    _check_channels(s, ch)
     return run_iterations_flat(s, lens, ch, n_k, keep_stages)
+
+
+def _check_channels(s: Schedule, ch: np.ndarray) -> None:
+    if ch.size and (int(ch.min()) < 0 or int(ch.max()) >= s.tables.channels):
+        raise ValueError(f"KV channels must be 0..{s.tables.channels - 1} (the PIM channels of the cost tables), "
+                         f"got {int(ch.min())}..{int(ch.max())}")
 
 
 def run_iteration(s: Schedule, lens: np.ndarray, channels: np.ndarray, keep_stages: bool = False) -> IterationBatch:
     """One decode iteration: a batch of one."""
     lens = np.asarray(lens, dtype=np.int64)
-    return run_iterations_flat(s, lens, np.asarray(channels, dtype=np.int64),
-                               np.array([lens.shape[0]], dtype=np.int64), keep_stages)
+    ch = np.asarray(channels, dtype=np.int64)
+    _check_channels(s, ch)
+    return run_iterations_flat(s, lens, ch, np.array([lens.shape[0]], dtype=np.int64), keep_stages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,8 +509,9 @@ def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.n
         pim_fl, attn_off, attn_e = av[G_FLOPS], np.zeros(ag.shape[0]), av[G_PIM_E]
     else:  # attention on the NPU: it streams the KV and runs the MACs on the vector units
         n_req = lay.group_rows[ag]
-        vec_x = (av[G_SOFT] + av[G_FLOPS]) / vf + np.where(n_req > 0, t.npu_attn_fixed_s, 0.0)
-        mem_x = av[G_KV] / (t.npu_bw_bytes_per_s * t.npu_attn_bw_share[np.minimum(n_req, t.max_rows)])
+        fixed = np.where(n_req > 0, t.npu_attn_fixed_s, 0.0)  # the kernels' fixed time: in every engine's term
+        vec_x = (av[G_SOFT] + av[G_FLOPS]) / vf + fixed
+        mem_x = av[G_KV] / (t.npu_bw_bytes_per_s * t.npu_attn_bw_share[np.minimum(n_req, t.max_rows)]) + fixed
         pmax = iomax = pmean = pim_fl = np.zeros(ag.shape[0])
         attn_off, attn_e = av[G_KV], av[G_NPU_E]
     vec = x[C_VEC] + vec_x

@@ -40,7 +40,7 @@ from ..metrics import SUMMED, iteration_metrics
 from ..result import SimResult
 from ..schedule.context import Schedule, schedule_for
 from ..schedule.engine import FIELDS, IterationBatch, LazyResults, StageTable, run_iterations_flat
-from ..workload import admit_channels, make_requests
+from ..workload import admit_channels, make_requests, release_channels
 from .prefill import prefill_coster
 
 KINDS = ("decode", "prefill")
@@ -257,6 +257,7 @@ class _Loop:
         self.B = s.batch
         self.C = sched.tables.channels
         self.kv_policy = s.system.placement.kv_channel_policy
+        self.kv_stride = sched.tables.kv_spread  # channels one request's KV spans (head-wise layout)
         self.attn_share_on = s.system.placement.attention == "pim"
         self.prefill = prefill_coster(s.model, s.system, s.tp, s.pp)
         self.prefill.warm(self.inp)  # most prefill micro-batches hold one prompt
@@ -305,7 +306,8 @@ class _Loop:
         a = np.asarray(ids, dtype=np.int64)
         k = a.shape[0]
         g = self.gen[a]
-        chs, st.rr = admit_channels(self.kv_policy, (self.inp[a] + self.out[a]).astype(float), st.load, st.rr)
+        chs, st.rr = admit_channels(self.kv_policy, (self.inp[a] + self.out[a]).astype(float), st.load, st.rr,
+                                     self.kv_stride)
         self.channel[a] = chs
         cost = self.prefill(self.inp[a] + g)
         cols = st.act[:, st.n:st.n + k]
@@ -335,7 +337,7 @@ class _Loop:
         fin = live[REM] <= 0
         gone = live.compress(fin, axis=1)
         b.finished.append((gone[ID].copy(), row))
-        st.load -= np.bincount(gone[CH], weights=gone[NEED], minlength=self.C)
+        release_channels(st.load, gone[CH], gone[NEED], self.kv_stride)
         m = st.n - gone.shape[1]
         st.act[:, :m] = live.compress(~fin, axis=1)
         st.n = m
@@ -354,7 +356,7 @@ class _Loop:
         v = act[:, st.n - m:st.n]
         b.gen_undo.append((v[ID].copy(), self.gen[v[ID]].copy()))
         self.gen[v[ID]] = v[CTX] - v[PROMPT]  # tokens generated so far (the latest not yet in the KV)
-        st.load -= np.bincount(v[CH], weights=v[NEED], minlength=self.C)
+        release_channels(st.load, v[CH], v[NEED], self.kv_stride)
         st.front[:0] = v[ID].tolist()  # oldest admitted of them first
         st.n -= m
         st.preemptions += m
