@@ -168,7 +168,11 @@ def test_full_disk_while_writing_the_storage_is_one_line(small, tmp_path) -> Non
                                          "and rerun the same command to resume"), p.stderr
     assert "Traceback" not in p.stderr and "Should not reach" not in p.stderr
     rows = trials_table(str(journal), "small")
-    assert 0 < len(rows) < 200 and all(r["state"] in ("COMPLETE", "PRUNED") for r in rows)
+    # every finished trial is kept; the write that hit the limit may have left the one trial it was recording
+    # half-written (RUNNING in the journal), which a resumed run reaps as stale
+    done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    assert 0 < len(done) < 200 and len(rows) - len(done) <= 1
+    assert all(r["state"] == "RUNNING" for r in rows if r["state"] not in ("COMPLETE", "PRUNED"))
 
 
 # ---- strict spec, preset names ----------------------------------------------------------------------------
