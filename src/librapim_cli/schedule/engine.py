@@ -708,22 +708,25 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av,
     g = agd[sel]
     attn_fl = av[G_FLOPS, i_all] if on_pim else 0.0
     new = np.empty((N_FIG, S))
-    if moved is None:  # FC work moved only: every channel keeps its attention (dyn instances start at y = 0)
-        pmax_t, pmean_t = fig[F_PMAX, i_all], fig[F_PMEAN, i_all]
-        imax_t = rw.io_c.max(axis=1)[g] if on_pim else 0.0
-        npu_ = npu_time(xc[C_SA], vec_, mem_, xc[C_LINK])
-        chan_ = busiest_channel(t, pmax_t, imax_t, xc[C_PF], xc[C_PFIO], mem_, xc[C_RIDE])
-        new[F_PMAX], new[F_PMEAN] = pmax_t + xc[C_PF], pmean_t + xc[C_PF]
-        new[F_ENERGY] = xc[C_ENERGY] + xc[C_PF_ENERGY] + attn_e[i_all]
-        new[F_PIM_FL] = attn_fl + xc[C_PF_FLOPS]
-        new[F_ATTN_OFF] = fig[F_ATTN_OFF, i_all]
-        new[F_MOVED] = 0.0
-    else:
-        _attention_moved(s, prep, rw, moved, sel, g, xc, vec_, mem_, attn_e[i_all], attn_fl, fig[F_ATTN_OFF, i_all],
-                         new)
-        npu_, chan_ = new[F_NPU], new[F_CHAN]
-    new[F_TIME] = np.maximum(np.maximum(npu_, chan_), xc[C_CHAIN])
-    new[F_NPU], new[F_SA], new[F_CHAN], new[F_NPU_FL] = npu_, xc[C_SA], chan_, xc[C_FLOPS]
+    # FC work moved only: every channel keeps its attention (dyn instances start at y = 0)
+    pmax_t, pmean_t = fig[F_PMAX, i_all], fig[F_PMEAN, i_all]
+    imax_t = rw.io_c.max(axis=1)[g] if on_pim else 0.0
+    new[F_NPU] = npu_time(xc[C_SA], vec_, mem_, xc[C_LINK])
+    new[F_CHAN] = busiest_channel(t, pmax_t, imax_t, xc[C_PF], xc[C_PFIO], mem_, xc[C_RIDE])
+    new[F_PMAX], new[F_PMEAN] = pmax_t + xc[C_PF], pmean_t + xc[C_PF]
+    new[F_ENERGY] = xc[C_ENERGY] + xc[C_PF_ENERGY] + attn_e[i_all]
+    new[F_PIM_FL] = attn_fl + xc[C_PF_FLOPS]
+    new[F_ATTN_OFF] = fig[F_ATTN_OFF, i_all]
+    new[F_MOVED] = 0.0
+    if moved is not None:  # the instances that moved attention: channel by channel
+        a_pos = np.flatnonzero(att[sel])
+        sub = new[:, a_pos]
+        _attention_moved(s, prep, rw, moved, sel[a_pos], g[a_pos], xc[:, a_pos], vec_[a_pos], mem_[a_pos],
+                         attn_e[i_all[a_pos]], attn_fl[a_pos] if on_pim else 0.0,
+                         fig[F_ATTN_OFF, i_all[a_pos]], sub)
+        new[:, a_pos] = sub
+    new[F_TIME] = np.maximum(np.maximum(new[F_NPU], new[F_CHAN]), xc[C_CHAIN])
+    new[F_SA], new[F_NPU_FL] = xc[C_SA], xc[C_FLOPS]
     new[F_KV], new[F_FC_FL] = av[G_KV, i_all], fig[F_FC_FL, i_all]
     new[F_FC_OFF], new[F_PRED], new[F_Y], new[F_J] = xc[C_PF_FLOPS], best[sel], yd, jd
     fig[:, i_all] = new
