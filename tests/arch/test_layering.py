@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[2] / "src" / "librapim_cli"
 
 #: the pipeline, bottom to top (docs/model/overview.md); a part may import only parts at or below its layer
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "units"),
+    ("errors", "units", "registry"),
     ("concurrency", "admission"),  # extension points the specs validate names against
     ("spec",),
     ("inputs",),  # resolved inputs (Setup)
@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
 #: what the edges may import of the library: the results, specs, simulate, sweep, and plain helpers
-EDGE_ALLOWED = {"errors", "units", "spec", "inputs", "metrics", "result", "simulate", "studies", "sweep", "report",
+EDGE_ALLOWED = {"errors", "units", "registry", "spec", "inputs", "metrics", "result", "simulate", "studies", "sweep", "report",
                 "cli", "concurrency", "admission", "workload"}
 EDGES = ("report", "cli")
 THIRD_PARTY = {"typer": {"cli", "report"}, "rich": {"cli", "report"}, "optuna": {"sweep"},

@@ -170,7 +170,7 @@ def run_serving(s: Setup, keep_stages: bool = False, progress=None, vectorize: b
 
     When every request arrives at t = 0 the order of steps and who is in each does not depend on their
     times, so (with ``vectorize``) the loop first lays out every step and then evaluates all decode
-    iterations at once (``schedule.batched.run_iterations``, the same figures as ``run_iteration``); the
+    iterations at once (``schedule.engine.run_iterations``, the same figures as ``run_iteration``); the
     clock, first-token and finish times are filled in afterwards from the step times.
     """
     reqs = make_requests(s.workload, s.requests)

@@ -9,30 +9,16 @@ conformance suite and the serving loop's invariants.
 
 from __future__ import annotations
 
+from ..registry import Registry
 from .base import AdmissionPolicy, PolicyParams
 from .paged import Paged
 from .reserve import Reserve
 
-_REGISTRY: dict[str, AdmissionPolicy] = {}
-
-
-def register(policy: AdmissionPolicy) -> AdmissionPolicy:
-    """Make ``policy`` available under ``policy.name`` (a name may be registered once)."""
-    if not policy.name or policy.name in _REGISTRY:
-        raise ValueError(f"admission policy name {policy.name!r} is empty or already registered")
-    _REGISTRY[policy.name] = policy
-    return policy
-
-
-def get(name: str) -> AdmissionPolicy:
-    """The registered policy called ``name`` (KeyError if none)."""
-    return _REGISTRY[name]
-
-
-def names() -> tuple[str, ...]:
-    """Names of every registered policy, in registration order."""
-    return tuple(_REGISTRY)
-
+_REGISTRY_OBJ: Registry[AdmissionPolicy] = Registry("admission policy")
+_REGISTRY = _REGISTRY_OBJ.items  # name -> object (the conformance tests unregister their probes here)
+register = _REGISTRY_OBJ.register
+get = _REGISTRY_OBJ.get
+names = _REGISTRY_OBJ.names
 
 for _policy in (Reserve(), Paged()):
     register(_policy)

@@ -9,6 +9,7 @@ registered mode through the same conformance suite.
 
 from __future__ import annotations
 
+from ..registry import Registry
 from .base import ConcurrencyMode, ModeParams
 from .blocked import Blocked
 from .dex import DEX
@@ -16,26 +17,11 @@ from .dual_row_buffer import DualRowBuffer
 from .separate import Separate
 from .time_interleaved import TimeInterleaved
 
-_REGISTRY: dict[str, ConcurrencyMode] = {}
-
-
-def register(mode: ConcurrencyMode) -> ConcurrencyMode:
-    """Make ``mode`` available under ``mode.name`` (a name may be registered once)."""
-    if not mode.name or mode.name in _REGISTRY:
-        raise ValueError(f"concurrency mode name {mode.name!r} is empty or already registered")
-    _REGISTRY[mode.name] = mode
-    return mode
-
-
-def get(name: str) -> ConcurrencyMode:
-    """The registered mode called ``name`` (KeyError if none)."""
-    return _REGISTRY[name]
-
-
-def names() -> tuple[str, ...]:
-    """Names of every registered mode, in registration order."""
-    return tuple(_REGISTRY)
-
+_REGISTRY_OBJ: Registry[ConcurrencyMode] = Registry("concurrency mode")
+_REGISTRY = _REGISTRY_OBJ.items  # name -> object (the conformance tests unregister their probes here)
+register = _REGISTRY_OBJ.register
+get = _REGISTRY_OBJ.get
+names = _REGISTRY_OBJ.names
 
 for _mode in (Blocked(), TimeInterleaved(), DualRowBuffer(), DEX(), Separate()):
     register(_mode)

@@ -673,7 +673,7 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av,
             if sq.size and a.blocks > 1:
                 sq = _candidates_that_can_win(prep, a, fig, best, sq, lb_q)
         if sq.size:
-            att_q = _attention(s, prep, a, rw, av, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q, mem_q, best)
+            att_q = _attention(s, prep, rw, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q, mem_q, best)
     moved = None
     att = np.zeros(n, dtype=bool)
     if att_q is not None:
@@ -789,8 +789,7 @@ def _candidates_that_can_win(prep: Prepared, a: Assignment, fig: np.ndarray, bes
     return sq[can_win[lay.inst_var[d[inst]]]]
 
 
-def _attention(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q,
-               mem_q, best):
+def _attention(s: Schedule, prep: Prepared, rw: _Rows, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q, mem_q, best):
     """The exact prefix sweep for the pseudo-stages ``sq`` over their movable units. Returns (winning
     pseudo-stages, their predicted times, (unit rows, shares, unit pseudo-stages, moved mask)) or None."""
     t, lay = s.tables, prep.lay
@@ -817,13 +816,12 @@ def _attention(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, av, pim_r,
     src, share = _units(heads, q_pos, rw.gc[r_src], count_gc, count_gc is not None)
     u_rows = r_src[src]
     u_pos = q_pos[src]
-    gq = g_sq
     fpb = np.full(sq.shape[0], t.attn_flops_per_kv_byte)
     lens_u = rw.row_len[u_rows]
     pred, mask, m = attention_sweep(
         t, u_pos, rw.row_ch[u_rows], pim_r[u_rows] * share, io_r[u_rows] * share,
         t.attn_stacked[A_KV, lens_u] * share, sq.shape[0], qx[C_SA, sq], vec_q[sq], mem_q[sq], qx[C_LINK, sq], fpb,
-        pc_d[gq].reshape(-1), ic_d[gq].reshape(-1), qx[C_PF, sq], qx[C_PFIO, sq], qx[C_RIDE, sq], qx[C_CHAIN, sq])
+        pc_d[g_sq].reshape(-1), ic_d[g_sq].reshape(-1), qx[C_PF, sq], qx[C_PFIO, sq], qx[C_RIDE, sq], qx[C_CHAIN, sq])
     win = (m > 0) & (pred < best[q_of[sq]])
     if not win.any():
         return None

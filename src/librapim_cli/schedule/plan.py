@@ -80,11 +80,6 @@ _K = {f: np.array([getattr(k, f) for k in KINDS]) for f in
       ("fc_group", "fc_sub", "attn_sub", "per_layer", "extra", "balanced", "may_be_cached")}
 
 
-def kind_table(field: str) -> np.ndarray:
-    """One column of :data:`KINDS` as an array indexed by kind."""
-    return _K[field]
-
-
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """Where every request of K iterations goes (module docstring).
