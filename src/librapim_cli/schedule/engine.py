@@ -246,7 +246,8 @@ class Prepared:
     grid: np.ndarray | None  # curves[:, GRID_FIELDS]
     vec_link: np.ndarray | None  # (distinct, 2): NPU vector time and all-reduce (the same for every decision)
     dyn_u: np.ndarray | None  # (n_dyn,) each dyn instance's row of ``curves``
-    fast: tuple | None  # (K, Fa, Fio), each (distinct, U): the mode's affine terms (ConcurrencyMode.affine_terms)
+    fast: tuple | None  # (K, Fa, Fio, u), each (distinct, W): the mode's affine terms (ConcurrencyMode.affine_terms)
+    #   at each curve's undominated decisions u (_undominated)
     lb_chain: np.ndarray  # (distinct,) lower bounds over every decision that moves FC work: its chain ...
     lb_mem: np.ndarray  # ... and the NPU's stream
     q_of: np.ndarray  # (Q,) the dyn index of each pseudo-stage
@@ -336,7 +337,8 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                                             curves[:, C_RIDE]) if s.on_pim else None
                 if terms is not None:  # stage(u) = max(K(u), vec + softmax + link, pmax + Fa(u), iomax + Fio(u))
                     npu_k = np.maximum(curves[:, C_SA], curves[:, C_MEM]) + vec_link[:, 1:]
-                    fast = (np.maximum(np.maximum(npu_k, terms[0]), curves[:, C_CHAIN]), terms[1], terms[2])
+                    fast = _undominated(np.maximum(np.maximum(npu_k, terms[0]), curves[:, C_CHAIN]), terms[1],
+                                        terms[2])
     first, inv = _distinct(gi, rows, cache, y0, j0)  # (N_CURVES, S), computed once per distinct instance
     x = fc_figures(t, gi[first], rows[first], cache[first], y0[first], j0[first]).T[:, inv]
     # pseudo-stages of the attention direction: no rows moved, then the joint row steps
@@ -385,6 +387,32 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                     fast, lb_chain, lb_mem, q_of, q_u, q_x, var_starts, vs[var_starts], head, mbs,
                     np.stack((head_s + p2p, head_npu, head_sa, hr.astype(float), head_e, head_pim,
                               head_j.astype(float))))
+
+
+def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 256) -> tuple:
+    """The FC decisions of each curve that can be a first minimum of max(k(u), a + fa(u), io + fio(u), c) for some
+    a, io, c: u is dropped when an earlier decision u' < u has k, fa and fio all <= u's (then u' is never worse,
+    and comes first). Returns (k, fa, fio, u) over the kept decisions of each curve, in increasing u, padded with
+    +inf (and u = the first decision, never chosen there) to the longest curve's count."""
+    n, U = k.shape
+    keep = np.ones((n, U), dtype=bool)
+    earlier = np.tri(U, U, -1, dtype=bool).T  # [u', u]: u' < u
+    for lo in range(0, n, block):  # bounded temporaries: (block, U, U)
+        s = slice(lo, lo + block)
+        dom = (k[s, :, None] <= k[s, None, :]) & (fa[s, :, None] <= fa[s, None, :]) & (fio[s, :, None] <= fio[s, None, :])
+        keep[s] = ~(dom & earlier).any(axis=1)
+    count = keep.sum(axis=1)
+    W = int(count.max()) if n else 1
+    u = np.argsort(~keep, axis=1, kind="stable")[:, :W]
+    pad = np.arange(W)[None, :] >= count[:, None]
+    u[pad] = 0
+
+    def take(v):
+        out = np.take_along_axis(v, u, axis=1)
+        out[pad] = np.inf
+        return out
+
+    return take(k), take(fa), take(fio), u
 
 
 @lru_cache(maxsize=64)
@@ -459,25 +487,31 @@ def _rows(t: CostTables, a: Assignment, lens: np.ndarray, ch: np.ndarray) -> _Ro
     C, B, P = t.channels, a.blocks, t.kv_spread
     G1 = a.n_groups + 1
     R = lens.shape[0]
-    row_len, row_ch, row_group = tile(lens, B), tile(ch, B), a.row_group
+    # every row is a request of ``lens`` (block after block, part after part): gather per request, then repeat
+    row_len, row_ch, row_group = tile(lens, B * P), tile(ch, B), a.row_group
     if P > 1:  # part p of a request sits in channel (its channel + p) mod C
-        n = row_len.shape[0]
-        row_len, row_group = np.tile(row_len, P), np.tile(row_group, P)
+        n = row_ch.shape[0]
+        row_group = np.tile(row_group, P)
         row_ch = (np.tile(row_ch, P) + np.repeat(np.arange(P), n)) % C
     gc = row_group * C + row_ch
-    pim = t.attn_stacked[A_PIM, row_len]
-    io = t.attn_stacked[A_IO, row_len]
+    pim = tile(t.attn_stacked[A_PIM, lens], B * P)
+    io = tile(t.attn_stacked[A_IO, lens], B * P)
     pim_c = np.bincount(gc, weights=pim, minlength=G1 * C).reshape(G1, C)
     io_c = np.bincount(gc, weights=io, minlength=G1 * C).reshape(G1, C)
     agg = np.zeros((5, G1))
+    # per-group sums block by block (a block's rows are the requests once; blocks hold disjoint groups)
+    blocks = [a.row_group[b * R:(b + 1) * R] for b in range(B)]
     prop = t.attn_prop_rows
     if prop.size:  # columns proportional to the context (exact slopes): slope x the group's sum(L)
-        lsum = np.bincount(a.row_group, weights=tile(lens, B), minlength=G1)
+        lf = lens.astype(float)
+        lsum = np.bincount(blocks[0], weights=lf, minlength=G1)
+        for rg in blocks[1:]:
+            lsum += np.bincount(rg, weights=lf, minlength=G1)
         agg[prop - 2] = np.multiply.outer(t.attn_slopes[prop] * P, lsum)
-    for c in t.attn_sum_rows:  # the others, block by block (a block's rows are the requests once)
+    for c in t.attn_sum_rows:  # the others
         w = t.attn_stacked[c, lens] * P
-        for b in range(B):
-            agg[c - 2] += np.bincount(a.row_group[b * R:(b + 1) * R], weights=w, minlength=G1)
+        for rg in blocks:
+            agg[c - 2] += np.bincount(rg, weights=w, minlength=G1)
     return _Rows(lens, ch, row_len, row_ch, row_group, gc, pim, io, pim_c, io_c, agg)
 
 
@@ -533,7 +567,7 @@ def run_iterations_flat(s: Schedule, lens: np.ndarray, ch: np.ndarray, n_k: np.n
     if s.dbo_on and s.on_pim and dbo.prediction_error > 0 and lens.shape[0] > 0:
         view = _noisy_view(s, rw, lay, x, mem, fig, dbo)
     if prep.dyn.size:
-        _dbo(s, prep, a, rw, view, av, vec_x, mem_x, attn_e, fig)
+        _dbo(s, prep, a, rw, view, av, vec_x, mem_x, attn_e, iomax, fig)
     # ---- each iteration's candidate: the fastest by the predictor (ties: the simplest)
     reps = prep.reps
     V = a.var_k.shape[0]
@@ -604,7 +638,7 @@ def _noisy_view(s: Schedule, rw: _Rows, lay: Layout, x: np.ndarray, mem: np.ndar
     return _View(pim, io, pim_c, io_c, pmax, iomax)
 
 
-def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av, vec_x, mem_x, attn_e,
+def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av, vec_x, mem_x, attn_e, iomax,
          fig: np.ndarray) -> None:
     """DBO for the dynamic instances (balanced, with attention), on the predictor's view (docs/model/dbo.md):
 
@@ -639,14 +673,17 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av,
         if sel.size:
             us = du[sel]
             if prep.fast is not None:
-                k_, fa, fio = prep.fast
+                k_, fa, fio, u_of = prep.fast  # the undominated decisions only (_undominated)
                 tot = np.maximum(np.maximum(k_[us], pmax_d[sel, None] + fa[us]), imax_d[sel, None] + fio[us])
                 np.maximum(tot, (vl[sel, 0] + vxd[sel] + vl[sel, 1])[:, None], out=tot)
+                uc = np.argmin(tot, axis=1)
+                pred = tot[np.arange(sel.shape[0]), uc]
+                u = u_of[us, uc]
             else:
                 tot = fc_grid(t, prep.grid[us], vl[sel, 0], vl[sel, 1], vxd[sel], mxd[sel], pmax_d[sel],
                               imax_d[sel])[0]
-            u = np.argmin(tot, axis=1)
-            pred = tot[np.arange(sel.shape[0]), u]
+                u = np.argmin(tot, axis=1)
+                pred = tot[np.arange(sel.shape[0]), u]
             win = pred < best[sel]
             u_best[sel[win]] = u[win]
             best[sel[win]] = pred[win]
@@ -661,11 +698,24 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av,
         chan_q = busiest_channel(t, pmax_d[q_of], imax_d[q_of], qx[C_PF], qx[C_PFIO], mem_q, qx[C_RIDE])
         sq = np.flatnonzero((chan_q > floor_q) & (floor_q < best[q_of]))
         if sq.size:
-            mov = t.movable_by_len[rw.row_len]
-            pm = np.bincount(rw.gc, weights=pim_r * mov, minlength=G1 * C).reshape(G1, C)
-            im = np.bincount(rw.gc, weights=io_r * mov, minlength=G1 * C).reshape(G1, C)
+            mov = np.flatnonzero(t.movable_by_len[rw.row_len])  # the rows the mode lets move
             g = agd[q_of[sq]]
-            lvl = channel_times(t, pc_d[g] - pm[g], qx[C_PF, sq][:, None], ic_d[g] - im[g] + qx[C_PFIO, sq][:, None],
+            if mov.shape[0] == rw.row_len.shape[0]:  # every row: nothing stays behind
+                stay_p, stay_i = 0.0, 0.0
+            elif mov.shape[0] == 0:
+                stay_p, stay_i = pc_d[g], ic_d[g]
+            else:  # what stays in each channel of the selected groups (their movable rows' sums taken off)
+                pos = np.full(G1, -1)
+                pos[g] = 0
+                ug = np.flatnonzero(pos == 0)
+                pos[ug] = np.arange(ug.shape[0])
+                g_pos = pos[g]
+                mg = mov[pos[rw.row_group[mov]] >= 0]
+                key = pos[rw.row_group[mg]] * C + rw.row_ch[mg]
+                pm = np.bincount(key, weights=pim_r[mg], minlength=ug.shape[0] * C).reshape(-1, C)
+                im = np.bincount(key, weights=io_r[mg], minlength=ug.shape[0] * C).reshape(-1, C)
+                stay_p, stay_i = pc_d[g] - pm[g_pos], ic_d[g] - im[g_pos]
+            lvl = channel_times(t, stay_p, qx[C_PF, sq][:, None], stay_i + qx[C_PFIO, sq][:, None],
                                 mem_q[sq][:, None], 0.0, qx[C_RIDE, sq][:, None]).max(axis=1)
             lb_q = np.maximum(floor_q[sq], lvl)
             keep = lb_q < best[q_of[sq]]
@@ -710,7 +760,7 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av,
     new = np.empty((N_FIG, S))
     # FC work moved only: every channel keeps its attention (dyn instances start at y = 0)
     pmax_t, pmean_t = fig[F_PMAX, i_all], fig[F_PMEAN, i_all]
-    imax_t = rw.io_c.max(axis=1)[g] if on_pim else 0.0
+    imax_t = iomax[i_all] if on_pim else 0.0  # the true busiest data bus
     new[F_NPU] = npu_time(xc[C_SA], vec_, mem_, xc[C_LINK])
     new[F_CHAN] = busiest_channel(t, pmax_t, imax_t, xc[C_PF], xc[C_PFIO], mem_, xc[C_RIDE])
     new[F_PMAX], new[F_PMEAN] = pmax_t + xc[C_PF], pmean_t + xc[C_PF]
@@ -790,8 +840,9 @@ def _candidates_that_can_win(prep: Prepared, a: Assignment, fig: np.ndarray, bes
 
 
 def _attention(s: Schedule, prep: Prepared, rw: _Rows, pim_r, io_r, mov, pc_d, ic_d, sq, vec_q, mem_q, best):
-    """The exact prefix sweep for the pseudo-stages ``sq`` over their movable units. Returns (winning
-    pseudo-stages, their predicted times, (unit rows, shares, unit pseudo-stages, moved mask)) or None."""
+    """The exact prefix sweep for the pseudo-stages ``sq`` over their movable units (``mov``: the movable rows, in
+    order). Returns (winning pseudo-stages, their predicted times, (unit rows, shares, unit pseudo-stages, moved
+    mask)) or None."""
     t, lay = s.tables, prep.lay
     C = t.channels
     G1 = lay.n_groups + 1
@@ -802,11 +853,10 @@ def _attention(s: Schedule, prep: Prepared, rw: _Rows, pim_r, io_r, mov, pc_d, i
     g_sq = lay.inst_ag[prep.dyn[q_of[sq]]]
     per = np.bincount(g_sq, minlength=G1)
     first = np.cumsum(per) - per
-    grp = rw.row_group
-    rows = np.flatnonzero((per[grp] > 0) & mov)
+    rows = mov[per[rw.row_group[mov]] > 0]
     if rows.size == 0:
         return None
-    rg = grp[rows]
+    rg = rw.row_group[rows]
     rep = per[rg]
     r_src = np.repeat(rows, rep)
     k = np.arange(r_src.shape[0]) - np.repeat(np.cumsum(rep) - rep, rep)

@@ -139,9 +139,25 @@ def tile(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x] * n) if n > 1 else x
 
 
-def _small(x: np.ndarray, bound: int) -> np.ndarray:
-    """``x`` (values in 0..bound-1) in the narrowest unsigned type, so a stable argsort is a radix sort."""
-    return x.astype(np.uint16) if bound <= 1 << 16 else x.astype(np.uint32) if bound <= 1 << 32 else x
+def _order(key: np.ndarray, bound: int) -> np.ndarray:
+    """The stable sort order of ``key`` (values in 0..bound-1) by radix sorts: one pass over 16-bit keys, two
+    (low then high half) over keys below 2**32 (numpy's stable sort is a radix sort only up to 16 bits)."""
+    if bound <= 1 << 16:
+        return np.argsort(key.astype(np.uint16), kind="stable")
+    if bound > 1 << 32:
+        return np.argsort(key, kind="stable")
+    lo = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    return lo[np.argsort((key[lo] >> 16).astype(np.uint16), kind="stable")]
+
+
+def _ranks(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stable sort order of ``key``, each element's rank among the equal keys in index order, count per key)."""
+    order = _order(key, bound)
+    size = np.bincount(key, minlength=bound)
+    first = np.cumsum(size) - size
+    rank = np.empty(key.shape[0], dtype=np.int64)
+    rank[order] = np.arange(key.shape[0]) - first[key[order]]
+    return order, rank, size
 
 
 def assign(system: SystemSpec, pp: int, n_k: np.ndarray, lens: np.ndarray, ch: np.ndarray, C: int) -> Assignment:
@@ -150,12 +166,15 @@ def assign(system: SystemSpec, pp: int, n_k: np.ndarray, lens: np.ndarray, ch: n
     K = int(n_k.shape[0])
     R = int(lens.shape[0])
     kid = np.repeat(np.arange(K), n_k) if K > 1 else np.zeros(R, dtype=np.int64)
+    kc = kid * C + ch if K > 1 else ch
+    queue_rank = mb = None
     if pp > 1:  # deal each channel's requests (in admission order) to the micro-batches in turn
         starts = np.cumsum(n_k) - n_k
-        order = np.argsort(_small(kid * C + ch, K * C), kind="stable")
+        order, kc_rank, _ = _ranks(kc, K * C)
         mb = np.empty(R, dtype=np.int64)
         mb[order] = (np.arange(R) - starts[kid[order]]) % pp
         mbi = kid * pp + mb
+        queue_rank = kc_rank // pp  # a channel's requests dealt in turn: every pp-th one lands in the same queue
     else:
         mbi = kid
     KP = K * pp
@@ -175,48 +194,56 @@ def assign(system: SystemSpec, pp: int, n_k: np.ndarray, lens: np.ndarray, ch: n
     V = blocks * K
     var_k = tile(np.arange(K), blocks)
     group = mbi * SUBS
+    queue = mbi * C + ch
     if blocks == 1:
         if (var_c == COUNT_C).any():
-            group = group + np.where(var_c[kid] == COUNT_C, _split_count(mbi * C + ch, KP, C)[0], 0)
+            group = group + np.where(var_c[kid] == COUNT_C, _split_count(queue, KP, C, queue_rank)[0], 0)
     else:
-        sub_count, sub_context = _splits(mbi * C + ch, KP, C, lens)
+        sub_count, sub_context = _splits(queue, KP, C, lens, queue_rank, kc, mb, pp)
         group = np.concatenate([group, group + (KP * SUBS + sub_count), group + (2 * KP * SUBS + sub_context)])
     G = V * pp * SUBS
     return Assignment(K, pp, blocks, var_k, var_c, var_ok, group, np.bincount(group, minlength=G + 1), mb_rows)
 
 
-def _split_count(queue: np.ndarray, KP: int, C: int):
+def _split_count(queue: np.ndarray, KP: int, C: int, rank: np.ndarray | None = None):
     """NeuPIMs' split (``count``): each (micro-batch, channel) queue in admission order, its first half to
     sub-batch 0; odd queues alternately give their extra request to sub-batch 0 and 1, counting afresh in every
-    micro-batch (``ceil_turn``). Returns (sub-batch per request, queue sizes, extra side per queue)."""
+    micro-batch (``ceil_turn``). ``rank``: each request's place in its queue, when the caller knows it.
+    Returns (sub-batch per request, queue sizes, extra side per queue)."""
     Q = KP * C
-    order = np.argsort(_small(queue, Q), kind="stable")
-    size = np.bincount(queue, minlength=Q)
-    first = np.cumsum(size) - size
-    qs = queue[order]
-    rank = np.arange(queue.shape[0]) - first[qs]
+    if rank is None:
+        _, rank, size = _ranks(queue, Q)
+    else:
+        size = np.bincount(queue, minlength=Q)
     odd = (size % 2).reshape(KP, C)
     extra = (odd & ((np.cumsum(odd, axis=1) - odd) % 2 == 0)).reshape(-1)  # odd queues before it in its mb
-    sub = np.empty(queue.shape[0], dtype=np.int64)
-    sub[order] = rank >= (size // 2 + extra)[qs]
-    return sub, size, first, extra
+    return (rank >= (size // 2 + extra)[queue]).astype(np.int64), size, extra
 
 
-def _splits(queue: np.ndarray, KP: int, C: int, lens: np.ndarray):
+def _splits(queue: np.ndarray, KP: int, C: int, lens: np.ndarray, rank: np.ndarray | None = None,
+            kc: np.ndarray | None = None, mb: np.ndarray | None = None, pp: int = 1):
     """Both channel-aware splits (module docstring). ``context``: each queue by context, longest first (ties in
     admission order), dealt 0, 1, 1, 0, 0, 1, ...; an odd queue gives its extra request to the side the count
-    split gives it to (the pattern's own extra side is 0 if size % 4 == 1, else 1)."""
-    count, size, first, extra = _split_count(queue, KP, C)
+    split gives it to (the pattern's own extra side is 0 if size % 4 == 1, else 1). With pp > 1 the caller gives
+    each request's (iteration, channel) key ``kc`` and micro-batch ``mb`` (queue = its micro-batch's channel);
+    with pp = 1 the queue is that key."""
+    count, size, extra = _split_count(queue, KP, C, rank)
     Lmax = int(lens.max()) + 1 if lens.shape[0] else 1
-    by_len = np.argsort(_small(Lmax - 1 - lens, Lmax), kind="stable")
-    order = by_len[np.argsort(_small(queue[by_len], KP * C), kind="stable")]
-    qs = queue[order]
-    rank = np.arange(queue.shape[0]) - first[qs]
-    sz = size[qs]
-    flip = (sz % 2 == 1) & ((sz % 4 == 3) != (extra[qs] == 0))  # natural extra side != wanted (1 - extra)
-    pattern = (rank % 4 == 1) | (rank % 4 == 2)
+    by_len = _order(Lmax - 1 - lens, Lmax)
+    if pp > 1:  # by (micro-batch, iteration, channel), then context: queue by queue in (micro-batch)-major order
+        K = KP // pp
+        o = by_len[_order(kc[by_len], K * C)]
+        o = o[np.argsort(mb[o].astype(np.uint8 if pp <= 256 else np.int64), kind="stable")]
+        seg = size.reshape(K, pp, C).transpose(1, 0, 2).reshape(-1)  # queue sizes in that order
+        first = (np.cumsum(seg) - seg).reshape(pp, K, C).transpose(1, 0, 2).reshape(-1)
+    else:
+        o = by_len[_order(queue[by_len], KP * C)]
+        first = np.cumsum(size) - size
+    flip = (size % 2 == 1) & ((size % 4 == 3) != (extra == 0))  # per queue: natural extra side != wanted
+    qo = queue[o]
+    rank1 = np.arange(queue.shape[0]) - first[qo] + 1  # 1 + the rank in its queue, in sorted order
     out = np.empty(queue.shape[0], dtype=np.int64)
-    out[order] = pattern != flip
+    out[o] = ((rank1 >> 1) & 1) ^ flip[qo]  # ranks 0, 1, 2, 3, ... dealt 0, 1, 1, 0, ... (flipped)
     return count, out
 
 
