@@ -26,6 +26,8 @@ class Schedule:
     p2p_latency_s: float
     #: stage layouts by requests-per-iteration (a layout depends on nothing else); bounded, exact
     layouts: dict = field(default_factory=dict, compare=False, repr=False)
+    #: what the engine derives from the tables once (FC curve stores, LM-head tables; schedule.engine); exact
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def on_pim(self) -> bool:

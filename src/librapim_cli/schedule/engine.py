@@ -83,6 +83,7 @@ A_PIM, A_IO, A_KV, A_FLOPS, A_SOFT, A_PIM_E, A_NPU_E = range(7)
 G_KV, G_FLOPS, G_SOFT, G_PIM_E, G_NPU_E = range(5)
 LAYOUT_MEMO = 256  # prepared structures remembered per schedule (serving steps repeat batch shapes)
 MEMO_MAX_K = 16  # only structures of at most this many iterations are remembered
+CURVE_MEMO = 8192  # FC curves remembered per schedule and FC decision space (_CurveStore)
 #: DBO's joint moves: FC row steps (out of stage.ROW_STEPS) moved to the PIM beside the attention sweep
 JOINT_STEPS = (2, 4, 8, 16, 32)
 #: attention moves by KV head in a channel holding at most this many of the stage's requests (else by request)
@@ -322,7 +323,11 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
         if need.size:  # the curves of every distinct (FC group, rows, SRAM share) once
             first, inv = _distinct(gi[need], rows[need], cache[need])
             u_i = need[first]
-            curves = fc_curves(t, gi[u_i], rows[u_i], cache[u_i], columns)
+            store = s.memo.get(("curves", columns))
+            if store is None or not store.serves(s):
+                store = s.memo["curves", columns] = _CurveStore(s, columns)
+            cid = store.ids(gi[u_i], rows[u_i], cache[u_i])
+            curves = store.curves[cid]
             grid = curves[:, GRID_FIELDS]
             vec_link = curves[:, (C_VEC, C_LINK), 0]
             if fixed.size:  # FC-only balanced stages: the first minimum (moves only if strictly shorter)
@@ -331,14 +336,10 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                 y0[fixed], j0[fixed] = decode(u[inv[:fixed.size]], rows[fixed])
             if dbo.fc_to_pim:
                 dyn_u = inv[fixed.size:]
-                lb_chain = curves[:, C_CHAIN, 1:].min(axis=1)
-                lb_mem = curves[:, C_MEM, 1:].min(axis=1)
-                terms = t.mode.affine_terms(t.mode_params, curves[:, C_PF], curves[:, C_PFIO], curves[:, C_MEM],
-                                            curves[:, C_RIDE]) if s.on_pim else None
-                if terms is not None:  # stage(u) = max(K(u), vec + softmax + link, pmax + Fa(u), iomax + Fio(u))
-                    npu_k = np.maximum(curves[:, C_SA], curves[:, C_MEM]) + vec_link[:, 1:]
-                    fast = _undominated(np.maximum(np.maximum(npu_k, terms[0]), curves[:, C_CHAIN]), terms[1],
-                                        terms[2])
+                lb_chain, lb_mem = store.lb_chain[cid], store.lb_mem[cid]
+                if store.affine:  # the undominated decisions, padded to the longest of these curves
+                    W = int(store.count[cid].max())
+                    fast = (store.k[cid, :W], store.fa[cid, :W], store.fio[cid, :W], store.u[cid, :W])
     first, inv = _distinct(gi, rows, cache, y0, j0)  # (N_CURVES, S), computed once per distinct instance
     x = fc_figures(t, gi[first], rows[first], cache[first], y0[first], j0[first]).T[:, inv]
     # pseudo-stages of the attention direction: no rows moved, then the joint row steps
@@ -359,22 +360,8 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     # LM head of every micro-batch (with DBO: the vocabulary-column share on the PIM), and its hand-off
     mbs = np.flatnonzero(lay.mb_rows > 0)
     hr = lay.mb_rows[mbs]
-    m = np.arange(hr.shape[0])
-    h = t.npu_stack[HEAD, :, hr]
-    head_s = np.maximum(h[:, SA], h[:, MEM])  # max(systolic, stream): the head has no vector op or all-reduce
-    head_npu, head_sa, head_fl, head_e = head_s, h[:, SA], h[:, FLOPS], h[:, ENERGY]
-    head_pim = head_pfl = np.zeros(hr.shape[0])
-    head_j = np.zeros(hr.shape[0], dtype=np.int64)
-    if t.cols_stack is not None and hr.size and (fc_home_pim or (dbo is not None and dbo.lm_head)):
-        hc = t.cols_stack[HEAD][:, :, hr]  # (fields, J + 1, m)
-        npu_j = np.maximum(hc[CL_SA], hc[CL_MEM])
-        total = np.maximum(npu_j, busiest_channel(t, 0.0, 0.0, hc[CL_PIM], hc[CL_PIM_IO], hc[CL_MEM]))
-        # the first minimum: columns move only if strictly shorter; a PIM home moves them all
-        head_j = np.full(hr.shape[0], hc.shape[1] - 1) if fc_home_pim else np.argmin(total, axis=0)
-        head_s = total[head_j, m]
-        head_npu, head_sa = npu_j[head_j, m], hc[CL_SA, head_j, m]
-        head_fl, head_e = hc[CL_FLOPS, head_j, m], hc[CL_ENERGY, head_j, m] + hc[CL_PIM_E, head_j, m]
-        head_pim, head_pfl = hc[CL_PIM, head_j, m], hc[CL_PIM_FLOPS, head_j, m]
+    cols = t.cols_stack is not None and (fc_home_pim or (dbo is not None and dbo.lm_head))
+    head_s, head_npu, head_sa, head_fl, head_e, head_pim, head_pfl, head_j = _head_table(s, cols, fc_home_pim, hr)
     p2p = (s.p2p_latency_s + hr * s.p2p_s_per_row) if s.pp > 1 else np.zeros(hr.shape[0])
     kk = mbs // s.pp
     z = np.zeros(hr.shape[0])
@@ -387,6 +374,111 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                     fast, lb_chain, lb_mem, q_of, q_u, q_x, var_starts, vs[var_starts], head, mbs,
                     np.stack((head_s + p2p, head_npu, head_sa, hr.astype(float), head_e, head_pim,
                               head_j.astype(float))))
+
+
+def _head_table(s: Schedule, cols: bool, home_pim: bool, hr: np.ndarray) -> np.ndarray:
+    """The LM head of micro-batches of ``hr`` rows, each row count costed once per schedule: rows (time, NPU,
+    systolic, FLOPs, energy, PIM time, PIM FLOPs, vocabulary-column tiles on the PIM). With ``cols`` the column
+    share on the PIM is DBO's (the first minimum: columns move only if strictly shorter) or, with a PIM home for
+    FC work, every column."""
+    t = s.tables
+    key = ("head", cols, home_pim)
+    hit = s.memo.get(key)
+    if hit is None or hit[0] is not t or hit[1] is not s.system:  # built for these tables and this system
+        hit = s.memo[key] = (t, s.system, np.zeros((8, t.npu_stack.shape[2])),
+                             np.zeros(t.npu_stack.shape[2], dtype=bool))
+    tab, have = hit[2], hit[3]
+    new = np.flatnonzero(np.bincount(hr[~have[hr]], minlength=have.shape[0]))
+    if new.size:
+        m = np.arange(new.shape[0])
+        h = t.npu_stack[HEAD, :, new]
+        head_s = np.maximum(h[:, SA], h[:, MEM])  # max(systolic, stream): the head has no vector op or all-reduce
+        head_npu, head_sa, head_fl, head_e = head_s, h[:, SA], h[:, FLOPS], h[:, ENERGY]
+        head_pim = head_pfl = np.zeros(new.shape[0])
+        head_j = np.zeros(new.shape[0], dtype=np.int64)
+        if cols:
+            hc = t.cols_stack[HEAD][:, :, new]  # (fields, J + 1, rows)
+            npu_j = np.maximum(hc[CL_SA], hc[CL_MEM])
+            total = np.maximum(npu_j, busiest_channel(t, 0.0, 0.0, hc[CL_PIM], hc[CL_PIM_IO], hc[CL_MEM]))
+            head_j = np.full(new.shape[0], hc.shape[1] - 1) if home_pim else np.argmin(total, axis=0)
+            head_s = total[head_j, m]
+            head_npu, head_sa = npu_j[head_j, m], hc[CL_SA, head_j, m]
+            head_fl, head_e = hc[CL_FLOPS, head_j, m], hc[CL_ENERGY, head_j, m] + hc[CL_PIM_E, head_j, m]
+            head_pim, head_pfl = hc[CL_PIM, head_j, m], hc[CL_PIM_FLOPS, head_j, m]
+        tab[:, new] = (head_s, head_npu, head_sa, head_fl, head_e, head_pim, head_pfl, head_j)
+        have[new] = True
+    return tab[:, hr]
+
+
+class _CurveStore:
+    """Every FC curve a schedule has needed (``stage.fc_curves`` of an (FC group, rows, SRAM share), over one FC
+    decision space), kept by key in arrays that grow (cleared past CURVE_MEMO curves): the curves, their lower
+    bounds over the decisions that move FC work (the moved work's chain, the NPU's stream) and, when DBO's FC
+    search has the mode's affine terms (``ConcurrencyMode.affine_terms``, attention on the PIM), each curve's
+    undominated decisions (:func:`_undominated`) padded to U with +inf. A curve depends on nothing else, so the
+    store changes no result; a serving run's chunks share most of their curves."""
+
+    def __init__(self, s: Schedule, columns: bool) -> None:
+        self.s, self.columns = s, columns
+        self.affine = s.on_pim and s.tables.mode.affine_terms(s.tables.mode_params, 0.0, 0.0, 0.0, 0.0) is not None
+        self._reset()
+
+    def serves(self, s: Schedule) -> bool:
+        """Built for these tables and this system (a Schedule copied with other tables must not share it)."""
+        return self.s.tables is s.tables and self.s.system is s.system
+
+    def _reset(self) -> None:
+        self.index: dict = {}
+        self.n = 0
+        self.curves = self.lb_chain = self.lb_mem = self.k = self.fa = self.fio = self.u = self.count = None
+
+    def ids(self, gi: np.ndarray, rows: np.ndarray, cache: np.ndarray) -> np.ndarray:
+        """The store rows of these distinct (FC group, rows, SRAM share) triples, computing the missing ones."""
+        keys = list(zip(gi.tolist(), rows.tolist(), cache.tolist(), strict=True))
+        get = self.index.get
+        out = [get(k, -1) for k in keys]
+        miss = [i for i, v in enumerate(out) if v < 0]
+        if miss:
+            if self.n + len(miss) > CURVE_MEMO:
+                self._reset()
+                out, miss = [-1] * len(keys), list(range(len(keys)))
+            m = np.asarray(miss, dtype=np.int64)
+            lo = self.n
+            self._append(self._compute(gi[m], rows[m], cache[m]))
+            for j, i in enumerate(miss):
+                out[i] = self.index[keys[i]] = lo + j
+        return np.asarray(out, dtype=np.int64)
+
+    def _compute(self, gi, rows, cache) -> dict:
+        t = self.s.tables
+        curves = fc_curves(t, gi, rows, cache, self.columns)
+        new = {"curves": curves, "lb_chain": curves[:, C_CHAIN, 1:].min(axis=1),
+               "lb_mem": curves[:, C_MEM, 1:].min(axis=1)}
+        if self.affine:  # stage(u) = max(K(u), vec + softmax + link, pmax + Fa(u), iomax + Fio(u))
+            terms = t.mode.affine_terms(t.mode_params, curves[:, C_PF], curves[:, C_PFIO], curves[:, C_MEM],
+                                        curves[:, C_RIDE])
+            npu_k = np.maximum(curves[:, C_SA], curves[:, C_MEM]) + curves[:, C_LINK, :1]
+            k, fa, fio, u = _undominated(np.maximum(np.maximum(npu_k, terms[0]), curves[:, C_CHAIN]), terms[1],
+                                         terms[2])
+            n, U = curves.shape[0], curves.shape[2]
+            for name, v, fill in (("k", k, np.inf), ("fa", fa, np.inf), ("fio", fio, np.inf), ("u", u, 0)):
+                full = np.full((n, U), fill, dtype=v.dtype)
+                full[:, :v.shape[1]] = v
+                new[name] = full
+            new["count"] = 1 + (u[:, 1:] != 0).sum(axis=1)  # the first decision (u = 0) is always kept, pads are 0
+        return new
+
+    def _append(self, new: dict) -> None:
+        m = new["curves"].shape[0]
+        for name, v in new.items():
+            old = getattr(self, name)
+            if old is None or old.shape[0] < self.n + m:
+                grown = np.empty((max(2 * self.n, self.n + m, 64),) + v.shape[1:], dtype=v.dtype)
+                if old is not None:
+                    grown[:self.n] = old[:self.n]
+                setattr(self, name, grown)
+            getattr(self, name)[self.n:self.n + m] = v
+        self.n += m
 
 
 def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 256) -> tuple:
