@@ -276,8 +276,9 @@ def prepare(s: Schedule, a: Assignment) -> Prepared:
 
 
 def _distinct(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of the first of each distinct row, the distinct row of every element) of equal-length columns of
-    non-negative integers (a float column is coded by its distinct values first)."""
+    """(one element of each distinct row, the distinct row of every element) of equal-length columns of
+    non-negative integers (a float column is coded by its distinct values first); distinct rows in sorted
+    order. Equal rows are interchangeable, so which element represents its row does not matter."""
     key = np.zeros(cols[0].shape[0], dtype=np.int64)
     for c in cols:
         if c.dtype.kind == "f":
@@ -285,9 +286,17 @@ def _distinct(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             span = vals.shape[0]
         else:
             span = int(c.max()) + 1 if c.size else 1
-        key = key * span + c
-    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    return first, inv.reshape(-1)
+        key = key * span + c.reshape(-1)
+    if key.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(key)
+    ks = key[order]
+    new = np.empty(ks.shape[0], dtype=bool)
+    new[0] = True
+    np.not_equal(ks[1:], ks[:-1], out=new[1:])
+    inv = np.empty(ks.shape[0], dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return order[new], inv
 
 
 def _prepare(s: Schedule, a: Assignment) -> Prepared:
