@@ -60,7 +60,9 @@ def attention_sweep(t: CostTables, stage: np.ndarray, chan: np.ndarray, pim_s: n
     # only channels holding units change level; every other channel keeps its level with nothing moved,
     # which bounds its stage from below like the floor
     comb = stage * C + chan
-    active, act_of = np.unique(comb, return_inverse=True)
+    present = np.bincount(comb, minlength=Q * C) > 0
+    active = np.flatnonzero(present)  # the (stage, channel) pairs holding units, in order
+    act_of = (np.cumsum(present) - 1)[comb]
     A = active.shape[0]
     order, chs, counts, pos = _order(act_of.reshape(-1), pim_s, kvb, A)
     M = int(counts.max()) if counts.size else 0
