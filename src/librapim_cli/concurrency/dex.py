@@ -26,6 +26,13 @@ class DEX(ConcurrencyMode):
         return np.maximum(np.maximum(pim_attn + npu_kv, weight),
                           np.maximum(pim_attn + pim_fc, npu_w + npu_kv + pim_io))
 
+    def busiest_channel_time(self, p: ModeParams, pim_attn_max, pim_io_max, pim_fc, pim_fc_io, npu_w, pim_fc_ride=0.0):
+        """:meth:`channel_time` at the two maxima with no NPU KV reads, without its additions of zero (the same
+        values, fewer array operations: the engine calls it on every stage instance)."""
+        weight = np.maximum(npu_w, pim_fc_ride) + (pim_fc - pim_fc_ride)
+        return np.maximum(np.maximum(pim_attn_max, weight),
+                          np.maximum(pim_attn_max + pim_fc, npu_w + (pim_io_max + pim_fc_io)))
+
     def affine_terms(self, p: ModeParams, pim_fc, pim_fc_io, npu_w, pim_fc_ride=0.0):
         """With no NPU KV reads: max(weight section, a + pim_fc (>= a), io + npu_w + pim_fc_io)."""
         weight = np.maximum(npu_w, pim_fc_ride) + (pim_fc - pim_fc_ride)
