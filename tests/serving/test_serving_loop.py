@@ -213,3 +213,24 @@ def test_request_that_can_never_fit_is_infeasible():
 def test_weights_that_do_not_fit_are_infeasible():
     with pytest.raises(InfeasibleDesign, match="needs .* GiB of weights per device"):
         simulate("neupims", "gpt3-175b", "alpaca", mode="serve", sets=["system.tp=1", "system.pp=1"])
+
+
+@pytest.mark.parametrize("stride", [1, 3, 8])
+@pytest.mark.parametrize("k", [1, 2, 5, 40])
+def test_release_channels_gives_back_exactly_the_bincount(stride, k):
+    """release_channels forms a few requests' sums in Python: bit for bit the np.bincount it does for many
+    (repeated channels, non-integer tokens, every stride)."""
+    from librapim_cli.workload import release_channels
+
+    rng = np.random.default_rng(k * 10 + stride)
+    C = 16
+    for _ in range(20):
+        ch = rng.integers(0, C, k)
+        need = rng.random(k) * 1e4
+        load = rng.random(C) * 1e6
+        want = load - np.bincount((np.tile(ch, stride) + np.repeat(np.arange(stride), k)) % C,
+                                  weights=np.tile(need, stride), minlength=C)
+        for args in ((ch, need), (ch.tolist(), need.tolist())):
+            got = load.copy()
+            release_channels(got, *args, stride=stride)
+            np.testing.assert_array_equal(got, want)

@@ -50,10 +50,10 @@ def test_speculative_loop_equals_step_by_step(system, model, workload, batch, re
 
 
 def test_timed_arrivals_roll_back_and_still_agree(monkeypatch):
-    """A deliberately bad predictor (every iteration predicted 100x too fast) forces rollbacks at almost every
-    arrival; the result is still the step-by-step loop's."""
-    real = loop._Predictor.times
-    monkeypatch.setattr(loop._Predictor, "times", lambda self, n, c, k: real(self, n, c, k) * 0.01)
+    """A deliberately bad predictor (fed every committed iteration 100x too fast, so it predicts them so) forces
+    rollbacks at almost every arrival; the result is still the step-by-step loop's."""
+    real = loop._Predictor.update
+    monkeypatch.setattr(loop._Predictor, "update", lambda self, n, s, t: real(self, n, s, t * 0.01))
     s = setup("librapim", "gpt3-7b", "sharegpt", batch=16, requests=120, sets=POISSON + ["workload.rate_per_s=40"])
     a = stepwise.run_serving(s, vectorize=False)
     b = loop.run_serving(s)

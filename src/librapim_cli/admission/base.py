@@ -8,6 +8,10 @@ calls only these methods; its order is admit -> prefill -> decode -> retire.
 Sizes are per device, in whole KV tokens (``capacity_tokens``: the cache left after weights). A request has
 prompt ``P``, ``O`` output tokens and has generated ``g`` of them; after a prefill that produced token g,
 its next decode iteration sees context ``P + g`` (docs/model/serving.md).
+
+``admission_units`` and ``held_units`` are element-wise (request i's units depend on its entries only) and
+return whole units (integer arrays): the loop computes the units of never-admitted requests once per run, and
+keeps a static holding up to date by adding and subtracting requests' units as they come and go.
 """
 
 from __future__ import annotations

@@ -27,8 +27,11 @@ clock and every chunk commits whole.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -51,13 +54,15 @@ COLUMNS = ("start_s", "time_s", "batch", "npu_busy_s", "pim_busy_s", "offload_at
 _INT_COLUMNS = ("batch", "kv_tokens", "finished")
 _COL = {c: i for i, c in enumerate(COLUMNS)}
 # rows of the active-request array: request id, context of its next decode iteration, decode iterations
-# left, KV channel, channel-load tokens, prompt, output tokens
-ID, CTX, REM, CH, NEED, PROMPT, OUT = range(7)
+# left, KV channel; prompt and output tokens only for a policy that reads them (one that preempts or whose
+# holding changes while decoding): the fewer rows, the less to move when a request retires
+ID, CTX, REM, CH, PROMPT, OUT = range(6)
 PROGRESS_EVERY = 1000  # decode iterations between progress callbacks
 PERCENTILES = (50, 90, 99)
 CHUNK_ROWS = 65_536  # request-iterations per engine call (bounds the temporary arrays; smaller chunks stay in cache)
 MAX_CHUNK_ITERATIONS = 8192  # decode iterations laid out per chunk at most
 MIN_CHUNK_ITERATIONS = 8
+SHORT_SEGMENT = 16  # predicted segments up to this many iterations are laid out in Python floats
 
 
 class _Steps:
@@ -109,15 +114,15 @@ class ServeRun:
     stages: StageTable | None = None  # the decode iterations' executed stages (keep_stages)
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     """The loop's state at a step boundary (everything a rollback restores)."""
 
-    act: np.ndarray  # (7, B) active requests in admission order: first n columns
+    act: np.ndarray  # (rows, B) active requests in admission order: first n columns
     n: int
     nxt: int  # next never-admitted request (arrival order)
     front: list  # preempted requests waiting to be readmitted, in order
-    used: int  # policy units held by the active set (recomputed after every change)
+    used: int  # policy units held by the active set (kept up to date after every change)
     load: np.ndarray  # channel-load tokens per channel
     rr: int
     done: int
@@ -128,21 +133,21 @@ class _State:
     rows: int  # step rows so far
     iters: int  # decode iterations so far
 
-    def copy(self, light: bool = False) -> _State:
-        """A snapshot; ``light`` keeps only the scalars (enough to verify a boundary, not to restore it)."""
-        if light:
-            return _State(self.act, self.n, self.nxt, self.front, self.used, self.load, self.rr, self.done, self.t,
-                          self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
+    def copy(self) -> _State:
+        """A snapshot."""
         return _State(self.act[:, : self.n].copy(), self.n, self.nxt, list(self.front), self.used, self.load.copy(),
                       self.rr, self.done, self.t, self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Boundary:
-    """One step boundary of a chunk: its snapshot, and the clock-dependent decisions to verify."""
+    """One step boundary of a chunk: where it started, its snapshot, and the clock-dependent decisions to verify."""
 
-    snap: _State
-    k_new: int = 0  # newly arrived requests admitted
+    nxt: int  # next never-admitted request when it started
+    rows: int  # step rows before it
+    snap: _State | None  # the state it started from (None in a clock-free chunk: nothing there is rolled back)
+    k_new: int = 0  # newly arrived requests admitted: nxt, nxt + 1, ..., whose first tokens come out of its prefill
+    #                 (at step row ``rows``; a readmitted request had its first token before)
     k_new_max: int = 0  # how many could have been admitted had they all arrived (room, KV, preempted first)
     idle_to: float = 0.0  # > 0: nothing active or arrived, the clock jumped to this arrival
     prefill_s: float = 0.0  # time of its prefill step (0 if none)
@@ -150,18 +155,19 @@ class _Boundary:
     j_cap: int = 0  # segment iterations without a clock stop
     stop_s: float = np.inf  # the arrival that ends the segment early (inf if none)
     j: int = 0  # segment iterations laid out
-    first: list = field(default_factory=list)  # (request ids, step row) of first tokens
-    finished: list = field(default_factory=list)  # (request ids, step row) of finishes
-    gen_undo: list = field(default_factory=list)  # (request ids, previous generated counts) of preemptions
+    # tuples, most of them empty (fewer objects for the garbage collector to track):
+    finished: tuple = ()  # (request ids, step row) of finishes
+    gen_undo: tuple = ()  # (request ids, previous generated counts) of preemptions
 
 
-@dataclass
+@dataclass(slots=True)
 class _Segment:
-    """A decode segment laid out in a chunk: its first step row, contexts and channels, length, and its
-    iterations' figures when they were evaluated while laying it out."""
+    """A decode segment laid out in a chunk: its first step row, contexts (and their sum) and channels, length,
+    and its iterations' figures when they were evaluated while laying it out."""
 
     row: int
     ctx: np.ndarray
+    ctx_sum: float
     ch: np.ndarray
     j: int
     known: IterationBatch | None = None
@@ -183,6 +189,7 @@ class _Predictor:
         self.t = np.zeros(0)
         self.k_tok = 0.0
         self.k_req = 0.0
+        self.last = (0.0, 0.0, 0.0)  # (n, s, t) of the last committed iteration
 
     @property
     def seen(self) -> int:
@@ -195,6 +202,7 @@ class _Predictor:
         self.n = np.concatenate([self.n, n])[-w:]
         self.s = np.concatenate([self.s, s])[-w:]
         self.t = np.concatenate([self.t, t])[-w:]
+        self.last = (float(self.n[-1]), float(self.s[-1]), float(self.t[-1]))
         dn, ds, dt = np.diff(self.n), np.diff(self.s), np.diff(self.t)
         same = (dn == 0) & (ds != 0)
         if same.any():
@@ -207,8 +215,35 @@ class _Predictor:
         """Predicted times of ``steps`` iterations of ``n`` requests whose contexts sum to ``ctx_sum`` first."""
         if self.seen == 0:
             return np.full(steps, 1e-3)
+        n0, s0, t0 = self.last
         s = ctx_sum + n * np.arange(steps)
-        return np.maximum(self.t[-1] + self.k_req * (n - self.n[-1]) + self.k_tok * (s - self.s[-1]), 1e-9)
+        return np.maximum(t0 + self.k_req * (n - n0) + self.k_tok * (s - s0), 1e-9)
+
+    def segment(self, n: int, ctx_sum: float, t0: float, stop: float, cap: int) -> tuple[int, float]:
+        """Predicted length of a segment of at most ``cap`` iterations from ``t0`` that ends with the first
+        iteration reaching ``stop`` (``_stop_index`` over :meth:`times`), and its predicted time.
+
+        A segment that ends within a few iterations (the usual one) is walked in Python floats: the operations
+        of :meth:`times` and ``_stop_index`` element by element, so the same figures."""
+        xs: list[float] = []
+        if cap <= SHORT_SEGMENT or math.isfinite(stop):
+            seen, k_tok, (n0, s0, t_last) = self.seen, self.k_tok, self.last
+            base = t_last + self.k_req * (n - n0)
+            cs = 0.0
+            for i in range(min(cap, SHORT_SEGMENT)):
+                x = max(base + k_tok * ((ctx_sum + n * i) - s0), 1e-9) if seen else 1e-3
+                xs.append(x)
+                cs += x
+                if t0 + cs >= stop:
+                    break
+            else:
+                if cap > SHORT_SEGMENT:  # not reached in a few: as arrays
+                    xs = []
+        if xs:
+            return len(xs), xs[0] if len(xs) == 1 else float(np.sum(xs))
+        times = self.times(n, ctx_sum, cap)
+        j = _stop_index(t0, times, stop, cap)
+        return j, float(times[:j].sum())
 
 
 def _policy_params(s: Setup, cap_tokens: int) -> PolicyParams:
@@ -274,57 +309,74 @@ class _Loop:
         self.stage_tables: list[StageTable] = []
         self.pred = _Predictor()
         self.arr_l = self.arr.tolist()
+        self.inp_l = self.inp.tolist()
+        # per-request figures, computed once (the policy's units are per request: element-wise)
+        inp, out = self.inp, self.out
+        self.need_f = (inp + out).astype(float)  # channel-load tokens
+        self.need_l = (inp + out).tolist()
+        self.rows = 6 if pol.preempts or not pol.static_hold else 4  # of the active array
+        self.fresh = np.zeros((self.rows, self.N), dtype=np.int64)  # active-array column of a first admission
+        self.fresh[ID], self.fresh[CTX], self.fresh[REM] = np.arange(self.N), inp + 1, out - 1
+        if self.rows > PROMPT:
+            self.fresh[PROMPT], self.fresh[OUT] = inp, out
+        units = _whole(pol.admission_units(params, inp, out, np.zeros(self.N, dtype=np.int64)), pol, "admission_units")
+        self.fresh_cum = [0, *accumulate(units.tolist())]  # admission units of requests < i (never admitted)
+        # a static holding is kept up to date by adding on admission and subtracting on retirement (whole units)
+        self.hold = _whole(pol.held_units(params, inp + out, inp, out), pol, "held_units").tolist() \
+            if pol.static_hold else None
 
     # ---- one boundary: admit -> prefill -> (preempt) -> decode segment -> retire -----------------------
     def _admit(self, st: _State, b: _Boundary) -> None:
-        pol, p, arr = self.pol, self.params, self.arr
         room = self.B - st.n
         if room <= 0:
             return
+        pol, p = self.pol, self.params
         budget = pol.admission_budget(p, st.used)
-        ids: list[int] = []
-        take_front = 0
+        back: list[int] = []  # readmitted (preempted) requests
         if st.front:  # preempted requests first (they have arrived), head-of-line
             fr = np.asarray(st.front[:room], dtype=np.int64)
             units = pol.admission_units(p, self.inp[fr], self.out[fr], self.gen[fr])
-            take_front = int(np.searchsorted(np.cumsum(units), budget, side="right"))
-            ids = fr[:take_front].tolist()
-            budget -= int(units[:take_front].sum())
-            room = room - take_front if take_front == len(st.front) else 0
-            del st.front[:take_front]
-        if room > 0 and st.nxt < self.N:
-            hi = min(self.N, st.nxt + room)
-            new = np.arange(st.nxt, hi)
-            units = pol.admission_units(p, self.inp[new], self.out[new], self.gen[new])
-            b.k_new_max = int(np.searchsorted(np.cumsum(units), budget, side="right"))
-            if b.k_new_max:
-                b.k_new = min(int(np.searchsorted(arr[st.nxt:st.nxt + b.k_new_max], st.t, side="right")), b.k_new_max)
-                ids += range(st.nxt, st.nxt + b.k_new)
+            take = int(np.searchsorted(np.cumsum(units), budget, side="right"))
+            back = st.front[:take]
+            budget -= int(units[:take].sum())
+            room = room - take if take == len(st.front) else 0
+            del st.front[:take]
+        lo = st.nxt
+        if room > 0 and lo < self.N:  # then the next never-admitted requests, as many as the budget allows
+            cum = self.fresh_cum
+            b.k_new_max = bisect_right(cum, cum[lo] + budget, lo + 1, min(self.N, lo + room) + 1) - (lo + 1)
+            if b.k_new_max:  # of those, the ones that have arrived
+                b.k_new = bisect_right(self.arr_l, st.t, lo, lo + b.k_new_max) - lo
                 st.nxt += b.k_new
-        if not ids:
+        hi = st.nxt
+        if not back and hi == lo:
             return
-        a = np.asarray(ids, dtype=np.int64)
-        k = a.shape[0]
-        g = self.gen[a]
-        chs, st.rr = admit_channels(self.kv_policy, (self.inp[a] + self.out[a]).astype(float), st.load, st.rr,
-                                     self.kv_stride)
+        a = np.asarray(back + list(range(lo, hi)), dtype=np.int64) if back else slice(lo, hi)
+        k = len(back) + hi - lo
+        chs, st.rr = admit_channels(self.kv_policy, self.need_f[a], st.load, st.rr, self.kv_stride)
         self.channel[a] = chs
-        cost = self.prefill(self.inp[a] + g)
         cols = st.act[:, st.n:st.n + k]
-        cols[ID], cols[CTX], cols[REM], cols[CH] = a, self.inp[a] + g + 1, self.out[a] - g - 1, chs
-        cols[NEED], cols[PROMPT], cols[OUT] = self.inp[a] + self.out[a], self.inp[a], self.out[a]
+        cols[:] = self.fresh[:, a]
+        cols[CH] = chs
+        if back:  # a readmitted request resumes after the g >= 1 tokens it had generated: prefill over P + g
+            g = self.gen[a]
+            cols[CTX] += g
+            cols[REM] -= g
+            cost = self.prefill(cols[CTX] - 1)
+        else:
+            cost = self.prefill.of_list(self.inp_l[lo:hi])
         st.n += k
-        fresh = a[g == 0]
-        if fresh.size:
-            b.first.append((fresh, st.rows))
-        self._used(st)
+        if self.hold is not None:
+            st.used += sum(self.hold[lo:hi]) + sum(self.hold[i] for i in back)
+        else:
+            self._used(st)
         data = self.rec.ensure(st.rows + 1)
         data[st.rows] = (st.t, cost.time_s, k, cost.npu_busy_s, 0.0, 0.0, 0.0, PREFILL, st.used * self.unit_tokens, 0)
         st.rows += 1
         st.t += cost.time_s
         st.prefill_e += cost.energy_j
         b.prefill_s = cost.time_s
-        if bool((cols[REM] <= 0).any()):  # requests whose last token came out of the prefill finish there
+        if cols[REM].min() <= 0:  # requests whose last token came out of the prefill finish there
             self._retire(st, b, st.rows - 1)
 
     def _used(self, st: _State) -> None:
@@ -332,18 +384,31 @@ class _Loop:
         act = st.act
         st.used = int(self.pol.held_units(self.params, act[CTX, :st.n], act[PROMPT, :st.n], act[OUT, :st.n]).sum())
 
+    def _release(self, st: _State, gone: list[list[int]]) -> None:
+        """Give back the channel load and the units of the requests ``gone`` (columns of the active array, as
+        lists), which have left the active set."""
+        release_channels(st.load, gone[CH], [self.need_l[i] for i in gone[ID]], self.kv_stride)
+        if self.hold is not None:
+            st.used -= sum(self.hold[i] for i in gone[ID])
+        else:
+            self._used(st)
+
     def _retire(self, st: _State, b: _Boundary, row: int) -> None:
-        live = st.act[:, :st.n]
-        fin = live[REM] <= 0
-        gone = live.compress(fin, axis=1)
-        b.finished.append((gone[ID].copy(), row))
-        release_channels(st.load, gone[CH], gone[NEED], self.kv_stride)
-        m = st.n - gone.shape[1]
-        st.act[:, :m] = live.compress(~fin, axis=1)
-        st.n = m
-        st.done += gone.shape[1]
-        self.rec.data[row, _COL["finished"]] = gone.shape[1]
-        self._used(st)
+        act = st.act
+        fin = (act[REM, :st.n] <= 0).nonzero()[0]
+        gone = act[:, fin].tolist()
+        b.finished += ((gone[ID], row),)
+        if fin.shape[0] <= 4:  # the usual one or two: close each gap, last first (the rest keep their order)
+            for i in reversed(fin.tolist()):
+                act[:, i:st.n - 1] = act[:, i + 1:st.n]
+                st.n -= 1
+        else:
+            m = st.n - fin.shape[0]
+            act[:, :m] = np.delete(act[:, :st.n], fin, axis=1)
+            st.n = m
+        st.done += fin.shape[0]
+        self.rec.data[row, _COL["finished"]] = fin.shape[0]
+        self._release(st, gone)
 
     def _preempt(self, st: _State, b: _Boundary) -> None:
         """Preempt the newest active requests until the rest fit (recompute: they wait at the front)."""
@@ -353,21 +418,21 @@ class _Loop:
             return
         if m >= st.n:
             raise ModelError(f"serving stalled: the KV cache cannot hold even one request at t={st.t:.6g} s")
-        v = act[:, st.n - m:st.n]
-        b.gen_undo.append((v[ID].copy(), self.gen[v[ID]].copy()))
+        v = act[:, st.n - m:st.n].copy()
+        b.gen_undo += ((v[ID], self.gen[v[ID]].copy()),)
         self.gen[v[ID]] = v[CTX] - v[PROMPT]  # tokens generated so far (the latest not yet in the KV)
-        release_channels(st.load, v[CH], v[NEED], self.kv_stride)
         st.front[:0] = v[ID].tolist()  # oldest admitted of them first
         st.n -= m
         st.preemptions += m
-        self._used(st)
+        self._release(st, v.tolist())
 
     def _boundary(self, st: _State, segs: list, room_iters: int, exact: bool, clock_free: bool) -> _Boundary | None:
         """Lay out one boundary (``st`` advances; decode times predicted, or evaluated when ``exact``). In a
-        clock-free chunk (every request has arrived) no decision can differ, so the snapshot is light."""
+        clock-free chunk (every request has arrived) no decision can differ, so there is no snapshot, and
+        nothing reads the predicted clock (_commit sets the true one), so decode times are not predicted."""
         if st.done >= self.N:
             return None
-        b = _Boundary(st.copy(light=clock_free))
+        b = _Boundary(st.nxt, st.rows, None if clock_free else st.copy())
         self._admit(st, b)
         if st.n == 0:
             if st.done >= self.N or b.prefill_s > 0:
@@ -378,44 +443,45 @@ class _Loop:
                 st.t = b.idle_to
                 return b
             raise ModelError(f"serving stalled at t={st.t:.6g} s: request {st.nxt} waits with nothing active")
-        if self.pol.preempts:
+        pol = self.pol
+        if pol.preempts and st.used > pol.capacity_units(self.params):  # (else they fit: no victims)
             self._preempt(st, b)
         act, n = st.act, st.n
         ctx, ch = act[CTX, :n].copy(), act[CH, :n].copy()
+        ctx_sum = float(ctx.sum())
         rem_min = int(act[REM, :n].min())
-        j_cap = self.pol.overflow_at(self.params, ctx, act[PROMPT, :n], act[OUT, :n], rem_min) \
-            if self.pol.preempts else rem_min
+        j_cap = pol.overflow_at(self.params, ctx, act[PROMPT, :n], act[OUT, :n], rem_min) if pol.preempts else rem_min
         j_cap = max(min(j_cap, room_iters), 1)
-        stop = np.inf
-        if n < self.B and st.nxt < self.N and not st.front:
-            nx = slice(st.nxt, st.nxt + 1)
-            if int(self.pol.admission_units(self.params, self.inp[nx], self.out[nx], self.gen[nx])[0]) \
-                    <= self.pol.admission_budget(self.params, st.used):
-                stop = self.arr_l[st.nxt]
-        known = None
-        if exact and np.isfinite(stop):
+        stop = math.inf
+        nxt = st.nxt
+        if n < self.B and nxt < self.N and not st.front:  # the next arrival ends the segment if it fits
+            if self.fresh_cum[nxt + 1] - self.fresh_cum[nxt] <= pol.admission_budget(self.params, st.used):
+                stop = self.arr_l[nxt]
+        known, seg_s = None, 0.0  # its evaluated iterations (exact), its predicted time
+        if exact and stop < math.inf:
             known = self._exact(st.t, ctx, ch, stop, j_cap)
-            times = known.time_s
-        else:
-            times = self.pred.times(n, float(ctx.sum()), j_cap)
-        J = _stop_index(st.t, times, stop, j_cap)
-        if known is not None:
+            J = _stop_index(st.t, known.time_s, stop, j_cap)
+            seg_s = float(known.time_s[:J].sum())
             known = _slice_parts([known], J)
+        elif clock_free and stop == math.inf:
+            J = j_cap
+        else:
+            J, seg_s = self.pred.segment(n, ctx_sum, st.t, stop, j_cap)
         b.seg, b.j_cap, b.stop_s, b.j = len(segs), j_cap, stop, J
         i = st.rows
-        segs.append(_Segment(i, ctx, ch, J, known))
+        segs.append(_Segment(i, ctx, ctx_sum, ch, J, known))
         data = self.rec.ensure(i + J)
         data[i:i + J] = (0.0, 0.0, n, 0.0, 0.0, 0.0, 0.0, DECODE, st.used * self.unit_tokens, 0)
-        if self.pol.preempts and J > 1:  # the held units grow with the contexts: record each iteration's
-            held = self.pol.held_units(self.params, ctx[None, :] + np.arange(J)[:, None], act[PROMPT, :n],
+        if pol.preempts and J > 1:  # the held units grow with the contexts: record each iteration's
+            held = pol.held_units(self.params, ctx[None, :] + np.arange(J)[:, None], act[PROMPT, :n],
                                        act[OUT, :n]).sum(axis=1)
             data[i:i + J, _COL["kv_tokens"]] = held * self.unit_tokens
         st.rows = i + J
         st.iters += J
-        st.t += float(times[:J].sum())
+        st.t += seg_s
         act[CTX, :n] += J
         act[REM, :n] -= J
-        if not self.pol.static_hold:
+        if self.hold is None:
             self._used(st)
         if J == rem_min:
             self._retire(st, b, st.rows - 1)
@@ -443,27 +509,34 @@ class _Loop:
         """Every decode iteration of the chunk's segments, in order: known ones as they are, the others in
         engine calls of at most CHUNK_ROWS request-iterations."""
         parts: list[IterationBatch] = []
-        lens_l, ch_l, n_l, size = [], [], [], 0
+        lens_l, ch_l, n_l, j_l, size = [], [], [], [], 0  # per piece: lengths, channels, requests, iterations
 
         def flush() -> None:
-            nonlocal lens_l, ch_l, n_l, size
+            nonlocal lens_l, ch_l, n_l, j_l, size
             if n_l:
                 parts.append(run_iterations_flat(self.sched, np.concatenate(lens_l), np.concatenate(ch_l),
-                                                 np.concatenate(n_l), keep_stages=self.keep_stages))
-            lens_l, ch_l, n_l, size = [], [], [], 0
+                                                 np.repeat(np.asarray(n_l, dtype=np.int64), j_l),
+                                                 keep_stages=self.keep_stages))
+            lens_l, ch_l, n_l, j_l, size = [], [], [], [], 0
 
         for sg in segs:
             if sg.known is not None:
                 flush()
                 parts.append(sg.known)
                 continue
+            n = sg.ctx.shape[0]
             done = 0
             while done < sg.j:
-                take = min(sg.j - done, max(1, (CHUNK_ROWS - size) // max(sg.ctx.shape[0], 1)))
-                lens_l.append((sg.ctx[None, :] + np.arange(done, done + take)[:, None]).ravel())
-                ch_l.append(np.tile(sg.ch, take))
-                n_l.append(np.full(take, sg.ctx.shape[0], dtype=np.int64))
-                size += take * sg.ctx.shape[0]
+                take = min(sg.j - done, max(1, (CHUNK_ROWS - size) // max(n, 1)))
+                if take == 1:
+                    lens_l.append(sg.ctx + done if done else sg.ctx)
+                    ch_l.append(sg.ch)
+                else:
+                    lens_l.append((sg.ctx[None, :] + np.arange(done, done + take)[:, None]).ravel())
+                    ch_l.append(np.repeat(sg.ch[None, :], take, axis=0).ravel())
+                n_l.append(n)
+                j_l.append(take)
+                size += take * n
                 done += take
                 if size >= CHUNK_ROWS:
                     flush()
@@ -473,15 +546,15 @@ class _Loop:
         return parts[0] if len(parts) == 1 else _slice_parts(parts, sum(len(p) for p in parts))
 
     def run(self, cap: int, cap_bytes: float, kv_tok_bytes: float) -> ServeRun:
-        st = _State(np.empty((7, self.B), dtype=np.int64), 0, 0, [], 0, np.zeros(self.C), 0, 0, 0.0, 0.0, 0.0, 0, 0,
-                    0)
+        st = _State(np.empty((self.rows, self.B), dtype=np.int64), 0, 0, [], 0, np.zeros(self.C), 0, 0, 0.0, 0.0,
+                    0.0, 0, 0, 0)
         horizon = MIN_CHUNK_ITERATIONS  # speculation grows as the predictor earns it (a miss wastes the chunk)
         next_report = PROGRESS_EVERY
         exact = True  # the first boundary is evaluated exactly: the predictor has seen nothing yet
         while st.done < self.N:
             segs: list[_Segment] = []
             bounds: list[_Boundary] = []
-            iters = 0
+            iters, t0, idle0 = 0, st.t, st.idle
             clock_free = st.nxt >= self.N or self.arr_l[-1] <= st.t  # every request has arrived
             limit = MAX_CHUNK_ITERATIONS if clock_free else horizon
             if self.report is not None:  # a progress bar moves at least every PROGRESS_EVERY iterations
@@ -493,7 +566,7 @@ class _Loop:
                 bounds.append(b)
                 iters += b.j
             batch = self._evaluate(segs)
-            st, kept = self._commit(bounds, segs, batch, st)
+            st, kept = self._commit(bounds, segs, batch, t0, idle0, st)
             exact = kept == 0
             if kept == len(bounds):
                 horizon = min(MAX_CHUNK_ITERATIONS, horizon * 2)
@@ -510,43 +583,46 @@ class _Loop:
                         self.channel, cap, cap_bytes, kv_tok_bytes, st.t, st.idle, st.prefill_e, self.totals,
                         self.pol.name, st.preemptions, stages)
 
-    def _commit(self, bounds: list[_Boundary], segs: list, batch: IterationBatch | None, end: _State
-                ) -> tuple[_State, int]:
-        """Walk the chunk with the true times; commit every boundary before the first clock-dependent decision
-        that would have gone differently. Returns the state to continue from and the boundaries kept."""
-        arr, N = self.arr, self.N
+    def _commit(self, bounds: list[_Boundary], segs: list, batch: IterationBatch | None, t: float, idle: float,
+                end: _State) -> tuple[_State, int]:
+        """Walk the chunk, which started at clock ``t`` (``idle`` so far), with the true times; commit every
+        boundary before the first clock-dependent decision that would have gone differently. Returns the state
+        to continue from and the boundaries kept."""
+        arr_l, N = self.arr_l, self.N
         times = batch.time_s if batch is not None else np.zeros(0)
-        offs = np.cumsum([0] + [sg.j for sg in segs])
+        tl = times.tolist()
+        offs = [0, *accumulate(sg.j for sg in segs)]
         data = self.rec.data
-        t = bounds[0].snap.t if bounds else end.t
-        idle = bounds[0].snap.idle if bounds else end.idle
         keep = len(bounds)
-        clocks: list[float] = []  # true clock at each kept boundary's start
+        clocks: list[tuple[float, float]] = []  # true clock at each kept boundary's start and its segment's
         for bi, b in enumerate(bounds):
-            nxt = b.snap.nxt
+            nxt = b.nxt
             if b.k_new_max and nxt < N:  # how many new arrivals the admission saw
-                seen = int(np.searchsorted(arr[nxt:nxt + b.k_new_max], t, side="right"))
-                if min(seen, b.k_new_max) != b.k_new:
+                if bisect_right(arr_l, t, nxt, nxt + b.k_new_max) - nxt != b.k_new:
                     keep = bi
                     break
             t_seg = t + b.prefill_s
             if b.idle_to > 0:
                 idle += b.idle_to - t_seg
                 t_seg = b.idle_to
-            seg_t = None
+            seg_s = 0.0
             if b.seg >= 0:
-                seg_t = times[offs[b.seg]:offs[b.seg] + b.j]
-                if np.isfinite(b.stop_s) and _stop_index(t_seg, seg_t, b.stop_s, b.j_cap) != b.j:
+                o = offs[b.seg]
+                seg_t = times[o:o + b.j]
+                if b.stop_s < math.inf and _stop_index(t_seg, seg_t, b.stop_s, b.j_cap) != b.j:
                     keep = bi
                     break
-            clocks.append(t)
-            t = t_seg + (float(seg_t.sum()) if seg_t is not None else 0.0)
+                seg_s = tl[o] if b.j == 1 else float(seg_t.sum())
+            clocks.append((t, t_seg))
+            t = t_seg + seg_s
         # commit the kept boundaries: decode figures, clock of every row, first-token and finish times
         n_seg = sum(1 for b in bounds[:keep] if b.seg >= 0)
-        n_it = int(offs[n_seg])
+        n_it = offs[n_seg]
         if n_it:
             kept = _slice_parts([batch], n_it) if n_it < len(batch) else batch
-            rows = np.concatenate([np.arange(segs[k].row, segs[k].row + segs[k].j) for k in range(n_seg)])
+            js = [sg.j for sg in segs[:n_seg]]
+            local = np.arange(n_it) - np.repeat(offs[:n_seg], js)  # iteration within its segment
+            rows = local + np.repeat([sg.row for sg in segs[:n_seg]], js)
             data[rows, _COL["time_s"]] = kept.time_s
             data[rows, _COL["npu_busy_s"]] = kept.npu_busy_s
             data[rows, _COL["pim_busy_s"]] = kept.pim_busy_s
@@ -560,26 +636,30 @@ class _Loop:
                 self.totals[f] += float(getattr(kept, f).sum())
             if kept.stages is not None:
                 self.stage_tables.append(kept.stages)
-            ctx_sum = np.concatenate([float(segs[k].ctx.sum()) + segs[k].ctx.shape[0] * np.arange(segs[k].j)
-                                      for k in range(n_seg)])
+            # context sum of every iteration: its segment's first, plus one token per request per iteration
+            ctx_sum = np.repeat([sg.ctx_sum for sg in segs[:n_seg]], js) \
+                + np.repeat([sg.ctx.shape[0] for sg in segs[:n_seg]], js) * local
             self.pred.update(kept.tokens.astype(float), ctx_sum, kept.time_s)
-        st_col, t_col = _COL["start_s"], _COL["time_s"]
-        for b, clock in zip(bounds[:keep], clocks, strict=True):
-            r = b.snap.rows
+        # start of every row: a prefill at its boundary's clock, decode iterations one after another from their
+        # segment's; then the end of every row that produced first tokens or finished requests
+        pre_rows, pre_start, dec_start, firsts, finishes = [], [], [], [], []  # (requests, row)
+        for b, (clock, t_seg) in zip(bounds[:keep], clocks, strict=True):
             if b.prefill_s > 0:
-                data[r, st_col] = clock
-                clock += b.prefill_s
-            if b.idle_to > 0:
-                clock = b.idle_to
+                pre_rows.append(b.rows)
+                pre_start.append(clock)
             if b.seg >= 0:
-                sg = segs[b.seg]
-                tt = data[sg.row:sg.row + sg.j, t_col]
-                cs = np.cumsum(tt)
-                data[sg.row:sg.row + sg.j, st_col] = clock + cs - tt
-            for ids, row in b.first:
-                self.first_s[ids] = data[row, st_col] + data[row, t_col]
-            for ids, row in b.finished:
-                self.finish_s[ids] = data[row, st_col] + data[row, t_col]
+                dec_start += _starts(t_seg, times[offs[b.seg]:offs[b.seg] + b.j])
+            if b.k_new:
+                firsts.append((slice(b.nxt, b.nxt + b.k_new), b.rows))
+            finishes += b.finished
+        data[pre_rows, _COL["start_s"]] = pre_start
+        if n_it:
+            data[rows, _COL["start_s"]] = dec_start
+        st_col, t_col = _COL["start_s"], _COL["time_s"]
+        for ids, row in firsts:
+            self.first_s[ids] = data[row, st_col] + data[row, t_col]
+        for ids, row in finishes:
+            self.finish_s[ids] = data[row, st_col] + data[row, t_col]
         if keep == len(bounds):
             end.t, end.idle = t, idle
             return end, keep
@@ -588,7 +668,7 @@ class _Loop:
             for ids, old in reversed(b.gen_undo):
                 self.gen[ids] = old
         st = bounds[keep].snap.copy()
-        act = np.empty((7, self.B), dtype=np.int64)
+        act = np.empty((self.rows, self.B), dtype=np.int64)
         act[:, :st.n] = st.act
         st.act = act
         st.t, st.idle = t, idle
@@ -599,11 +679,28 @@ class _Loop:
 def _stop_index(t0: float, times: np.ndarray, stop: float, cap: int) -> int:
     """Iterations of a segment starting at ``t0``: up to and including the first whose end reaches ``stop``,
     at most ``cap``."""
-    if not np.isfinite(stop):
+    if not math.isfinite(stop):
         return cap
     ends = t0 + np.cumsum(times[:cap])
     hit = int(np.searchsorted(ends, stop, side="left"))
     return min(hit + 1, cap)
+
+
+def _starts(clock: float, tt: np.ndarray) -> list[float]:
+    """Start of each iteration of a segment that starts at ``clock`` and whose iterations take ``tt``:
+    clock + cumsum(tt) - tt, element by element (a short segment in Python floats, the same additions)."""
+    if tt.shape[0] > 16:
+        return (clock + np.cumsum(tt) - tt).tolist()
+    tl = tt.tolist()
+    return [clock + c - x for c, x in zip(accumulate(tl), tl, strict=True)]
+
+
+def _whole(units: np.ndarray, pol, what: str) -> np.ndarray:
+    """A policy's per-request units, which the loop adds up incrementally: whole numbers."""
+    if units.dtype.kind not in "iu":
+        raise ModelError(f"admission policy '{pol.name}': {what} must return whole units (integers), "
+                         f"not {units.dtype}")
+    return units
 
 
 def _slice_parts(parts: list[IterationBatch], n: int) -> IterationBatch:

@@ -139,15 +139,24 @@ class PrefillCoster:
         self._cost_missing([[p] for p in np.unique(np.asarray(prompt_lens, dtype=np.int64)).tolist()])
 
     def __call__(self, prompt_lens: np.ndarray) -> PrefillCost:
-        lens = np.asarray(prompt_lens, dtype=np.int64).tolist()  # a few prompts: Python ints beat numpy
+        return self.of_list(np.asarray(prompt_lens, dtype=np.int64).tolist())
+
+    def of_list(self, lens: list[int]) -> PrefillCost:
+        """``self(lens)`` for prompt lengths given as a list of Python ints (a few prompts: they beat numpy)."""
         pp, memo = self.pp, self._memo
-        batches = [lens[i::pp] for i in range(min(pp, len(lens)))]
-        keys = [(len(mb), sum(mb), sum(p * (p + 1) // 2 for p in mb)) for mb in batches]
-        if any(k not in memo for k in keys):
-            self._cost_missing(batches)
+        if len(lens) <= pp:  # the usual step: one prompt per micro-batch
+            keys = [(1, p, p * (p + 1) // 2) for p in lens]
+        else:
+            keys = [(len(mb), sum(mb), sum(p * (p + 1) // 2 for p in mb)) for mb in (lens[i::pp] for i in range(pp))]
+        try:
+            costs = [memo[k] for k in keys]
+        except KeyError:
+            self._cost_missing([lens[i::pp] for i in range(min(pp, len(lens)))])
+            costs = [memo[k] for k in keys]
+        if len(costs) == 1:  # one micro-batch: its cost is the step's
+            return costs[0]
         time_s = busy_s = flops = energy = 0.0
-        for k in keys:
-            c = memo[k]
+        for c in costs:
             time_s += c.time_s
             busy_s += c.npu_busy_s
             flops += c.flops

@@ -13,8 +13,11 @@ as one flat list of heads (AttAcc's mapping, docs/sources.md#s12) instead of pil
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
+
+FEW = 32  # request-channel parts up to which release_channels updates the load channel by channel
 
 
 def snake_channels(lens: np.ndarray, channels: int) -> np.ndarray:
@@ -62,8 +65,7 @@ def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_ne
     k = need_tokens.shape[0]
     C = load.shape[0]
     if stride > 1:
-        starts = slot_starts(C, stride)
-        span = (starts[:, None] + np.arange(stride)[None, :]) % C  # (slots, stride)
+        starts, span = _slot_spans(C, stride)
         ch = np.empty(k, dtype=np.int64)
         for i in range(k):
             j = rr_next % starts.shape[0] if policy == "round_robin" else int(load[span].sum(axis=1).argmin())
@@ -83,10 +85,38 @@ def admit_channels(policy: str, need_tokens: np.ndarray, load: np.ndarray, rr_ne
     return ch, rr_next
 
 
-def release_channels(load: np.ndarray, channels: np.ndarray, need_tokens: np.ndarray, stride: int = 1) -> None:
+def release_channels(load: np.ndarray, channels, need_tokens, stride: int = 1) -> None:
     """Give back the channel load of retired or preempted requests (in place): each request's tokens from each
-    of the ``stride`` channels it spans from its channel (as :func:`admit_channels` added them)."""
+    of the ``stride`` channels it spans from its channel (as :func:`admit_channels` added them).
+
+    ``channels`` and ``need_tokens``: arrays or lists of numbers. Each channel gives back the sum of its requests'
+    tokens, added up in order (part s of every request, then part s + 1); for a few requests (the usual
+    retirement) that sum is formed in Python, channel by channel, with the same additions as ``np.bincount``."""
     C = load.shape[0]
+    if len(channels) * stride <= FEW:
+        back: dict[int, float] = {}
+        pairs = list(zip(_as_list(channels, np.int64), _as_list(need_tokens, float), strict=True))
+        for s in range(stride):
+            for c, x in pairs:
+                c = (c + s) % C
+                back[c] = back.get(c, 0.0) + x
+        for c, x in back.items():
+            load[c] -= x
+        return
     ch = np.asarray(channels, dtype=np.int64)
     span = (np.tile(ch, stride) + np.repeat(np.arange(stride), ch.shape[0])) % C
     load -= np.bincount(span, weights=np.tile(np.asarray(need_tokens, dtype=float), stride), minlength=C)
+
+
+def _as_list(x, dtype) -> list:
+    """``x`` as a list of Python numbers of ``dtype`` (a list is taken as it is)."""
+    return x if isinstance(x, list) else np.asarray(x, dtype=dtype).tolist()
+
+
+@lru_cache(maxsize=64)
+def _slot_spans(channels: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`slot_starts` and the channels of each slot, (slots, stride); read-only, shared."""
+    starts = slot_starts(channels, stride)
+    span = (starts[:, None] + np.arange(stride)[None, :]) % channels
+    starts.flags.writeable = span.flags.writeable = False
+    return starts, span
