@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..numeric import median
 from ..spec.trace import read_trace as _read_trace
 from ..spec.workload import LengthStats, WorkloadSpec
 
@@ -47,7 +46,7 @@ def sample_lengths(stats: LengthStats, n: int, rng: np.random.Generator) -> np.n
     out = np.clip(np.rint(x), lo, hi)
     # clipping at max removes tail mass: rescale the part above the median to restore the mean
     if n > 1:
-        med = median(out)
+        med = np.median(out)
         above = out > med
         deficit = stats.mean * n - out.sum()
         tail = (out[above] - med).sum()
