@@ -150,7 +150,9 @@ class _Boundary:
     #                 (at step row ``rows``; a readmitted request had its first token before)
     k_new_max: int = 0  # how many could have been admitted had they all arrived (room, KV, preempted first)
     idle_to: float = 0.0  # > 0: nothing active or arrived, the clock jumped to this arrival
-    prefill_s: float = 0.0  # time of its prefill step (0 if none)
+    prefill: bool = False  # a prefill step ran (at step row ``rows``)
+    prefill_s: float = 0.0  # its time
+    prefill_lens: list | None = None  # its prompt lengths, while its cost waits for the chunk's (_prefill_costs)
     seg: int = -1  # index of its decode segment in the chunk (-1 if none)
     j_cap: int = 0  # segment iterations without a clock stop
     stop_s: float = np.inf  # the arrival that ends the segment early (inf if none)
@@ -326,7 +328,9 @@ class _Loop:
             if pol.static_hold else None
 
     # ---- one boundary: admit -> prefill -> (preempt) -> decode segment -> retire -----------------------
-    def _admit(self, st: _State, b: _Boundary) -> None:
+    def _admit(self, st: _State, b: _Boundary, defer: bool = False) -> None:
+        """Admit what the policy and the clock allow and prefill it. ``defer`` (a clock-free chunk: nothing reads
+        the clock until the commit) leaves a prefill the memo does not hold for :meth:`_prefill_costs`."""
         room = self.B - st.n
         if room <= 0:
             return
@@ -362,22 +366,50 @@ class _Loop:
             g = self.gen[a]
             cols[CTX] += g
             cols[REM] -= g
-            cost = self.prefill(cols[CTX] - 1)
+            lens = (cols[CTX] - 1).tolist()
         else:
-            cost = self.prefill.of_list(self.inp_l[lo:hi])
+            lens = self.inp_l[lo:hi]
+        cost = self.prefill.of_list(lens, compute=not defer)
         st.n += k
         if self.hold is not None:
             st.used += sum(self.hold[lo:hi]) + sum(self.hold[i] for i in back)
         else:
             self._used(st)
         data = self.rec.ensure(st.rows + 1)
-        data[st.rows] = (st.t, cost.time_s, k, cost.npu_busy_s, 0.0, 0.0, 0.0, PREFILL, st.used * self.unit_tokens, 0)
+        b.prefill = True
+        if cost is None:  # costed with the chunk's other misses, in one pass, before the commit
+            b.prefill_lens = lens
+            data[st.rows] = (st.t, 0.0, k, 0.0, 0.0, 0.0, 0.0, PREFILL, st.used * self.unit_tokens, 0)
+        else:
+            data[st.rows] = (st.t, cost.time_s, k, cost.npu_busy_s, 0.0, 0.0, 0.0, PREFILL,
+                             st.used * self.unit_tokens, 0)
+            st.t += cost.time_s
+            b.prefill_s = cost.time_s
+        if defer:  # energies add in boundary order (_prefill_costs), as without deferral
+            b.prefill_lens = lens
+        else:
+            st.prefill_e += cost.energy_j
         st.rows += 1
-        st.t += cost.time_s
-        st.prefill_e += cost.energy_j
-        b.prefill_s = cost.time_s
         if cols[REM].min() <= 0:  # requests whose last token came out of the prefill finish there
             self._retire(st, b, st.rows - 1)
+
+    def _prefill_costs(self, st: _State, bounds: list[_Boundary]) -> None:
+        """The prefills a clock-free chunk deferred: every micro-batch shape the memo lacks costed in one
+        vectorized pass, then each step's figures written, and their energies added in boundary order."""
+        pf = self.prefill
+        waiting = [b.prefill_lens for b in bounds if b.prefill_lens is not None]
+        if not waiting:
+            return
+        pf.cost_missing(waiting)
+        data, t_col, busy_col = self.rec.data, _COL["time_s"], _COL["npu_busy_s"]
+        for b in bounds:
+            if b.prefill_lens is None:
+                continue
+            cost = pf.of_list(b.prefill_lens)
+            data[b.rows, t_col], data[b.rows, busy_col] = cost.time_s, cost.npu_busy_s
+            b.prefill_s = cost.time_s
+            st.prefill_e += cost.energy_j
+            b.prefill_lens = None
 
     def _used(self, st: _State) -> None:
         """Units the active set holds (a policy whose holding grows with the context recomputes it)."""
@@ -433,9 +465,9 @@ class _Loop:
         if st.done >= self.N:
             return None
         b = _Boundary(st.nxt, st.rows, None if clock_free else st.copy())
-        self._admit(st, b)
+        self._admit(st, b, clock_free)
         if st.n == 0:
-            if st.done >= self.N or b.prefill_s > 0:
+            if st.done >= self.N or b.prefill:
                 return b
             if st.nxt < self.N and self.arr_l[st.nxt] > st.t:  # idle until the next arrival
                 b.idle_to = self.arr_l[st.nxt]
@@ -565,6 +597,8 @@ class _Loop:
                     break
                 bounds.append(b)
                 iters += b.j
+            if clock_free:
+                self._prefill_costs(st, bounds)
             batch = self._evaluate(segs)
             st, kept = self._commit(bounds, segs, batch, t0, idle0, st)
             exact = kept == 0
@@ -644,7 +678,7 @@ class _Loop:
         # segment's; then the end of every row that produced first tokens or finished requests
         pre_rows, pre_start, dec_start, firsts, finishes = [], [], [], [], []  # (requests, row)
         for b, (clock, t_seg) in zip(bounds[:keep], clocks, strict=True):
-            if b.prefill_s > 0:
+            if b.prefill:
                 pre_rows.append(b.rows)
                 pre_start.append(clock)
             if b.seg >= 0:

@@ -141,8 +141,15 @@ class PrefillCoster:
     def __call__(self, prompt_lens: np.ndarray) -> PrefillCost:
         return self.of_list(np.asarray(prompt_lens, dtype=np.int64).tolist())
 
-    def of_list(self, lens: list[int]) -> PrefillCost:
-        """``self(lens)`` for prompt lengths given as a list of Python ints (a few prompts: they beat numpy)."""
+    def cost_missing(self, steps: list[list[int]]) -> None:
+        """Cost every micro-batch shape of these steps (prompt lengths as lists of Python ints) that the memo
+        lacks, in one vectorized pass."""
+        pp = self.pp
+        self._cost_missing([lens[i::pp] for lens in steps for i in range(min(pp, len(lens)))])
+
+    def of_list(self, lens: list[int], compute: bool = True) -> PrefillCost | None:
+        """``self(lens)`` for prompt lengths given as a list of Python ints (a few prompts: they beat numpy).
+        With ``compute`` False, None when the memo lacks one of its micro-batches."""
         pp, memo = self.pp, self._memo
         if len(lens) <= pp:  # the usual step: one prompt per micro-batch
             keys = [(1, p, p * (p + 1) // 2) for p in lens]
@@ -151,6 +158,8 @@ class PrefillCoster:
         try:
             costs = [memo[k] for k in keys]
         except KeyError:
+            if not compute:
+                return None
             self._cost_missing([lens[i::pp] for i in range(min(pp, len(lens)))])
             costs = [memo[k] for k in keys]
         if len(costs) == 1:  # one micro-batch: its cost is the step's
