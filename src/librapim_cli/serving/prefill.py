@@ -62,10 +62,16 @@ def micro_batch_costs(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
     return costs_of_keys(model, system, tp, pp, keys)
 
 
+def _op_cost(op, system: SystemSpec):
+    return link_cost(op, system.link, system.hardware) if isinstance(op, AllReduce) else npu_cost(op, system.hardware)
+
+
 def costs_of_keys(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
-                  keys: list[tuple[int, int, int]]) -> list[PrefillCost]:
+                  keys: list[tuple[int, int, int]], token_ops=None) -> list[PrefillCost]:
     """Prefill cost of micro-batches given by their keys (prompts, tokens, causal pairs), in one pass: the op
-    sizes are arrays over the micro-batches, which the cost functions evaluate element-wise."""
+    sizes are arrays over the micro-batches, which the cost functions evaluate element-wise. ``token_ops``
+    (tokens -> (ops, 3, n) time, FLOPs and energy), when given, supplies the ops that depend on the tokens
+    alone (every op but the causal attention), in op order: the same figures, looked up."""
     if not keys:
         return []
     k = np.asarray(keys, dtype=float).reshape(-1, 3)
@@ -77,12 +83,22 @@ def costs_of_keys(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
     hw = system.hardware
     one = counts.shape[0] == 1  # scalar sizes: the same figures, without 1-element arrays
     ops = prefill_ops_for(model, tp, float(tokens[0]) if one else tokens, float(pairs[0]) if one else pairs)
+    tok = None
+    if token_ops is not None:
+        tok = token_ops(tokens.astype(np.int64))
+        tok = tok[:, :, 0].tolist() if one else tok
     layer_s = layer_fl = layer_e = 0.0
-    for op in ops:
-        c = link_cost(op, system.link, hw) if isinstance(op, AllReduce) else npu_cost(op, hw)
-        layer_s = layer_s + c.time_s
-        layer_fl = layer_fl + c.flops
-        layer_e = layer_e + c.energy_j
+    i = 0
+    for op in ops:  # one after another, in op order
+        if tok is not None and op.phase != "attention":
+            c_t, c_f, c_e = tok[i]
+            i += 1
+        else:
+            c = _op_cost(op, system)
+            c_t, c_f, c_e = c.time_s, c.flops, c.energy_j
+        layer_s = layer_s + c_t
+        layer_fl = layer_fl + c_f
+        layer_e = layer_e + c_e
     head = npu_cost(lm_head_op(model, tp, float(counts[0]) if one else counts), hw)
     layers = model.layers // pp
     busy_s = layers * layer_s + head.time_s
@@ -123,16 +139,43 @@ class PrefillCoster:
     the steps that follow are mostly dictionary hits.
     """
 
+    #: token counts per block of the per-token op table (:meth:`_token_ops`)
+    TOKEN_BLOCK = 1024
+
     def __init__(self, model: ModelSpec, system: SystemSpec, tp: int, pp: int) -> None:
         self.model, self.system, self.tp, self.pp = model, system, tp, pp
         self._memo: dict[tuple[int, int, int], PrefillCost] = {}
+        self._blocks: dict[int, np.ndarray] = {}  # token block -> (ops, 3, TOKEN_BLOCK)
+
+    def _token_ops(self, tokens: np.ndarray) -> np.ndarray:
+        """(time, FLOPs, energy) of every op of a prefill layer that depends on the tokens alone (all but the
+        causal attention), in op order, at these token counts: (ops, 3, n), from blocks of TOKEN_BLOCK token
+        counts costed in one vectorized pass each, on first use. A serving run's micro-batches of several
+        prompts rarely repeat a key, but their token counts fall in a few blocks."""
+        n = self.TOKEN_BLOCK
+        blk = tokens // n
+        for b in np.unique(blk).tolist():
+            if b not in self._blocks:
+                t = np.arange(b * n, (b + 1) * n, dtype=float)
+                ops = [op for op in prefill_ops_for(self.model, self.tp, t, t) if op.phase != "attention"]
+                self._blocks[b] = np.stack([np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n,))
+                                                      for v in (c.time_s, c.flops, c.energy_j)])
+                                            for c in (_op_cost(op, self.system) for op in ops)])
+        if blk.shape[0] == 1:
+            return self._blocks[int(blk[0])][:, :, tokens - blk * n]
+        return np.stack([self._blocks[b][:, :, t - b * n] for b, t in zip(blk.tolist(), tokens.tolist(),
+                                                                          strict=True)], axis=2)
 
     def _cost_missing(self, batches: list[list[int]]) -> None:
         todo = {key for mb in batches
                 if (key := (len(mb), sum(mb), sum(p * (p + 1) // 2 for p in mb))) not in self._memo}
         if todo:  # key == micro_batch_key(mb)
             keys = sorted(todo)
-            self._memo.update(zip(keys, costs_of_keys(self.model, self.system, self.tp, self.pp, keys), strict=True))
+            # a few keys: their token-only ops from the per-token table (a single key costs ~4x less); many
+            # keys (a warm-up): one vectorized pass over all of them
+            table = self._token_ops if len(keys) <= 8 else None
+            self._memo.update(zip(keys, costs_of_keys(self.model, self.system, self.tp, self.pp, keys, table),
+                                  strict=True))
 
     def warm(self, prompt_lens: np.ndarray) -> None:
         """Cost the single-prompt micro-batches of these prompt lengths ahead, in one pass."""
