@@ -84,3 +84,23 @@ def test_cost_depends_on_count_tokens_and_causal_pairs_only(s175):
 
 def test_empty_prefill_costs_nothing(s175):
     assert prefill_cost(s175.model, s175.system, s175.tp, s175.pp, np.zeros(0, dtype=np.int64)).time_s == 0.0
+
+
+@pytest.mark.parametrize("system, model", [("librapim", "gpt3-175b"), ("neupims", "gpt3-7b"), ("attacc", "gpt3-175b")])
+def test_token_table_gives_the_same_costs(system, model):
+    """A missing micro-batch shape costed with its token-only ops from the per-token table equals costing every
+    op (bit for bit), one key or several, within one token block or across blocks."""
+    from librapim_cli.serving.prefill import costs_of_keys
+
+    s = setup(system, model, "sharegpt")
+    pc = PrefillCoster(s.model, s.system, s.tp, s.pp)
+    rng = np.random.default_rng(3)
+    keys = []
+    for _ in range(40):
+        ps = rng.integers(1, 3 * PrefillCoster.TOKEN_BLOCK, int(rng.integers(1, 6))).tolist()
+        keys.append((len(ps), sum(ps), sum(p * (p + 1) // 2 for p in ps)))
+    keys += [(1, PrefillCoster.TOKEN_BLOCK - 1, 1), (1, PrefillCoster.TOKEN_BLOCK, 1)]  # a block's edges
+    plain = costs_of_keys(s.model, s.system, s.tp, s.pp, keys)
+    assert [costs_of_keys(s.model, s.system, s.tp, s.pp, [k], pc._token_ops)[0] for k in keys] == plain
+    assert costs_of_keys(s.model, s.system, s.tp, s.pp, keys[:6], pc._token_ops) == plain[:6]
+    assert len(pc._blocks) >= 2
