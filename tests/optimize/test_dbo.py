@@ -237,3 +237,29 @@ def test_single_directions_respected(hw, scale) -> None:
     # the allowed direction is still used somewhere (else this test could not fail)
     if hw is None and scale == 1:
         assert moved
+
+
+def test_undominated_moves_are_exactly_the_possible_first_minima():
+    """engine._undominated keeps a move iff no earlier move is <= it in all three terms (brute force on random
+    small-integer curves, with ties and a mode lacking a term), in increasing order, padded with +inf and 0."""
+    from librapim_cli.schedule.engine import _undominated
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, U = int(rng.integers(1, 6)), int(rng.integers(1, 30))
+        k, fa, fio = (rng.integers(0, 5, (n, U)).astype(float) for _ in range(3))
+        if trial % 3 == 0:
+            k[:] = -np.inf  # e.g. dual_row_buffer has no weight-section term
+        kk, a, b, u = _undominated(k, fa, fio)
+        for i in range(n):
+            want = [x for x in range(U) if not any(k[i, y] <= k[i, x] and fa[i, y] <= fa[i, x] and fio[i, y] <= fio[i, x]
+                                                   for y in range(x))]
+            m = len(want)
+            assert u[i, :m].tolist() == want and (u[i, m:] == 0).all()
+            assert kk[i, :m].tolist() == k[i, want].tolist() and a[i, :m].tolist() == fa[i, want].tolist()
+            assert b[i, :m].tolist() == fio[i, want].tolist() and np.isinf(kk[i, m:]).all()
+        # and the first minimum of max(k, p + fa, io + fio, c) over the kept moves is the overall first minimum
+        p, io, c = rng.uniform(0, 5, 3)
+        tot = np.maximum(np.maximum(np.maximum(k, p + fa), io + fio), c)
+        tot_kept = np.maximum(np.maximum(np.maximum(kk, p + a), io + b), c)
+        assert (u[np.arange(n), np.argmin(tot_kept, axis=1)] == np.argmin(tot, axis=1)).all()

@@ -494,26 +494,37 @@ def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 25
     """The FC decisions of each curve that can be a first minimum of max(k(u), a + fa(u), io + fio(u), c) for some
     a, io, c: u is dropped when an earlier decision u' < u has k, fa and fio all <= u's (then u' is never worse,
     and comes first). Returns (k, fa, fio, u) over the kept decisions of each curve, in increasing u, padded with
-    +inf (and u = the first decision, never chosen there) to the longest curve's count."""
-    n, U = k.shape
-    keep = np.ones((n, U), dtype=bool)
-    earlier = np.tri(U, U, -1, dtype=bool).T  # [u', u]: u' < u
-    for lo in range(0, n, block):  # bounded temporaries: (block, U, U)
-        s = slice(lo, lo + block)
-        dom = (k[s, :, None] <= k[s, None, :]) & (fa[s, :, None] <= fa[s, None, :]) & (fio[s, :, None] <= fio[s, None, :])
-        keep[s] = ~(dom & earlier).any(axis=1)
-    count = keep.sum(axis=1)
-    W = int(count.max()) if n else 1
-    u = np.argsort(~keep, axis=1, kind="stable")[:, :W]
-    pad = np.arange(W)[None, :] >= count[:, None]
-    u[pad] = 0
+    +inf (and u = the first decision, never chosen there) to the longest curve's count.
 
-    def take(v):
+    Most decisions are dominated by the first (moving nothing), so that test runs first and the pairwise test
+    only among the rest (a decision dominated by a dropped one is dominated by what dropped it)."""
+    n, U = k.shape
+    cand = ~((k[:, :1] <= k) & (fa[:, :1] <= fa) & (fio[:, :1] <= fio))  # not dominated by u = 0
+    cand[:, 0] = True
+    c = np.argsort(~cand, axis=1, kind="stable")[:, :max(int(cand.sum(axis=1).max()) if n else 1, 1)]
+    cpad = ~np.take_along_axis(cand, c, axis=1)  # past each curve's candidates
+
+    def take(v, u, pad):
         out = np.take_along_axis(v, u, axis=1)
         out[pad] = np.inf
         return out
 
-    return take(k), take(fa), take(fio), u
+    kc, fac, fioc = take(k, c, cpad), take(fa, c, cpad), take(fio, c, cpad)
+    W = c.shape[1]
+    keep = ~cpad
+    earlier = np.tri(W, W, -1, dtype=bool).T  # [u', u]: u' < u
+    for lo in range(0, n, block):  # bounded temporaries: (block, W, W)
+        sl = slice(lo, lo + block)
+        dom = (kc[sl, :, None] <= kc[sl, None, :]) & (fac[sl, :, None] <= fac[sl, None, :]) \
+            & (fioc[sl, :, None] <= fioc[sl, None, :])
+        keep[sl] &= ~(dom & earlier).any(axis=1)
+    count = keep.sum(axis=1)
+    W2 = int(count.max()) if n else 1
+    pos = np.argsort(~keep, axis=1, kind="stable")[:, :W2]
+    pad = np.arange(W2)[None, :] >= count[:, None]
+    u = np.take_along_axis(c, pos, axis=1)
+    u[pad] = 0
+    return take(kc, pos, pad), take(fac, pos, pad), take(fioc, pos, pad), u
 
 
 @lru_cache(maxsize=64)
