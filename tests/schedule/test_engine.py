@@ -128,3 +128,30 @@ def test_noisy_predictor_is_deterministic_and_never_helps(hardware):
     assert (b.time_s >= a.time_s * (1 - 1e-12)).all()
     f = prediction_noise(0, np.arange(1, 5000), np.arange(1, 5000) % 32, 0.3)
     assert f.min() >= 0.7 and f.max() <= 1.3 and abs(f.mean() - 1.0) < 0.02
+
+
+def test_a_copied_schedule_never_reuses_the_memos_of_another_system():
+    """The engine's per-schedule memos (stage layouts, FC curve stores, LM-head tables) serve only the tables and
+    system they were built for: a Schedule copied with another system and concurrency mode, memos and all,
+    gives what a fresh one gives (the configuration where sharing them once made DBO-on slower than DBO-off)."""
+    from dataclasses import replace
+
+    from librapim_cli import concurrency
+
+    sets = ["model.layers=2", "hardware.npu.systolic_arrays=8", "hardware.pim.mac_lanes_per_unit=4",
+            "hardware.pim.input_registers=1", "hardware.pim.global_buffer_bytes=1024", "hardware.pim.mac_interval_ns=1.0",
+            "hardware.pim.mac_interval_power_limited_ns=1.0", "hardware.pim.clock_hz=4e9"]
+    s = setup("librapim", "gpt3-13b", "sharegpt", batch=161, sets=sets)
+    lens = steady_state_batch(s, np.random.default_rng(0))
+    base = schedule_for(s, s.batch, int(lens.max()))
+    ch = place_channels(lens, base.tables.channels, "round_robin")
+    run_iteration(base, lens, ch)  # fills the memos
+    other = setup("librapim-dbo-only", "gpt3-13b", "sharegpt", batch=161, sets=sets).system
+    t = base.tables
+    mode = concurrency.get(other.concurrency.mode)
+    movable = np.asarray(mode.attention_move_can_help(t.mode_params, t.attn.pim_s, t.attn.kv_bytes), dtype=bool)
+    tables = replace(t, mode=mode, movable_by_len=movable, pim_fc_ride_stack=None)
+    shared = replace(base, tables=tables, system=other)  # the memo dicts come along
+    fresh = replace(base, tables=tables, system=other, layouts={}, memo={})
+    a, b = run_iteration(shared, lens, ch), run_iteration(fresh, lens, ch)
+    assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in FIELDS)

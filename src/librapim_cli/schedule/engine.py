@@ -262,16 +262,18 @@ class Prepared:
 
 
 def prepare(s: Schedule, a: Assignment) -> Prepared:
-    """The stage structure of an assignment and its request-independent figures (memoized)."""
+    """The stage structure of an assignment and its request-independent figures (memoized per schedule; an
+    entry serves only the tables and system it was prepared with, so a Schedule copied with others never
+    reuses it)."""
     key = a.key()
     hit = s.layouts.get(key)
-    if hit is not None:
-        return hit
+    if hit is not None and hit[0] is s.tables and hit[1] is s.system:
+        return hit[2]
     prep = _prepare(s, a)
     if a.K <= MEMO_MAX_K:
         if len(s.layouts) >= LAYOUT_MEMO:
             s.layouts.clear()
-        s.layouts[key] = prep
+        s.layouts[key] = (s.tables, s.system, prep)
     return prep
 
 
