@@ -608,8 +608,8 @@ def _rows(t: CostTables, a: Assignment, lens: np.ndarray, ch: np.ndarray) -> _Ro
         row_group = np.tile(row_group, P)
         row_ch = (np.tile(row_ch, P) + np.repeat(np.arange(P), n)) % C
     gc = row_group * C + row_ch
-    pim = tile(t.attn_stacked[A_PIM, lens], B * P)
-    io = tile(t.attn_stacked[A_IO, lens], B * P)
+    pim = tile(t.attn_stacked[A_PIM].take(lens), B * P)  # (row).take: ~2x faster than [row, idx]
+    io = tile(t.attn_stacked[A_IO].take(lens), B * P)
     pim_c = np.bincount(gc, weights=pim, minlength=G1 * C).reshape(G1, C)
     io_c = np.bincount(gc, weights=io, minlength=G1 * C).reshape(G1, C)
     agg = np.zeros((5, G1))
@@ -623,7 +623,7 @@ def _rows(t: CostTables, a: Assignment, lens: np.ndarray, ch: np.ndarray) -> _Ro
             lsum += np.bincount(rg, weights=lf, minlength=G1)
         agg[prop - 2] = np.multiply.outer(t.attn_slopes[prop] * P, lsum)
     for c in t.attn_sum_rows:  # the others
-        w = t.attn_stacked[c, lens] * P
+        w = t.attn_stacked[c].take(lens) * P
         for rg in blocks:
             agg[c - 2] += np.bincount(rg, weights=w, minlength=G1)
     return _Rows(lens, ch, row_len, row_ch, row_group, gc, pim, io, pim_c, io_c, agg)
@@ -812,7 +812,7 @@ def _dbo(s: Schedule, prep: Prepared, a: Assignment, rw: _Rows, view: _View, av,
         chan_q = busiest_channel(t, pmax_d[q_of], imax_d[q_of], qx[C_PF], qx[C_PFIO], mem_q, qx[C_RIDE])
         sq = np.flatnonzero((chan_q > floor_q) & (floor_q < best[q_of]))
         if sq.size:
-            mov = np.flatnonzero(t.movable_by_len[rw.row_len])  # the rows the mode lets move
+            mov = np.flatnonzero(t.movable_by_len.take(rw.row_len))  # the rows the mode lets move
             g = agd[q_of[sq]]
             if mov.shape[0] == rw.row_len.shape[0]:  # every row: nothing stays behind
                 stay_p, stay_i = 0.0, 0.0
@@ -984,7 +984,7 @@ def _attention(s: Schedule, prep: Prepared, rw: _Rows, pim_r, io_r, mov, pc_d, i
     lens_u = rw.row_len[u_rows]
     pred, mask, m = attention_sweep(
         t, u_pos, rw.row_ch[u_rows], pim_r[u_rows] * share, io_r[u_rows] * share,
-        t.attn_stacked[A_KV, lens_u] * share, sq.shape[0], qx[C_SA, sq], vec_q[sq], mem_q[sq], qx[C_LINK, sq], fpb,
+        t.attn_stacked[A_KV].take(lens_u) * share, sq.shape[0], qx[C_SA, sq], vec_q[sq], mem_q[sq], qx[C_LINK, sq], fpb,
         pc_d[g_sq].reshape(-1), ic_d[g_sq].reshape(-1), qx[C_PF, sq], qx[C_PFIO, sq], qx[C_RIDE, sq], qx[C_CHAIN, sq])
     win = (m > 0) & (pred < best[q_of[sq]])
     if not win.any():
