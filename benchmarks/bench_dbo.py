@@ -108,7 +108,9 @@ def main() -> int:
             many = [steady_state_batch(s, rng) for _ in range(200)]
             chans = [snake_channels(x, sched.tables.channels) for x in many]
             big = schedule_for(s, s.batch, int(max(x.max() for x in many)))
-            bulk = lambda big=big, many=many, chans=chans: engine.run_iterations(big, many, chans)  # noqa: E731
+            def bulk(big=big, many=many, chans=chans):
+                return engine.run_iterations(big, many, chans)
+
             if s.system.dbo.enabled:
                 med, p90 = dbo_time(bulk, 10)
                 rows.append(("DBO decisions, 200 iterations at once, per iteration", label, "", med / 200,
