@@ -28,6 +28,7 @@ from .pim import (
     input_vectors_per_row,
     riding_mac_s,
 )
+from .types import Cost
 
 GROUPS = ("qkv", "rest", "both", "head")
 #: order of the FC groups in the stacked tables (``npu_stack``, ``pim_fc_stack``); 'none' is all zeros
@@ -130,8 +131,9 @@ class CostTables:
     npu_stack: np.ndarray  # (len(STACK_GROUPS), len(NPU_FIELDS), max_rows + 1): every NPU table in one array
     pim_fc_stack: np.ndarray  # (4, len(PIM_FC_FIELDS), max_rows + 1): PIM-FC tables of qkv, rest, both, none
     pim_fc_ride_stack: np.ndarray | None  # the same with partial batch offload (None without it)
-    cols_stack: np.ndarray | None  # (len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1): column-tile
-    #   offload of every FC group and the LM head (None when nothing may move columns)
+    cols_stack: ColumnTiles | None  # (len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1): column-tile
+    #   offload of every FC group and the LM head, costed per row count on first use (None when nothing may move
+    #   columns)
     movable_by_len: np.ndarray  # (max_len + 1,) bool: mode.attention_move_can_help per context length
     attn_prop_rows: np.ndarray  # columns 2..6 of attn_stacked that are exactly proportional to L (attn_slopes)
     attn_sum_rows: np.ndarray  # the other columns of 2..6
@@ -144,7 +146,35 @@ class CostTables:
     npu_attn_fixed_s: float  # fixed time of the NPU's attention kernels in a stage with attention on the NPU
 
 
-def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
+def _stack(gemms: list[Gemm], rows: np.ndarray) -> Gemm:
+    """The GEMMs as one Gemm whose sizes are arrays over them on a new leading axis (m, rows per set and weight sets:
+    (len(gemms), len(rows)); k, n: (len(gemms), 1)). The cost functions are elementwise in every size, so one call
+    on it gives every GEMM's own figures, bit for bit, at a fraction of the calls. ``rows``: the row counts the
+    GEMMs were built for (their m)."""
+    dt = {g.dtype_bytes for g in gemms}
+    sram = {g.sram_fraction for g in gemms}
+    assert len(dt) == 1 and len(sram) == 1 and all(g.streams_weights for g in gemms), "decode GEMMs stack"
+
+    def over_rows(v):
+        out = np.empty((len(gemms), rows.shape[0]))
+        for i, g in enumerate(gemms):
+            out[i] = getattr(g, v)
+        return out
+
+    return Gemm("stacked", gemms[0].phase, over_rows("m"), np.array([[g.k] for g in gemms], dtype=np.int64),
+                np.array([[g.n] for g in gemms], dtype=np.int64), dt.pop(), over_rows("weight_sets"),
+                over_rows("set_rows"), True, sram.pop())
+
+
+def _rows_of(op: Gemm, sub) -> Gemm:
+    """A stacked Gemm (:func:`_stack`) restricted to the row counts at positions ``sub``."""
+    return replace(op, m=op.m[:, sub], weight_sets=op.weight_sets[:, sub], rows_per_set=op.rows_per_set[:, sub])
+
+
+def _npu_group(ops, system: SystemSpec, rows: np.ndarray, gemm: Cost | None = None,
+               gemm_pos: dict | None = None) -> NPUTable:
+    """NPU figures of a group's ops, summed in op order. ``gemm``: the stacked ``npu_cost`` of the GEMMs
+    (:func:`_stack`), ``gemm_pos`` each GEMM's position in it (by identity); default: each GEMM costed alone."""
     hw = system.hardware
     n = rows.shape[0]
     z = np.zeros(n)
@@ -155,15 +185,21 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray) -> NPUTable:
             c = link_cost(op, system.link, hw)
             link = link + c.time_s
             lbytes = lbytes + c.bytes
+        elif isinstance(op, Gemm):
+            if gemm is None:
+                c = npu_cost(op, hw)
+            else:  # its row of the stacked cost
+                i = gemm_pos[id(op)]
+                c = Cost("npu", gemm.time_s[i], gemm.compute_s[i], gemm.memory_s[i], 0.0, 0.0, gemm.overhead_s[i],
+                         gemm.flops[i], gemm.bytes[i], gemm.energy_j[i])
+            sa = sa + c.compute_s + c.overhead_s
+            mem = mem + c.memory_s
+            flops = flops + c.flops
+            nbytes = nbytes + c.bytes
+            dram_e = dram_e + dram_stream_energy_j(hw, c.bytes)
         else:
             c = npu_cost(op, hw)
-            if isinstance(op, Gemm):
-                sa = sa + c.compute_s + c.overhead_s
-                mem = mem + c.memory_s
-                flops = flops + c.flops
-                nbytes = nbytes + c.bytes
-                dram_e = dram_e + dram_stream_energy_j(hw, c.bytes)
-            elif isinstance(op, Vector):
+            if isinstance(op, Vector):
                 kern = vector_kernel(hw, op)
                 if kern is None:
                     vec = vec + c.time_s
@@ -183,54 +219,104 @@ def _sum(a, b):
     return type(a)(*(getattr(a, f.name) + getattr(b, f.name) for f in fields(a)))
 
 
-def _pim_group(ops, system: SystemSpec, rows: np.ndarray, ride: bool = False) -> PIMFCTable:
-    """PIM figures of a group's GEMMs over 0..max_rows offloaded rows (``ride``: partial batch offload)."""
+def _pim_stacked(system: SystemSpec, op: Gemm, ride: bool = False) -> tuple:
+    """PIM figures of the stacked GEMMs (:func:`_stack`) over their rows: (time, io, flops, energy, riding MAC
+    time), each (GEMMs, rows) (``ride``: partial batch offload; the riding time is 0 without it)."""
     hw = system.hardware
-    n = rows.shape[0]
-    t, io, fl, en, rd = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     bt = bank_timing(hw)
-    for op in ops:
-        if isinstance(op, Gemm):
-            args = (hw, op.set_rows, op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
-            f = fc_riding_stream(*args) if ride else fc_on_pim(*args)
-            t, io, fl, en = t + f.time_s, io + f.io_s, fl + f.flops, en + f.energy_j
-            if ride:
-                R = input_vectors_per_row(hw)
-                rd = rd + riding_mac_s(hw, np.minimum(op.set_rows, R), op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
+    args = (hw, op.set_rows, op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
+    f = fc_riding_stream(*args) if ride else fc_on_pim(*args)
+    if ride:
+        R = input_vectors_per_row(hw)
+        rd = riding_mac_s(hw, np.minimum(op.set_rows, R), op.k, op.n, op.dtype_bytes, op.weight_sets, bt)
+    else:
+        rd = None
+    return f.time_s, f.io_s, f.flops, f.energy_j, rd
+
+
+def _pim_group(pos: list[int], stacked: tuple, n: int) -> PIMFCTable:
+    """PIM figures of a group's GEMMs (positions ``pos`` in the stacked figures of :func:`_pim_stacked`) over
+    0..max_rows offloaded rows, summed in op order."""
+    t, io, fl, en, rd = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    ft, fio, ffl, fen, frd = stacked
+    for i in pos:
+        t, io, fl, en = t + ft[i], io + fio[i], fl + ffl[i], en + fen[i]
+        if frd is not None:
+            rd = rd + frd[i]
     return PIMFCTable(t, io, fl, en, rd)
 
 
-def _column_tiles(ops, system: SystemSpec, rows: np.ndarray, movable=lambda op: True) -> np.ndarray:
-    """Figures of a group's GEMMs when column fraction j / COLUMN_STEPS of every GEMM's output columns runs on
-    the PIM (the NPU streams and multiplies the other columns), for j = 0..COLUMN_STEPS and rows 0..max_rows:
-    an array (len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1). The PIM reads its columns' weights itself
-    (``fc_on_pim`` over all rows, every channel receiving every input row and returning its outputs). Only the
-    GEMMs ``movable`` accepts split their columns (``placement.fc = 'ffn_split'``: the FFN's)."""
+def _column_tiles(op: Gemm, movable: np.ndarray, system: SystemSpec) -> np.ndarray:
+    """Figures of stacked GEMMs (:func:`_stack`) when column fraction j / COLUMN_STEPS of every GEMM's output
+    columns runs on the PIM (the NPU streams and multiplies the other columns), for j = 0..COLUMN_STEPS and the
+    stacked row counts: an array (len(COL_FIELDS), GEMMs, COLUMN_STEPS + 1, rows), to be summed over each
+    group's GEMMs in op order. The PIM reads its columns' weights itself (``fc_on_pim`` over all rows, every
+    channel receiving every input row and returning its outputs). Only the GEMMs ``movable`` (GEMMs, bool)
+    marks split their columns (``placement.fc = 'ffn_split'``: the FFN's)."""
     hw = system.hardware
     J = COLUMN_STEPS
-    j = np.arange(J + 1, dtype=float)[:, None]
-    out = np.zeros((len(COL_FIELDS), J + 1, rows.shape[0]))
-    bt = bank_timing(hw) if hw.pim is not None else None
-    for op in ops:
-        if not isinstance(op, Gemm):
-            continue
-        moved = np.round(op.n * j / J) if movable(op) else np.zeros_like(j)
-        kept = op.n - moved
-        on_npu = (kept > 0) & (np.asarray(op.m) > 0)
-        c = npu_cost(replace(op, n=kept), hw)
-        npu_t = np.where(on_npu, np.asarray(c.time_s), 0.0)
-        sa = np.where(on_npu, np.asarray(c.compute_s) + np.asarray(c.overhead_s), 0.0)
-        fig = [sa, np.where(on_npu, c.memory_s, 0.0), np.where(on_npu, c.flops, 0.0),
-               np.where(on_npu, c.energy_j, 0.0), np.where(on_npu, dram_stream_energy_j(hw, c.bytes), 0.0)]
-        if bt is not None:
-            f = fc_on_pim(hw, op.set_rows, op.k, moved, op.dtype_bytes, op.weight_sets, bt)
-            on_pim = (moved > 0) & (np.asarray(op.m) > 0)
-            pim = [np.where(on_pim, v, 0.0) for v in (f.time_s, f.io_s, f.flops, f.energy_j)]
-        else:
-            pim = [np.zeros_like(sa)] * 4
-        for i, v in enumerate(fig + pim + [np.maximum(npu_t, pim[0])]):
-            out[i] += v
+    j = np.arange(J + 1, dtype=float)[None, :, None]
+    k, n = op.k[:, :, None], op.n[:, :, None]  # (GEMMs, 1, 1)
+    m, set_rows, sets = op.m[:, None, :], op.set_rows[:, None, :], op.weight_sets[:, None, :]  # (GEMMs, 1, rows)
+    moved = np.where(movable[:, None, None], np.round(n * j / J), 0.0)
+    kept = n - moved
+    on_npu = (kept > 0) & (m > 0)
+    c = npu_cost(replace(op, m=m, k=k, n=kept, weight_sets=sets, rows_per_set=set_rows), hw)
+    npu_t = np.where(on_npu, c.time_s, 0.0)
+    sa = np.where(on_npu, c.compute_s + c.overhead_s, 0.0)
+    fig = [sa, np.where(on_npu, c.memory_s, 0.0), np.where(on_npu, c.flops, 0.0),
+           np.where(on_npu, c.energy_j, 0.0), np.where(on_npu, dram_stream_energy_j(hw, c.bytes), 0.0)]
+    if hw.pim is not None:
+        f = fc_on_pim(hw, set_rows, k, moved, op.dtype_bytes, sets, bank_timing(hw))
+        on_pim = (moved > 0) & (m > 0)
+        pim = [np.where(on_pim, v, 0.0) for v in (f.time_s, f.io_s, f.flops, f.energy_j)]
+    else:
+        pim = [np.zeros_like(sa)] * 4
+    out = np.empty((len(COL_FIELDS),) + np.broadcast_shapes(sa.shape, kept.shape, m.shape))
+    for i, v in enumerate(fig + pim + [np.maximum(npu_t, pim[0])]):
+        out[i] = v
     return out
+
+
+class ColumnTiles:
+    """``CostTables.cols_stack``: the column-tile figures of every FC group and the LM head, an array
+    (len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1) read like one, whose row counts are
+    costed on first use: index it with the row counts last (``tiles[g, :, j, rows]``; any other index costs every
+    row count). An iteration reads only its stages' row counts; every entry is exactly the sum over the group's
+    GEMMs (in op order) of :func:`_column_tiles`, whenever it is costed (tests/cost/test_tables.py)."""
+
+    def __init__(self, op: Gemm, groups: dict[str, list[int]], movable: np.ndarray, system: SystemSpec) -> None:
+        self._op, self._groups, self._movable, self._system = op, groups, movable, system
+        R = op.m.shape[1]
+        self.shape = (len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, R)
+        self.ndim = 4
+        self._by_rows = np.zeros((R,) + self.shape[:3])  # a row count's figures contiguous: cheap to fill
+        self._a = self._by_rows.transpose(1, 2, 3, 0)  # the view every index reads
+        self._have = np.zeros(R, dtype=bool)
+
+    def __getitem__(self, idx):
+        self._fill(idx[-1] if isinstance(idx, tuple) and len(idx) == self.ndim else slice(None))
+        return self._a[idx]
+
+    def __array__(self, dtype=None, copy=None):
+        self._fill(slice(None))
+        return self._a if dtype is None else self._a.astype(dtype)
+
+    def _fill(self, rows) -> None:
+        want = np.zeros(self.shape[3], dtype=bool)
+        want[rows] = True
+        sub = np.flatnonzero(want & ~self._have)
+        if not sub.size:
+            return
+        per_gemm = _column_tiles(_rows_of(self._op, sub), self._movable, self._system)
+        out = np.zeros((len(STACK_GROUPS),) + per_gemm.shape[:1] + per_gemm.shape[2:])
+        for g, pos in self._groups.items():
+            acc = out[STACK_GROUPS.index(g)]
+            for i in pos:
+                acc += per_gemm[:, i]
+        out[STACK_GROUPS.index("both")] = out[STACK_GROUPS.index("qkv")] + out[STACK_GROUPS.index("rest")]
+        self._by_rows[sub] = np.moveaxis(out, 3, 0)
+        self._have[sub] = True
 
 
 def ffn_only(op) -> bool:
@@ -253,9 +339,11 @@ def _slopes(stacked: np.ndarray) -> np.ndarray:
     out = np.full(stacked.shape[0], np.nan)
     if stacked.shape[1] > 1:
         c = stacked[:, 1]
+        ok = np.isfinite(c)
         with np.errstate(invalid="ignore", over="ignore"):  # PIM columns are inf without PIM
-            ok = np.all(np.isclose(stacked, c[:, None] * L[None, :], rtol=1e-12, atol=0.0), axis=1)
-        ok &= np.isfinite(c)
+            for r in np.flatnonzero(ok):  # np.isclose(x, y, rtol=1e-12, atol=0) spelled out (its checks cost more)
+                x, y = stacked[r], c[r] * L
+                ok[r] = bool(np.all((np.abs(x - y) <= 1e-12 * np.abs(y)) & np.isfinite(y) | (x == y)))
         out[ok] = c[ok]
     return out
 
@@ -270,14 +358,29 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
         "rest": [o for o in ops if o.phase == "rest"],
     }
     groups["head"] = [lm_head_op(model, tp, rows)]
+    # every GEMM of every group costed at once (one call per cost function, :func:`_stack`), summed per group
+    gemms = [o for g in ("qkv", "rest", "head") for o in groups[g] if isinstance(o, Gemm)]
+    stacked = _stack(gemms, rows)
+    pos = {id(o): i for i, o in enumerate(gemms)}
+    gpos = {g: [pos[id(o)] for o in groups[g] if isinstance(o, Gemm)] for g in ("qkv", "rest", "head")}
+    gemm_npu = npu_cost(stacked, hw)
     # every figure of a group is a sum over its ops, so the 'both' group (qkv + rest) is the sum of the two
-    npu = {g: _npu_group(groups[g], system, rows) for g in ("qkv", "rest", "head")}
+    npu = {g: _npu_group(groups[g], system, rows, gemm_npu, pos) for g in ("qkv", "rest", "head")}
     npu["both"] = _sum(npu["qkv"], npu["rest"])
     has_pim = hw.pim is not None
-    pim_fc = {g: _pim_group(groups[g], system, rows) for g in ("qkv", "rest")} if has_pim else {}
+    n = rows.shape[0]
+    if has_pim:
+        fc = _pim_stacked(system, stacked)
+        pim_fc = {g: _pim_group(gpos[g], fc, n) for g in ("qkv", "rest")}
+    else:
+        pim_fc = {}
     ride = has_pim and system.concurrency.partial_batch_offload and \
         concurrency.get(system.concurrency.mode).rides_weight_stream
-    pim_ride = {g: _pim_group(groups[g], system, rows, ride=True) for g in ("qkv", "rest")} if ride else {}
+    if ride:
+        fr = _pim_stacked(system, stacked, ride=True)
+        pim_ride = {g: _pim_group(gpos[g], fr, n) for g in ("qkv", "rest")}
+    else:
+        pim_ride = {}
     for t in (pim_fc, pim_ride):
         if t:
             t["both"] = _sum(t["qkv"], t["rest"])
@@ -317,11 +420,8 @@ def build_tables(model: ModelSpec, system: SystemSpec, tp: int, max_rows: int, m
     cols = None
     if has_pim and (system.dbo.enabled and (system.dbo.lm_head or system.dbo.fc_columns)
                     or system.placement.fc != "npu"):
-        cols = np.zeros((len(STACK_GROUPS), len(COL_FIELDS), COLUMN_STEPS + 1, max_rows + 1))
-        movable = ffn_only if system.placement.fc == "ffn_split" else (lambda op: True)
-        for g in ("qkv", "rest", "head"):
-            cols[STACK_GROUPS.index(g)] = _column_tiles(groups[g], system, rows, movable)
-        cols[STACK_GROUPS.index("both")] = cols[STACK_GROUPS.index("qkv")] + cols[STACK_GROUPS.index("rest")]
+        movable = np.array([ffn_only(o) if system.placement.fc == "ffn_split" else True for o in gemms])
+        cols = ColumnTiles(stacked, gpos, movable, system)
     slopes = _slopes(attn.stacked)
     mode = concurrency.get(system.concurrency.mode)
     ch_bw = hw.pim_channel_bw_bytes_per_s * eff  # one (PIM) channel's sustained bandwidth for NPU reads

@@ -408,7 +408,7 @@ def _head_table(s: Schedule, cols: bool, home_pim: bool, hr: np.ndarray) -> np.n
         head_pim = head_pfl = np.zeros(new.shape[0])
         head_j = np.zeros(new.shape[0], dtype=np.int64)
         if cols:
-            hc = t.cols_stack[HEAD][:, :, new]  # (fields, J + 1, rows)
+            hc = t.cols_stack[HEAD:HEAD + 1, :, :, new][0]  # (fields, J + 1, rows)
             npu_j = np.maximum(hc[CL_SA], hc[CL_MEM])
             total = np.maximum(npu_j, busiest_channel(t, 0.0, 0.0, hc[CL_PIM], hc[CL_PIM_IO], hc[CL_MEM]))
             head_j = np.full(new.shape[0], hc.shape[1] - 1) if home_pim else np.argmin(total, axis=0)
