@@ -492,18 +492,21 @@ class _CurveStore:
         self.n += m
 
 
-def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 256) -> tuple:
+def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 32) -> tuple:
     """The FC decisions of each curve that can be a first minimum of max(k(u), a + fa(u), io + fio(u), c) for some
     a, io, c: u is dropped when an earlier decision u' < u has k, fa and fio all <= u's (then u' is never worse,
     and comes first). Returns (k, fa, fio, u) over the kept decisions of each curve, in increasing u, padded with
     +inf (and u = the first decision, never chosen there) to the longest curve's count.
 
     Most decisions are dominated by the first (moving nothing), so that test runs first and the pairwise test
-    only among the rest (a decision dominated by a dropped one is dominated by what dropped it)."""
+    only among the rest (a decision dominated by a dropped one is dominated by what dropped it), on curves taken
+    in order of their candidate counts, ``block`` at a time, each block over its own longest count (curves'
+    counts vary widely: padding every curve to the longest would test mostly padding)."""
     n, U = k.shape
     cand = ~((k[:, :1] <= k) & (fa[:, :1] <= fa) & (fio[:, :1] <= fio))  # not dominated by u = 0
     cand[:, 0] = True
-    c = np.argsort(~cand, axis=1, kind="stable")[:, :max(int(cand.sum(axis=1).max()) if n else 1, 1)]
+    n_cand = cand.sum(axis=1)
+    c = np.argsort(~cand, axis=1, kind="stable")[:, :max(int(n_cand.max()) if n else 1, 1)]
     cpad = ~np.take_along_axis(cand, c, axis=1)  # past each curve's candidates
 
     def take(v, u, pad):
@@ -515,11 +518,17 @@ def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 25
     W = c.shape[1]
     keep = ~cpad
     earlier = np.tri(W, W, -1, dtype=bool).T  # [u', u]: u' < u
-    for lo in range(0, n, block):  # bounded temporaries: (block, W, W)
-        sl = slice(lo, lo + block)
-        dom = (kc[sl, :, None] <= kc[sl, None, :]) & (fac[sl, :, None] <= fac[sl, None, :]) \
-            & (fioc[sl, :, None] <= fioc[sl, None, :])
-        keep[sl] &= ~(dom & earlier).any(axis=1)
+    by_count = np.argsort(n_cand, kind="stable")
+    for lo in range(0, n, block):  # bounded temporaries: (block, w, w)
+        rows = by_count[lo:lo + block]
+        w = int(n_cand[rows[-1]])  # the block's longest: its curves' candidates all sit in the first w
+        if w < 2:
+            continue
+        kb, fab, fiob = kc[rows, :w], fac[rows, :w], fioc[rows, :w]
+        dom = (kb[:, :, None] <= kb[:, None, :]) & (fab[:, :, None] <= fab[:, None, :]) \
+            & (fiob[:, :, None] <= fiob[:, None, :])
+        dom &= earlier[:w, :w]
+        keep[rows, :w] &= ~dom.any(axis=1)
     count = keep.sum(axis=1)
     W2 = int(count.max()) if n else 1
     pos = np.argsort(~keep, axis=1, kind="stable")[:, :W2]
