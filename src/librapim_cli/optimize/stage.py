@@ -79,15 +79,14 @@ def _fc_at_into(out: np.ndarray, t: CostTables, gi, rows, cache_frac, y) -> None
 
     gp = np.minimum(gi, 3)
     pim = t.pim_fc_stack
-    ride = t.pim_fc_ride_stack
-    if ride is not None:  # partial batch offload rides the NPU's stream: only while it streams
-        rides = np.asarray((nb >= 1) & (np.asarray(cache_frac) == 0))
+    if t.pim_fc_ride_stack is not None:  # partial batch offload rides the NPU's stream: only while it streams
+        rides = (nb >= 1) & (np.asarray(cache_frac) == 0)
+        gp = np.where(rides, gp + pim.shape[0], gp)  # the riding tables follow the others
+        pim = np.concatenate([pim, t.pim_fc_ride_stack])
 
-        def p(field):
-            return np.where(rides, ride[gp, field, y], pim[gp, field, y])
-    else:
-        def p(field):
-            return pim[gp, field, y]
+    def p(field):
+        return pim[gp, field, y]
+
     f = np.asarray(cache_frac)
     link = full(LINK)
     pf = p(PF_TIME)
