@@ -164,18 +164,27 @@ def row_steps(rows, i):
     return (np.asarray(rows) * np.asarray(i) * 2 + ROW_STEPS) // (2 * ROW_STEPS)
 
 
-def fc_curves(t: CostTables, gi, rows, cache_frac, columns: bool = True):
+def fc_decisions(t: CostTables, columns: bool = True) -> int:
+    """U, the FC decisions of :func:`fc_curves`: the row steps 0..ROW_STEPS, then (with ``columns`` and column
+    tables) the column steps 1..COLUMN_STEPS."""
+    return ROW_STEPS + 1 + (t.cols_stack.shape[2] - 1 if columns and t.cols_stack is not None else 0)
+
+
+def fc_curves(t: CostTables, gi, rows, cache_frac, columns: bool = True, out: np.ndarray | None = None):
     """Every FC decision of every instance, as (n, N_CURVES, U): :func:`fc_at` at row steps i = 0..ROW_STEPS
     (index u = i, y = :func:`row_steps`), then, with ``columns`` and column tables, :func:`fc_cols_at` for
     j = 1..COLUMN_STEPS (index u = ROW_STEPS + j). :func:`decode` turns an index back into (y, j). Each figure
-    is written straight into its place (no (n, U, N_CURVES) intermediate to transpose)."""
+    is written straight into its place in ``out`` (a new array if None; no (n, U, N_CURVES) intermediate)."""
     R = ROW_STEPS + 1
-    J = t.cols_stack.shape[2] - 1 if columns and t.cols_stack is not None else 0
-    out = np.empty((gi.shape[0], N_CURVES, R + J))
+    U = fc_decisions(t, columns)
+    if out is None:
+        out = np.empty((gi.shape[0], N_CURVES, U))
+    elif out.shape != (gi.shape[0], N_CURVES, U):
+        raise ValueError(f"fc_curves: out must have shape {(gi.shape[0], N_CURVES, U)}, not {out.shape}")
     g, r, f = gi[:, None], rows[:, None], cache_frac[:, None]
     _fc_at_into(np.moveaxis(out[:, :, :R], 1, 0), t, g, r, f, row_steps(r, np.arange(R)[None, :]))
-    if J:
-        _fc_cols_at_into(np.moveaxis(out[:, :, R:], 1, 0), t, g, r, f, np.arange(1, J + 1)[None, :])
+    if U > R:
+        _fc_cols_at_into(np.moveaxis(out[:, :, R:], 1, 0), t, g, r, f, np.arange(1, U - R + 1)[None, :])
     return out
 
 
