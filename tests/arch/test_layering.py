@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parents[2] / "src" / "librapim_cli"
 
 #: the pipeline, bottom to top (docs/model/overview.md); a part may import only parts at or below its layer
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "units", "registry"),
+    ("errors", "units", "registry", "stats"),
     ("concurrency", "admission"),  # extension points the specs validate names against
     ("spec",),
     ("inputs",),  # resolved inputs (Setup)

@@ -57,3 +57,26 @@ def test_every_command_module_is_listed():
     modules = {p.stem for p in Path(pkg.__file__).parent.glob("*.py")} - {"__init__", "app", "docgen"}
     assert modules == {m for m, _ in COMMANDS.values()}
     assert app.registered_commands == [] and app.registered_groups == []  # nothing loads eagerly
+
+
+def test_the_heap_setting_is_harmless_where_it_does_not_apply(monkeypatch):
+    """glibc's malloc thresholds are set when a command runs; elsewhere (no mallopt) nothing happens."""
+    import ctypes
+
+    from librapim_cli.cli import app as app_mod
+
+    app_mod._keep_freed_heap()  # this process: glibc on Linux, or a no-op
+
+    def no_libc(*a, **k):
+        raise OSError("no libc")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    app_mod._keep_freed_heap()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    app_mod._keep_freed_heap()
+
+
+def test_root_help_sets_no_malloc_threshold():
+    mods = _modules_after("from librapim_cli.cli.app import main; sys.argv = ['librapim', '--help']\n"
+                          "try:\n    main()\nexcept SystemExit:\n    pass")
+    assert "ctypes" not in mods  # the setting (and its ctypes import) waits for a command

@@ -263,3 +263,27 @@ def test_undominated_moves_are_exactly_the_possible_first_minima():
         tot = np.maximum(np.maximum(np.maximum(k, p + fa), io + fio), c)
         tot_kept = np.maximum(np.maximum(np.maximum(kk, p + a), io + b), c)
         assert (u[np.arange(n), np.argmin(tot_kept, axis=1)] == np.argmin(tot, axis=1)).all()
+
+
+@pytest.mark.parametrize("block", [1, 7, 32])
+def test_undominated_blocks_of_curves_with_unequal_counts(block):
+    """Many curves whose candidate counts differ widely (taken in blocks by count): each curve's kept moves are
+    still exactly the brute-force ones, whatever the block size."""
+    from librapim_cli.schedule.engine import _undominated
+
+    rng = np.random.default_rng(block)
+    n, U = 90, 40
+    k, fa, fio = (rng.integers(0, 6, (n, U)).astype(float) for _ in range(3))
+    few = rng.uniform(size=n) < 0.5  # these curves: most moves dominated by the first (few candidates)
+    k[few, 1:] = np.maximum(k[few, 1:], k[few, :1] + (rng.uniform(size=(int(few.sum()), U - 1)) < 0.9))
+    fa[few, 1:] = np.maximum(fa[few, 1:], fa[few, :1])
+    fio[few, 1:] = np.maximum(fio[few, 1:], fio[few, :1])
+    kk, a, b, u = _undominated(k, fa, fio, block)
+    ref = _undominated(k, fa, fio, n)  # one block: every curve over the longest count
+    for x, y in zip((kk, a, b, u), ref, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+    for i in range(n):
+        want = [x for x in range(U) if not any(k[i, y] <= k[i, x] and fa[i, y] <= fa[i, x] and fio[i, y] <= fio[i, x]
+                                               for y in range(x))]
+        m = len(want)
+        assert u[i, :m].tolist() == want and (u[i, m:] == 0).all() and np.isinf(kk[i, m:]).all()

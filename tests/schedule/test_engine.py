@@ -155,3 +155,32 @@ def test_a_copied_schedule_never_reuses_the_memos_of_another_system():
     fresh = replace(base, tables=tables, system=other, layouts={}, memo={})
     a, b = run_iteration(shared, lens, ch), run_iteration(fresh, lens, ch)
     assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in FIELDS)
+
+
+@pytest.mark.parametrize("memo", [40, 200, 8192])
+def test_the_curve_store_growing_and_clearing_changes_nothing(monkeypatch, memo):
+    """FC curves are computed into the store's rows as they are first needed; the store grows and, past
+    CURVE_MEMO curves, starts afresh: every call gives what a schedule with empty memos gives, exactly."""
+    from dataclasses import replace
+
+    from librapim_cli.schedule import engine
+
+    monkeypatch.setattr(engine, "CURVE_MEMO", memo)
+    monkeypatch.setattr(engine, "MEMO_MAX_K", 0)  # no layout memo: every call asks the curve store
+    resets = []
+    reset = engine._CurveStore._reset
+    monkeypatch.setattr(engine._CurveStore, "_reset", lambda self: resets.append(self) or reset(self))
+    s = setup("librapim", "gpt3-7b", "sharegpt", batch=256)
+    rng = np.random.default_rng(7)
+    full = steady_state_batch(s, rng)
+    sched = replace(schedule_for(s, 256, 2048), layouts={}, memo={})
+    grown = 0
+    for call in range(6):  # iterations of many sizes: each call asks for new (group, rows) curves
+        lens = [np.minimum(full[:n] + 40 * call, 2047) for n in rng.integers(1, 257, 12 + 8 * call)]
+        chans = [snake_channels(x, sched.tables.channels) for x in lens]
+        a = run_iterations(sched, lens, chans)
+        b = run_iterations(replace(sched, layouts={}, memo={}), lens, chans)
+        assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in FIELDS)
+        grown += sched.memo["curves", True].curves.shape[0] > 64
+    cleared = sum(x is sched.memo["curves", True] for x in resets) - 1  # the first: when it was made
+    assert grown and (cleared > 0) == (memo <= 200)  # it grew, and (past CURVE_MEMO) started afresh

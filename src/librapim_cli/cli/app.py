@@ -47,6 +47,31 @@ def report_error(exc: BaseException) -> int:
     return code
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`_keep_freed_heap` sets
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's largest dynamic threshold
+TRIM_THRESHOLD_BYTES = 128 * 2**20
+
+
+def _keep_freed_heap() -> None:
+    """glibc only: serve numpy buffers up to 32 MiB from the heap and keep up to 128 MiB of freed heap for
+    reuse. By default a buffer of 128 KiB or more is a fresh ``mmap`` (every page faults in on first touch),
+    and freed heap above twice the (dynamically raised) mmap threshold goes back to the OS, so until frees
+    raise the thresholds every engine call faults in its few-MB temporaries again (~15 ms of a default
+    ``librapim simulate``). Process-wide, so only the CLI sets it, when a command runs (not for the root
+    ``--help``); without glibc nothing happens. Changes no result."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc's (or any) malloc
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+
+
 class LibrapimGroup(TyperGroup):
     """The root group: library errors and usage errors become one line and an exit code.
 
@@ -68,6 +93,7 @@ class LibrapimGroup(TyperGroup):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: Any) -> Any:
+        _keep_freed_heap()  # a command runs (not the root --help): before it allocates its arrays
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):

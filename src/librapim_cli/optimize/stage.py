@@ -59,32 +59,50 @@ def fc_at(t: CostTables, gi, rows, cache_frac, y):
     and cannot overlap itself: PIM FC time + their vector time + the all-reduce (0 at y = 0). y > rows gives
     an infinite systolic time (never chosen).
     """
+    out = np.empty(np.broadcast(np.asarray(rows) - y, np.asarray(cache_frac)).shape + (N_CURVES,))
+    _fc_at_into(np.moveaxis(out, -1, 0), t, gi, rows, cache_frac, y)
+    return out
+
+
+def _fc_at_into(out: np.ndarray, t: CostTables, gi, rows, cache_frac, y) -> None:
+    """:func:`fc_at`, written to ``out`` with the figures on the first axis (``out[C_SA]`` ...): each table
+    field gathered on its own, so every figure is computed and written as one contiguous array."""
     nb = rows - y
     nbc = np.maximum(nb, 0)
-    n = t.npu_stack[gi, :, nbc]
-    full = t.npu_stack[gi, :, rows]
-    at_y = t.npu_stack[gi, :, np.minimum(y, rows)]
+    npu = t.npu_stack
+
+    def n(field):
+        return npu[gi, field, nbc]
+
+    def full(field):
+        return npu[gi, field, rows]
+
     gp = np.minimum(gi, 3)
-    p = t.pim_fc_stack[gp, :, y]
+    pim = t.pim_fc_stack
     if t.pim_fc_ride_stack is not None:  # partial batch offload rides the NPU's stream: only while it streams
-        rides = np.asarray((nb >= 1) & (np.asarray(cache_frac) == 0))[..., None]
-        p = np.where(rides, t.pim_fc_ride_stack[gp, :, y], p)
+        rides = (nb >= 1) & (np.asarray(cache_frac) == 0)
+        gp = np.where(rides, gp + pim.shape[0], gp)  # the riding tables follow the others
+        pim = np.concatenate([pim, t.pim_fc_ride_stack])
+
+    def p(field):
+        return pim[gp, field, y]
+
     f = np.asarray(cache_frac)
-    out = np.empty(np.broadcast(nb, f).shape + (N_CURVES,))
-    out[..., C_SA] = np.where(nb >= 0, n[..., SA], np.inf)
-    out[..., C_VEC] = full[..., VEC]
-    out[..., C_MEM] = n[..., MEM] * (1.0 - f) + full[..., WRITE]
-    out[..., C_LINK] = full[..., LINK]
-    out[..., C_FLOPS] = n[..., FLOPS]
-    out[..., C_ENERGY] = (n[..., ENERGY] - n[..., DRAM_ENERGY] * f
-                          + (full[..., VEC_FLOPS] - n[..., VEC_FLOPS]) * t.npu_pj_per_flop * 1e-12)
-    out[..., C_PF] = p[..., PF_TIME]
-    out[..., C_PFIO] = p[..., PF_IO]
-    out[..., C_PF_FLOPS] = p[..., PF_FLOPS]
-    out[..., C_PF_ENERGY] = p[..., PF_ENERGY]
-    out[..., C_RIDE] = p[..., PF_RIDE]
-    out[..., C_CHAIN] = np.where(y > 0, p[..., PF_TIME] + at_y[..., VEC] + full[..., LINK], 0.0)
-    return out
+    link = full(LINK)
+    pf = p(PF_TIME)
+    out[C_SA] = np.where(nb >= 0, n(SA), np.inf)
+    out[C_VEC] = full(VEC)
+    out[C_MEM] = n(MEM) * (1.0 - f) + full(WRITE)
+    out[C_LINK] = link
+    out[C_FLOPS] = n(FLOPS)
+    out[C_ENERGY] = (n(ENERGY) - n(DRAM_ENERGY) * f
+                     + (full(VEC_FLOPS) - n(VEC_FLOPS)) * t.npu_pj_per_flop * 1e-12)
+    out[C_PF] = pf
+    out[C_PFIO] = p(PF_IO)
+    out[C_PF_FLOPS] = p(PF_FLOPS)
+    out[C_PF_ENERGY] = p(PF_ENERGY)
+    out[C_RIDE] = p(PF_RIDE)
+    out[C_CHAIN] = np.where(y > 0, pf + npu[gi, VEC, np.minimum(y, rows)] + link, 0.0)
 
 
 def fc_cols_at(t: CostTables, gi, rows, cache_frac, j):
@@ -94,24 +112,35 @@ def fc_cols_at(t: CostTables, gi, rows, cache_frac, j):
     PIM reads its columns' weights itself (no ride). ``C_CHAIN``: every GEMM waits for both shares, so the
     group lasts at least the sum over GEMMs of the slower share, plus the vector ops and the all-reduce (the
     NPU share taken with its weights streamed: an upper bound when part of them sits in SRAM)."""
-    col = t.cols_stack[gi, :, j, rows]
-    col0 = t.cols_stack[gi, :, 0, rows]
-    full = t.npu_stack[gi, :, rows]
-    f = np.asarray(cache_frac)
-    out = np.empty(np.broadcast(np.asarray(rows), f, np.asarray(j)).shape + (N_CURVES,))
-    out[..., C_SA] = col[..., CL_SA]
-    out[..., C_VEC] = full[..., VEC]
-    out[..., C_MEM] = col[..., CL_MEM] * (1.0 - f) + full[..., WRITE]
-    out[..., C_LINK] = full[..., LINK]
-    out[..., C_FLOPS] = col[..., CL_FLOPS]
-    out[..., C_ENERGY] = full[..., ENERGY] - col0[..., CL_ENERGY] + col[..., CL_ENERGY] - col[..., CL_DRAM_E] * f
-    out[..., C_PF] = col[..., CL_PIM]
-    out[..., C_PFIO] = col[..., CL_PIM_IO]
-    out[..., C_PF_FLOPS] = col[..., CL_PIM_FLOPS]
-    out[..., C_PF_ENERGY] = col[..., CL_PIM_E]
-    out[..., C_RIDE] = 0.0
-    out[..., C_CHAIN] = np.where(j > 0, col[..., CL_CHAIN] + full[..., VEC] + full[..., LINK], 0.0)
+    out = np.empty(np.broadcast(np.asarray(rows), np.asarray(cache_frac), np.asarray(j)).shape + (N_CURVES,))
+    _fc_cols_at_into(np.moveaxis(out, -1, 0), t, gi, rows, cache_frac, j)
     return out
+
+
+def _fc_cols_at_into(out: np.ndarray, t: CostTables, gi, rows, cache_frac, j) -> None:
+    """:func:`fc_cols_at`, written to ``out`` with the figures on the first axis (as :func:`_fc_at_into`)."""
+    cols, npu = t.cols_stack, t.npu_stack
+
+    def col(field):
+        return cols[gi, field, j, rows]
+
+    def full(field):
+        return npu[gi, field, rows]
+
+    f = np.asarray(cache_frac)
+    vec, link = full(VEC), full(LINK)
+    out[C_SA] = col(CL_SA)
+    out[C_VEC] = vec
+    out[C_MEM] = col(CL_MEM) * (1.0 - f) + full(WRITE)
+    out[C_LINK] = link
+    out[C_FLOPS] = col(CL_FLOPS)
+    out[C_ENERGY] = full(ENERGY) - cols[gi, CL_ENERGY, 0, rows] + col(CL_ENERGY) - col(CL_DRAM_E) * f
+    out[C_PF] = col(CL_PIM)
+    out[C_PFIO] = col(CL_PIM_IO)
+    out[C_PF_FLOPS] = col(CL_PIM_FLOPS)
+    out[C_PF_ENERGY] = col(CL_PIM_E)
+    out[C_RIDE] = 0.0
+    out[C_CHAIN] = np.where(j > 0, col(CL_CHAIN) + vec + link, 0.0)
 
 
 def fc_figures(t: CostTables, gi, rows, cache_frac, y, j):
@@ -135,17 +164,28 @@ def row_steps(rows, i):
     return (np.asarray(rows) * np.asarray(i) * 2 + ROW_STEPS) // (2 * ROW_STEPS)
 
 
-def fc_curves(t: CostTables, gi, rows, cache_frac, columns: bool = True):
+def fc_decisions(t: CostTables, columns: bool = True) -> int:
+    """U, the FC decisions of :func:`fc_curves`: the row steps 0..ROW_STEPS, then (with ``columns`` and column
+    tables) the column steps 1..COLUMN_STEPS."""
+    return ROW_STEPS + 1 + (t.cols_stack.shape[2] - 1 if columns and t.cols_stack is not None else 0)
+
+
+def fc_curves(t: CostTables, gi, rows, cache_frac, columns: bool = True, out: np.ndarray | None = None):
     """Every FC decision of every instance, as (n, N_CURVES, U): :func:`fc_at` at row steps i = 0..ROW_STEPS
     (index u = i, y = :func:`row_steps`), then, with ``columns`` and column tables, :func:`fc_cols_at` for
-    j = 1..COLUMN_STEPS (index u = ROW_STEPS + j). :func:`decode` turns an index back into (y, j)."""
-    y = row_steps(rows[:, None], np.arange(ROW_STEPS + 1)[None, :])
-    c = fc_at(t, gi[:, None], rows[:, None], cache_frac[:, None], y)
-    if columns and t.cols_stack is not None:
-        J = t.cols_stack.shape[2] - 1
-        cc = fc_cols_at(t, gi[:, None], rows[:, None], cache_frac[:, None], np.arange(1, J + 1)[None, :])
-        c = np.concatenate([c, cc], axis=1)
-    return np.moveaxis(c, 2, 1)
+    j = 1..COLUMN_STEPS (index u = ROW_STEPS + j). :func:`decode` turns an index back into (y, j). Each figure
+    is written straight into its place in ``out`` (a new array if None; no (n, U, N_CURVES) intermediate)."""
+    R = ROW_STEPS + 1
+    U = fc_decisions(t, columns)
+    if out is None:
+        out = np.empty((gi.shape[0], N_CURVES, U))
+    elif out.shape != (gi.shape[0], N_CURVES, U):
+        raise ValueError(f"fc_curves: out must have shape {(gi.shape[0], N_CURVES, U)}, not {out.shape}")
+    g, r, f = gi[:, None], rows[:, None], cache_frac[:, None]
+    _fc_at_into(np.moveaxis(out[:, :, :R], 1, 0), t, g, r, f, row_steps(r, np.arange(R)[None, :]))
+    if U > R:
+        _fc_cols_at_into(np.moveaxis(out[:, :, R:], 1, 0), t, g, r, f, np.arange(1, U - R + 1)[None, :])
+    return out
 
 
 def decode(u: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

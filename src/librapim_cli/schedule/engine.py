@@ -61,11 +61,13 @@ from ..optimize.stage import (
     FLOPS,
     GRID_FIELDS,
     MEM,
+    N_CURVES,
     SA,
     busiest_channel,
     channel_times,
     decode,
     fc_curves,
+    fc_decisions,
     fc_figures,
     fc_grid,
     npu_time,
@@ -455,55 +457,61 @@ class _CurveStore:
                 out, miss = [-1] * len(keys), list(range(len(keys)))
             m = np.asarray(miss, dtype=np.int64)
             lo = self.n
-            self._append(self._compute(gi[m], rows[m], cache[m]))
+            self._fill(gi[m], rows[m], cache[m])
             for j, i in enumerate(miss):
                 out[i] = self.index[keys[i]] = lo + j
         return np.asarray(out, dtype=np.int64)
 
-    def _compute(self, gi, rows, cache) -> dict:
+    def _fill(self, gi, rows, cache) -> None:
+        """Compute the curves of these triples (and what is derived from them) straight into the next rows."""
         t = self.s.tables
-        curves = fc_curves(t, gi, rows, cache, self.columns)
-        new = {"curves": curves, "lb_chain": curves[:, C_CHAIN, 1:].min(axis=1),
-               "lb_mem": curves[:, C_MEM, 1:].min(axis=1)}
+        m = gi.shape[0]
+        curves = fc_curves(t, gi, rows, cache, self.columns,
+                           out=self._next_rows("curves", m, (N_CURVES, fc_decisions(t, self.columns)), float))
+        self._next_rows("lb_chain", m, (), float)[:] = curves[:, C_CHAIN, 1:].min(axis=1)
+        self._next_rows("lb_mem", m, (), float)[:] = curves[:, C_MEM, 1:].min(axis=1)
         if self.affine:  # stage(u) = max(K(u), vec + softmax + link, pmax + Fa(u), iomax + Fio(u))
             terms = t.mode.affine_terms(t.mode_params, curves[:, C_PF], curves[:, C_PFIO], curves[:, C_MEM],
                                         curves[:, C_RIDE])
             npu_k = np.maximum(curves[:, C_SA], curves[:, C_MEM]) + curves[:, C_LINK, :1]
             k, fa, fio, u = _undominated(np.maximum(np.maximum(npu_k, terms[0]), curves[:, C_CHAIN]), terms[1],
                                          terms[2])
-            n, U = curves.shape[0], curves.shape[2]
+            U = curves.shape[2]
             for name, v, fill in (("k", k, np.inf), ("fa", fa, np.inf), ("fio", fio, np.inf), ("u", u, 0)):
-                full = np.full((n, U), fill, dtype=v.dtype)
+                full = self._next_rows(name, m, (U,), v.dtype)
                 full[:, :v.shape[1]] = v
-                new[name] = full
-            new["count"] = 1 + (u[:, 1:] != 0).sum(axis=1)  # the first decision (u = 0) is always kept, pads are 0
-        return new
-
-    def _append(self, new: dict) -> None:
-        m = new["curves"].shape[0]
-        for name, v in new.items():
-            old = getattr(self, name)
-            if old is None or old.shape[0] < self.n + m:
-                grown = np.empty((max(2 * self.n, self.n + m, 64),) + v.shape[1:], dtype=v.dtype)
-                if old is not None:
-                    grown[:self.n] = old[:self.n]
-                setattr(self, name, grown)
-            getattr(self, name)[self.n:self.n + m] = v
+                full[:, v.shape[1]:] = fill
+            # the first decision (u = 0) is always kept, pads are 0
+            self._next_rows("count", m, (), np.int64)[:] = 1 + (u[:, 1:] != 0).sum(axis=1)
         self.n += m
 
+    def _next_rows(self, name: str, m: int, shape: tuple, dtype) -> np.ndarray:
+        """Rows n..n + m of the store array ``name`` (element shape ``shape``), to fill; the array grows (to twice
+        its rows, at least 64) when they do not fit, keeping rows 0..n."""
+        old = getattr(self, name)
+        if old is None or old.shape[0] < self.n + m:
+            grown = np.empty((max(2 * self.n, self.n + m, 64),) + shape, dtype=dtype)
+            if old is not None:
+                grown[:self.n] = old[:self.n]
+            setattr(self, name, grown)
+        return getattr(self, name)[self.n:self.n + m]
 
-def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 256) -> tuple:
+
+def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 32) -> tuple:
     """The FC decisions of each curve that can be a first minimum of max(k(u), a + fa(u), io + fio(u), c) for some
     a, io, c: u is dropped when an earlier decision u' < u has k, fa and fio all <= u's (then u' is never worse,
     and comes first). Returns (k, fa, fio, u) over the kept decisions of each curve, in increasing u, padded with
     +inf (and u = the first decision, never chosen there) to the longest curve's count.
 
     Most decisions are dominated by the first (moving nothing), so that test runs first and the pairwise test
-    only among the rest (a decision dominated by a dropped one is dominated by what dropped it)."""
+    only among the rest (a decision dominated by a dropped one is dominated by what dropped it), on curves taken
+    in order of their candidate counts, ``block`` at a time, each block over its own longest count (curves'
+    counts vary widely: padding every curve to the longest would test mostly padding)."""
     n, U = k.shape
     cand = ~((k[:, :1] <= k) & (fa[:, :1] <= fa) & (fio[:, :1] <= fio))  # not dominated by u = 0
     cand[:, 0] = True
-    c = np.argsort(~cand, axis=1, kind="stable")[:, :max(int(cand.sum(axis=1).max()) if n else 1, 1)]
+    n_cand = cand.sum(axis=1)
+    c = np.argsort(~cand, axis=1, kind="stable")[:, :max(int(n_cand.max()) if n else 1, 1)]
     cpad = ~np.take_along_axis(cand, c, axis=1)  # past each curve's candidates
 
     def take(v, u, pad):
@@ -515,11 +523,17 @@ def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 25
     W = c.shape[1]
     keep = ~cpad
     earlier = np.tri(W, W, -1, dtype=bool).T  # [u', u]: u' < u
-    for lo in range(0, n, block):  # bounded temporaries: (block, W, W)
-        sl = slice(lo, lo + block)
-        dom = (kc[sl, :, None] <= kc[sl, None, :]) & (fac[sl, :, None] <= fac[sl, None, :]) \
-            & (fioc[sl, :, None] <= fioc[sl, None, :])
-        keep[sl] &= ~(dom & earlier).any(axis=1)
+    by_count = np.argsort(n_cand, kind="stable")
+    for lo in range(0, n, block):  # bounded temporaries: (block, w, w)
+        rows = by_count[lo:lo + block]
+        w = int(n_cand[rows[-1]])  # the block's longest: its curves' candidates all sit in the first w
+        if w < 2:
+            continue
+        kb, fab, fiob = kc[rows, :w], fac[rows, :w], fioc[rows, :w]
+        dom = (kb[:, :, None] <= kb[:, None, :]) & (fab[:, :, None] <= fab[:, None, :]) \
+            & (fiob[:, :, None] <= fiob[:, None, :])
+        dom &= earlier[:w, :w]
+        keep[rows, :w] &= ~dom.any(axis=1)
     count = keep.sum(axis=1)
     W2 = int(count.max()) if n else 1
     pos = np.argsort(~keep, axis=1, kind="stable")[:, :W2]

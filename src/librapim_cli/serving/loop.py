@@ -43,6 +43,7 @@ from ..metrics import SUMMED, iteration_metrics
 from ..result import SimResult
 from ..schedule.context import Schedule, schedule_for
 from ..schedule.engine import FIELDS, IterationBatch, LazyResults, StageTable, run_iterations_flat
+from ..stats import median, percentiles
 from ..workload import admit_channels, make_requests, release_channels
 from .prefill import prefill_coster
 
@@ -208,10 +209,10 @@ class _Predictor:
         dn, ds, dt = np.diff(self.n), np.diff(self.s), np.diff(self.t)
         same = (dn == 0) & (ds != 0)
         if same.any():
-            self.k_tok = float(np.median(dt[same] / ds[same]))
+            self.k_tok = median(dt[same] / ds[same])
         moved = dn != 0
         if moved.any():
-            self.k_req = float(np.median((dt[moved] - self.k_tok * ds[moved]) / dn[moved]))
+            self.k_req = median((dt[moved] - self.k_tok * ds[moved]) / dn[moved])
 
     def times(self, n: int, ctx_sum: float, steps: int) -> np.ndarray:
         """Predicted times of ``steps`` iterations of ``n`` requests whose contexts sum to ``ctx_sum`` first."""
@@ -777,7 +778,7 @@ def _concat_stages(tables: list[StageTable]) -> StageTable:
 def _stats(x: np.ndarray) -> dict[str, float]:
     if x.size == 0:
         return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0}
-    p = np.percentile(x, PERCENTILES)
+    p = percentiles(x, PERCENTILES)  # np.percentile's figures, without its numpy.ma import
     return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2]), "mean": float(x.mean())}
 
 

@@ -30,6 +30,7 @@ from ..graph.decode import lm_head_op, prefill_ops_for
 from ..graph.ops import AllReduce
 from ..spec.model import ModelSpec
 from ..spec.system import SystemSpec
+from ..stats import distinct
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class PrefillCoster:
         prompts rarely repeat a key, but their token counts fall in a few blocks."""
         n = self.TOKEN_BLOCK
         blk = tokens // n
-        for b in np.unique(blk).tolist():
+        for b in distinct(blk).tolist():
             if b not in self._blocks:
                 t = np.arange(b * n, (b + 1) * n, dtype=float)
                 ops = [op for op in prefill_ops_for(self.model, self.tp, t, t) if op.phase != "attention"]
@@ -179,7 +180,7 @@ class PrefillCoster:
 
     def warm(self, prompt_lens: np.ndarray) -> None:
         """Cost the single-prompt micro-batches of these prompt lengths ahead, in one pass."""
-        self._cost_missing([[p] for p in np.unique(np.asarray(prompt_lens, dtype=np.int64)).tolist()])
+        self._cost_missing([[p] for p in distinct(np.asarray(prompt_lens, dtype=np.int64)).tolist()])
 
     def __call__(self, prompt_lens: np.ndarray) -> PrefillCost:
         return self.of_list(np.asarray(prompt_lens, dtype=np.int64).tolist())
