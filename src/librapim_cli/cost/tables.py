@@ -292,11 +292,18 @@ class ColumnTiles:
         self.ndim = 4
         self._by_rows = np.zeros((R,) + self.shape[:3])  # a row count's figures contiguous: cheap to fill
         self._a = self._by_rows.transpose(1, 2, 3, 0)  # the view every index reads
+        self._a.flags.writeable = False
         self._have = np.zeros(R, dtype=bool)
 
     def __getitem__(self, idx):
         self._fill(idx[-1] if isinstance(idx, tuple) and len(idx) == self.ndim else slice(None))
         return self._a[idx]
+
+    def at(self, rows) -> np.ndarray:
+        """The whole array (a read-only view) with every row count in ``rows`` costed: for many reads of the
+        same row counts (only those may be read from it)."""
+        self._fill(rows)
+        return self._a
 
     def __array__(self, dtype=None, copy=None):
         self._fill(slice(None))

@@ -119,7 +119,7 @@ def fc_cols_at(t: CostTables, gi, rows, cache_frac, j):
 
 def _fc_cols_at_into(out: np.ndarray, t: CostTables, gi, rows, cache_frac, j) -> None:
     """:func:`fc_cols_at`, written to ``out`` with the figures on the first axis (as :func:`_fc_at_into`)."""
-    cols, npu = t.cols_stack, t.npu_stack
+    cols, npu = t.cols_stack.at(rows), t.npu_stack  # the row counts costed once, then plain gathers
 
     def col(field):
         return cols[gi, field, j, rows]
