@@ -154,6 +154,7 @@ class _Boundary:
     prefill: bool = False  # a prefill step ran (at step row ``rows``)
     prefill_s: float = 0.0  # its time
     prefill_lens: list | None = None  # its prompt lengths, while its cost waits for the chunk's (_prefill_costs)
+    prefill_j: float = 0.0  # its energy, added to the run's in boundary order (_prefill_costs) when deferred
     seg: int = -1  # index of its decode segment in the chunk (-1 if none)
     j_cap: int = 0  # segment iterations without a clock stop
     stop_s: float = np.inf  # the arrival that ends the segment early (inf if none)
@@ -386,31 +387,33 @@ class _Loop:
                              st.used * self.unit_tokens, 0)
             st.t += cost.time_s
             b.prefill_s = cost.time_s
-        if defer:  # energies add in boundary order (_prefill_costs), as without deferral
-            b.prefill_lens = lens
-        else:
-            st.prefill_e += cost.energy_j
+            if defer:  # energies add in boundary order (_prefill_costs), as without deferral
+                b.prefill_j = cost.energy_j
+            else:
+                st.prefill_e += cost.energy_j
         st.rows += 1
         if cols[REM].min() <= 0:  # requests whose last token came out of the prefill finish there
             self._retire(st, b, st.rows - 1)
 
     def _prefill_costs(self, st: _State, bounds: list[_Boundary]) -> None:
-        """The prefills a clock-free chunk deferred: every micro-batch shape the memo lacks costed in one
-        vectorized pass, then each step's figures written, and their energies added in boundary order."""
+        """The prefills of a clock-free chunk: the steps whose micro-batch shapes the memo lacked costed in one
+        vectorized pass and their figures written, then every step's energy added in boundary order."""
         pf = self.prefill
         waiting = [b.prefill_lens for b in bounds if b.prefill_lens is not None]
-        if not waiting:
-            return
-        pf.cost_missing(waiting)
-        data, t_col, busy_col = self.rec.data, _COL["time_s"], _COL["npu_busy_s"]
+        if waiting:
+            pf.cost_missing(waiting)
+            data, t_col, busy_col = self.rec.data, _COL["time_s"], _COL["npu_busy_s"]
+            for b in bounds:
+                if b.prefill_lens is not None:
+                    cost = pf.of_list(b.prefill_lens)
+                    data[b.rows, t_col], data[b.rows, busy_col] = cost.time_s, cost.npu_busy_s
+                    b.prefill_s, b.prefill_j = cost.time_s, cost.energy_j
+                    b.prefill_lens = None
+        e = st.prefill_e
         for b in bounds:
-            if b.prefill_lens is None:
-                continue
-            cost = pf.of_list(b.prefill_lens)
-            data[b.rows, t_col], data[b.rows, busy_col] = cost.time_s, cost.npu_busy_s
-            b.prefill_s = cost.time_s
-            st.prefill_e += cost.energy_j
-            b.prefill_lens = None
+            if b.prefill:
+                e += b.prefill_j
+        st.prefill_e = e
 
     def _used(self, st: _State) -> None:
         """Units the active set holds (a policy whose holding grows with the context recomputes it)."""
@@ -629,7 +632,10 @@ class _Loop:
         offs = [0, *accumulate(sg.j for sg in segs)]
         data = self.rec.data
         keep = len(bounds)
-        clocks: list[tuple[float, float]] = []  # true clock at each kept boundary's start and its segment's
+        # the kept boundaries' rows: prefill rows and their starts, decode-iteration starts (one after another from
+        # their segment's), and the requests whose first tokens (finishes) a row produced, with that row
+        pre_rows, pre_start, dec_start, first_ids, first_rows, fin_ids, fin_rows = [], [], [], [], [], [], []
+        n_seg = 0
         for bi, b in enumerate(bounds):
             nxt = b.nxt
             if b.k_new_max and nxt < N:  # how many new arrivals the admission saw
@@ -642,16 +648,29 @@ class _Loop:
                 t_seg = b.idle_to
             seg_s = 0.0
             if b.seg >= 0:
-                o = offs[b.seg]
-                seg_t = times[o:o + b.j]
-                if b.stop_s < math.inf and _stop_index(t_seg, seg_t, b.stop_s, b.j_cap) != b.j:
-                    keep = bi
-                    break
-                seg_s = tl[o] if b.j == 1 else float(seg_t.sum())
-            clocks.append((t, t_seg))
+                o, j = offs[b.seg], b.j
+                if j == 1 and b.j_cap == 1:  # the usual segment: one iteration, nothing to check
+                    seg_s = tl[o]
+                    dec_start.append(t_seg + seg_s - seg_s)  # _starts of one iteration
+                else:
+                    seg_t = times[o:o + j]
+                    if b.stop_s < math.inf and _stop_index(t_seg, seg_t, b.stop_s, b.j_cap) != j:
+                        keep = bi
+                        break
+                    seg_s = tl[o] if j == 1 else float(seg_t.sum())
+                    dec_start += _starts(t_seg, seg_t)
+                n_seg += 1
+            if b.prefill:
+                pre_rows.append(b.rows)
+                pre_start.append(t)
+            if b.k_new:
+                first_ids += range(nxt, nxt + b.k_new)
+                first_rows += [b.rows] * b.k_new
+            for ids, row in b.finished:
+                fin_ids += ids
+                fin_rows += [row] * len(ids)
             t = t_seg + seg_s
         # commit the kept boundaries: decode figures, clock of every row, first-token and finish times
-        n_seg = sum(1 for b in bounds[:keep] if b.seg >= 0)
         n_it = offs[n_seg]
         if n_it:
             kept = _slice_parts([batch], n_it) if n_it < len(batch) else batch
@@ -675,26 +694,12 @@ class _Loop:
             ctx_sum = np.repeat([sg.ctx_sum for sg in segs[:n_seg]], js) \
                 + np.repeat([sg.ctx.shape[0] for sg in segs[:n_seg]], js) * local
             self.pred.update(kept.tokens.astype(float), ctx_sum, kept.time_s)
-        # start of every row: a prefill at its boundary's clock, decode iterations one after another from their
-        # segment's; then the end of every row that produced first tokens or finished requests
-        pre_rows, pre_start, dec_start, firsts, finishes = [], [], [], [], []  # (requests, row)
-        for b, (clock, t_seg) in zip(bounds[:keep], clocks, strict=True):
-            if b.prefill:
-                pre_rows.append(b.rows)
-                pre_start.append(clock)
-            if b.seg >= 0:
-                dec_start += _starts(t_seg, times[offs[b.seg]:offs[b.seg] + b.j])
-            if b.k_new:
-                firsts.append((slice(b.nxt, b.nxt + b.k_new), b.rows))
-            finishes += b.finished
-        data[pre_rows, _COL["start_s"]] = pre_start
-        if n_it:
             data[rows, _COL["start_s"]] = dec_start
+        data[pre_rows, _COL["start_s"]] = pre_start
         st_col, t_col = _COL["start_s"], _COL["time_s"]
-        for ids, row in firsts:
-            self.first_s[ids] = data[row, st_col] + data[row, t_col]
-        for ids, row in finishes:
-            self.finish_s[ids] = data[row, st_col] + data[row, t_col]
+        # a row's end is its start plus its time, for every request it produced a first token (finished) for
+        self.first_s[first_ids] = data[first_rows, st_col] + data[first_rows, t_col]
+        self.finish_s[fin_ids] = data[fin_rows, st_col] + data[fin_rows, t_col]
         if keep == len(bounds):
             end.t, end.idle = t, idle
             return end, keep
