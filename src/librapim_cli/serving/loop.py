@@ -44,7 +44,8 @@ from ..result import SimResult
 from ..schedule.context import Schedule, schedule_for
 from ..schedule.engine import FIELDS, IterationBatch, LazyResults, StageTable, run_iterations_flat
 from ..stats import median, percentiles
-from ..workload import admit_channels, make_requests, release_channels
+from ..workload import make_requests
+from ..workload.placement import ChannelLoad
 from .prefill import prefill_coster
 
 KINDS = ("decode", "prefill")
@@ -124,8 +125,7 @@ class _State:
     nxt: int  # next never-admitted request (arrival order)
     front: list  # preempted requests waiting to be readmitted, in order
     used: int  # policy units held by the active set (kept up to date after every change)
-    load: np.ndarray  # channel-load tokens per channel
-    rr: int
+    chan: ChannelLoad  # channel load of the active set (and the round-robin position)
     done: int
     t: float  # clock (predicted inside a chunk until committed)
     idle: float
@@ -136,8 +136,8 @@ class _State:
 
     def copy(self) -> _State:
         """A snapshot."""
-        return _State(self.act[:, : self.n].copy(), self.n, self.nxt, list(self.front), self.used, self.load.copy(),
-                      self.rr, self.done, self.t, self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
+        return _State(self.act[:, : self.n].copy(), self.n, self.nxt, list(self.front), self.used, self.chan.copy(),
+                      self.done, self.t, self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
 
 
 @dataclass(slots=True)
@@ -316,8 +316,7 @@ class _Loop:
         self.inp_l = self.inp.tolist()
         # per-request figures, computed once (the policy's units are per request: element-wise)
         inp, out = self.inp, self.out
-        self.need_f = (inp + out).astype(float)  # channel-load tokens
-        self.need_l = (inp + out).tolist()
+        self.need_l = (inp + out).astype(float).tolist()  # channel-load tokens
         self.rows = 6 if pol.preempts or not pol.static_hold else 4  # of the active array
         self.fresh = np.zeros((self.rows, self.N), dtype=np.int64)  # active-array column of a first admission
         self.fresh[ID], self.fresh[CTX], self.fresh[REM] = np.arange(self.N), inp + 1, out - 1
@@ -328,6 +327,8 @@ class _Loop:
         # a static holding is kept up to date by adding on admission and subtracting on retirement (whole units)
         self.hold = _whole(pol.held_units(params, inp + out, inp, out), pol, "held_units").tolist() \
             if pol.static_hold else None
+        self.hold_cum = [0, *accumulate(self.hold)] if self.hold is not None else None  # held units of requests < i
+        self.one_cum = [0, *accumulate((out <= 1).tolist())]  # requests < i whose only token comes out of prefill
 
     # ---- one boundary: admit -> prefill -> (preempt) -> decode segment -> retire -----------------------
     def _admit(self, st: _State, b: _Boundary, defer: bool = False) -> None:
@@ -359,7 +360,8 @@ class _Loop:
             return
         a = np.asarray(back + list(range(lo, hi)), dtype=np.int64) if back else slice(lo, hi)
         k = len(back) + hi - lo
-        chs, st.rr = admit_channels(self.kv_policy, self.need_f[a], st.load, st.rr, self.kv_stride)
+        need = self.need_l
+        chs = st.chan.admit([need[i] for i in back] + need[lo:hi] if back else need[lo:hi])
         self.channel[a] = chs
         cols = st.act[:, st.n:st.n + k]
         cols[:] = self.fresh[:, a]
@@ -374,7 +376,7 @@ class _Loop:
         cost = self.prefill.of_list(lens, compute=not defer)
         st.n += k
         if self.hold is not None:
-            st.used += sum(self.hold[lo:hi]) + sum(self.hold[i] for i in back)
+            st.used += self.hold_cum[hi] - self.hold_cum[lo] + (sum(self.hold[i] for i in back) if back else 0)
         else:
             self._used(st)
         data = self.rec.ensure(st.rows + 1)
@@ -392,7 +394,8 @@ class _Loop:
             else:
                 st.prefill_e += cost.energy_j
         st.rows += 1
-        if cols[REM].min() <= 0:  # requests whose last token came out of the prefill finish there
+        # requests whose last token came out of the prefill finish there (a first admission: output_len <= 1)
+        if (cols[REM].min() <= 0) if back else self.one_cum[hi] > self.one_cum[lo]:
             self._retire(st, b, st.rows - 1)
 
     def _prefill_costs(self, st: _State, bounds: list[_Boundary]) -> None:
@@ -423,7 +426,8 @@ class _Loop:
     def _release(self, st: _State, gone: list[list[int]]) -> None:
         """Give back the channel load and the units of the requests ``gone`` (columns of the active array, as
         lists), which have left the active set."""
-        release_channels(st.load, gone[CH], [self.need_l[i] for i in gone[ID]], self.kv_stride)
+        need = self.need_l
+        st.chan.release(gone[CH], [need[i] for i in gone[ID]])
         if self.hold is not None:
             st.used -= sum(self.hold[i] for i in gone[ID])
         else:
@@ -582,8 +586,8 @@ class _Loop:
         return parts[0] if len(parts) == 1 else _slice_parts(parts, sum(len(p) for p in parts))
 
     def run(self, cap: int, cap_bytes: float, kv_tok_bytes: float) -> ServeRun:
-        st = _State(np.empty((self.rows, self.B), dtype=np.int64), 0, 0, [], 0, np.zeros(self.C), 0, 0, 0.0, 0.0,
-                    0.0, 0, 0, 0)
+        st = _State(np.empty((self.rows, self.B), dtype=np.int64), 0, 0, [], 0,
+                    ChannelLoad(self.kv_policy, self.C, self.kv_stride), 0, 0.0, 0.0, 0.0, 0, 0, 0)
         horizon = MIN_CHUNK_ITERATIONS  # speculation grows as the predictor earns it (a miss wastes the chunk)
         next_report = PROGRESS_EVERY
         exact = True  # the first boundary is evaluated exactly: the predictor has seen nothing yet
