@@ -55,6 +55,7 @@ COLUMNS = ("start_s", "time_s", "batch", "npu_busy_s", "pim_busy_s", "offload_at
            "offload_fc_share", "kind", "kv_tokens", "finished")
 _INT_COLUMNS = ("batch", "kv_tokens", "finished")
 _COL = {c: i for i, c in enumerate(COLUMNS)}
+FINISHED = _COL["finished"]
 # rows of the active-request array: request id, context of its next decode iteration, decode iterations
 # left, KV channel; prompt and output tokens only for a policy that reads them (one that preempts or whose
 # holding changes while decoding): the fewer rows, the less to move when a request retires
@@ -423,32 +424,37 @@ class _Loop:
         act = st.act
         st.used = int(self.pol.held_units(self.params, act[CTX, :st.n], act[PROMPT, :st.n], act[OUT, :st.n]).sum())
 
-    def _release(self, st: _State, gone: list[list[int]]) -> None:
-        """Give back the channel load and the units of the requests ``gone`` (columns of the active array, as
-        lists), which have left the active set."""
+    def _release(self, st: _State, ids: list[int], chs: list[int]) -> None:
+        """Give back the channel load and the units of the requests ``ids`` (on channels ``chs``), which have left
+        the active set."""
         need = self.need_l
-        st.chan.release(gone[CH], [need[i] for i in gone[ID]])
+        st.chan.release(chs, [need[i] for i in ids])
         if self.hold is not None:
-            st.used -= sum(self.hold[i] for i in gone[ID])
+            st.used -= sum(self.hold[i] for i in ids)
         else:
             self._used(st)
 
     def _retire(self, st: _State, b: _Boundary, row: int) -> None:
         act = st.act
         fin = (act[REM, :st.n] <= 0).nonzero()[0]
-        gone = act[:, fin].tolist()
-        b.finished += ((gone[ID], row),)
-        if fin.shape[0] <= 4:  # the usual one or two: close each gap, last first (the rest keep their order)
-            for i in reversed(fin.tolist()):
+        k = fin.shape[0]
+        if k <= 4:  # the usual one or two: read each, then close each gap, last first (the rest keep their order)
+            fl = fin.tolist()
+            gone = [act[:, i].tolist() for i in fl]
+            ids, chs = [g[ID] for g in gone], [g[CH] for g in gone]
+            for i in reversed(fl):
                 act[:, i:st.n - 1] = act[:, i + 1:st.n]
                 st.n -= 1
         else:
-            m = st.n - fin.shape[0]
+            gone = act[:, fin].tolist()
+            ids, chs = gone[ID], gone[CH]
+            m = st.n - k
             act[:, :m] = np.delete(act[:, :st.n], fin, axis=1)
             st.n = m
-        st.done += fin.shape[0]
-        self.rec.data[row, _COL["finished"]] = fin.shape[0]
-        self._release(st, gone)
+        b.finished += ((ids, row),)
+        st.done += k
+        self.rec.data[row, FINISHED] = k
+        self._release(st, ids, chs)
 
     def _preempt(self, st: _State, b: _Boundary) -> None:
         """Preempt the newest active requests until the rest fit (recompute: they wait at the front)."""
@@ -464,7 +470,7 @@ class _Loop:
         st.front[:0] = v[ID].tolist()  # oldest admitted of them first
         st.n -= m
         st.preemptions += m
-        self._release(st, v.tolist())
+        self._release(st, v[ID].tolist(), v[CH].tolist())
 
     def _boundary(self, st: _State, segs: list, room_iters: int, exact: bool, clock_free: bool) -> _Boundary | None:
         """Lay out one boundary (``st`` advances; decode times predicted, or evaluated when ``exact``). In a
@@ -488,8 +494,9 @@ class _Loop:
             self._preempt(st, b)
         act, n = st.act, st.n
         ctx, ch = act[CTX, :n].copy(), act[CH, :n].copy()
-        ctx_sum = float(ctx.sum())
-        rem_min = int(act[REM, :n].min())
+        ctx_sum = 0.0 if clock_free else float(ctx.sum())  # only the predictor reads it
+        rem = act[REM, :n]
+        rem_min = int(rem[rem.argmin()])  # (argmin costs numpy less than min)
         j_cap = pol.overflow_at(self.params, ctx, act[PROMPT, :n], act[OUT, :n], rem_min) if pol.preempts else rem_min
         j_cap = max(min(j_cap, room_iters), 1)
         stop = math.inf
@@ -608,7 +615,7 @@ class _Loop:
             if clock_free:
                 self._prefill_costs(st, bounds)
             batch = self._evaluate(segs)
-            st, kept = self._commit(bounds, segs, batch, t0, idle0, st)
+            st, kept = self._commit(bounds, segs, batch, t0, idle0, st, not clock_free)
             exact = kept == 0
             if kept == len(bounds):
                 horizon = min(MAX_CHUNK_ITERATIONS, horizon * 2)
@@ -626,10 +633,11 @@ class _Loop:
                         self.pol.name, st.preemptions, stages)
 
     def _commit(self, bounds: list[_Boundary], segs: list, batch: IterationBatch | None, t: float, idle: float,
-                end: _State) -> tuple[_State, int]:
+                end: _State, learn: bool = True) -> tuple[_State, int]:
         """Walk the chunk, which started at clock ``t`` (``idle`` so far), with the true times; commit every
         boundary before the first clock-dependent decision that would have gone differently. Returns the state
-        to continue from and the boundaries kept."""
+        to continue from and the boundaries kept. ``learn``: the predictor sees the committed iterations (not
+        after a clock-free chunk: every chunk after it is clock-free too, and none predicts)."""
         arr_l, N = self.arr_l, self.N
         times = batch.time_s if batch is not None else np.zeros(0)
         tl = times.tolist()
@@ -695,9 +703,10 @@ class _Loop:
             if kept.stages is not None:
                 self.stage_tables.append(kept.stages)
             # context sum of every iteration: its segment's first, plus one token per request per iteration
-            ctx_sum = np.repeat([sg.ctx_sum for sg in segs[:n_seg]], js) \
-                + np.repeat([sg.ctx.shape[0] for sg in segs[:n_seg]], js) * local
-            self.pred.update(kept.tokens.astype(float), ctx_sum, kept.time_s)
+            if learn:
+                ctx_sum = np.repeat([sg.ctx_sum for sg in segs[:n_seg]], js) \
+                    + np.repeat([sg.ctx.shape[0] for sg in segs[:n_seg]], js) * local
+                self.pred.update(kept.tokens.astype(float), ctx_sum, kept.time_s)
             data[rows, _COL["start_s"]] = dec_start
         data[pre_rows, _COL["start_s"]] = pre_start
         st_col, t_col = _COL["start_s"], _COL["time_s"]
