@@ -554,17 +554,22 @@ class _Loop:
     # ---- chunks ------------------------------------------------------------------------------------------
     def _evaluate(self, segs: list) -> IterationBatch | None:
         """Every decode iteration of the chunk's segments, in order: known ones as they are, the others in
-        engine calls of at most CHUNK_ROWS request-iterations."""
+        engine calls of at most CHUNK_ROWS request-iterations (one more piece's worth when a single iteration
+        of a segment does not fit the rest), their lengths and channels written straight into the call's
+        arrays."""
         parts: list[IterationBatch] = []
-        lens_l, ch_l, n_l, j_l, size = [], [], [], [], 0  # per piece: lengths, channels, requests, iterations
+        cap = CHUNK_ROWS + self.B  # a piece of one iteration goes in whole
+        lens = chs = None  # the next engine call's request lengths and channels (fresh arrays for every call)
+        n_l, j_l, size = [], [], 0  # per piece: requests, iterations; rows written
 
         def flush() -> None:
-            nonlocal lens_l, ch_l, n_l, j_l, size
+            nonlocal lens, chs, n_l, j_l, size
             if n_l:
-                parts.append(run_iterations_flat(self.sched, np.concatenate(lens_l), np.concatenate(ch_l),
+                parts.append(run_iterations_flat(self.sched, lens[:size], chs[:size],
                                                  np.repeat(np.asarray(n_l, dtype=np.int64), j_l),
                                                  keep_stages=self.keep_stages))
-            lens_l, ch_l, n_l, j_l, size = [], [], [], [], 0
+            lens = chs = None
+            n_l, j_l, size = [], [], 0
 
         for sg in segs:
             if sg.known is not None:
@@ -575,15 +580,18 @@ class _Loop:
             done = 0
             while done < sg.j:
                 take = min(sg.j - done, max(1, (CHUNK_ROWS - size) // max(n, 1)))
+                if lens is None:
+                    lens, chs = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
+                end = size + take * n
                 if take == 1:
-                    lens_l.append(sg.ctx + done if done else sg.ctx)
-                    ch_l.append(sg.ch)
-                else:
-                    lens_l.append((sg.ctx[None, :] + np.arange(done, done + take)[:, None]).ravel())
-                    ch_l.append(np.repeat(sg.ch[None, :], take, axis=0).ravel())
+                    lens[size:end] = sg.ctx + done if done else sg.ctx
+                    chs[size:end] = sg.ch
+                else:  # iteration i of the piece: every context + done + i
+                    np.add(sg.ctx[None, :], np.arange(done, done + take)[:, None], out=lens[size:end].reshape(take, n))
+                    chs[size:end].reshape(take, n)[:] = sg.ch
                 n_l.append(n)
                 j_l.append(take)
-                size += take * n
+                size = end
                 done += take
                 if size >= CHUNK_ROWS:
                     flush()
