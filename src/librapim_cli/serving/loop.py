@@ -44,7 +44,8 @@ from ..result import SimResult
 from ..schedule.context import Schedule, schedule_for
 from ..schedule.engine import FIELDS, IterationBatch, LazyResults, StageTable, run_iterations_flat
 from ..stats import median, percentiles
-from ..workload import admit_channels, make_requests, release_channels
+from ..workload import make_requests
+from ..workload.placement import ChannelLoad
 from .prefill import prefill_coster
 
 KINDS = ("decode", "prefill")
@@ -54,6 +55,7 @@ COLUMNS = ("start_s", "time_s", "batch", "npu_busy_s", "pim_busy_s", "offload_at
            "offload_fc_share", "kind", "kv_tokens", "finished")
 _INT_COLUMNS = ("batch", "kv_tokens", "finished")
 _COL = {c: i for i, c in enumerate(COLUMNS)}
+FINISHED = _COL["finished"]
 # rows of the active-request array: request id, context of its next decode iteration, decode iterations
 # left, KV channel; prompt and output tokens only for a policy that reads them (one that preempts or whose
 # holding changes while decoding): the fewer rows, the less to move when a request retires
@@ -124,8 +126,7 @@ class _State:
     nxt: int  # next never-admitted request (arrival order)
     front: list  # preempted requests waiting to be readmitted, in order
     used: int  # policy units held by the active set (kept up to date after every change)
-    load: np.ndarray  # channel-load tokens per channel
-    rr: int
+    chan: ChannelLoad  # channel load of the active set (and the round-robin position)
     done: int
     t: float  # clock (predicted inside a chunk until committed)
     idle: float
@@ -136,8 +137,8 @@ class _State:
 
     def copy(self) -> _State:
         """A snapshot."""
-        return _State(self.act[:, : self.n].copy(), self.n, self.nxt, list(self.front), self.used, self.load.copy(),
-                      self.rr, self.done, self.t, self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
+        return _State(self.act[:, : self.n].copy(), self.n, self.nxt, list(self.front), self.used, self.chan.copy(),
+                      self.done, self.t, self.idle, self.prefill_e, self.preemptions, self.rows, self.iters)
 
 
 @dataclass(slots=True)
@@ -154,6 +155,7 @@ class _Boundary:
     prefill: bool = False  # a prefill step ran (at step row ``rows``)
     prefill_s: float = 0.0  # its time
     prefill_lens: list | None = None  # its prompt lengths, while its cost waits for the chunk's (_prefill_costs)
+    prefill_j: float = 0.0  # its energy, added to the run's in boundary order (_prefill_costs) when deferred
     seg: int = -1  # index of its decode segment in the chunk (-1 if none)
     j_cap: int = 0  # segment iterations without a clock stop
     stop_s: float = np.inf  # the arrival that ends the segment early (inf if none)
@@ -315,8 +317,7 @@ class _Loop:
         self.inp_l = self.inp.tolist()
         # per-request figures, computed once (the policy's units are per request: element-wise)
         inp, out = self.inp, self.out
-        self.need_f = (inp + out).astype(float)  # channel-load tokens
-        self.need_l = (inp + out).tolist()
+        self.need_l = (inp + out).astype(float).tolist()  # channel-load tokens
         self.rows = 6 if pol.preempts or not pol.static_hold else 4  # of the active array
         self.fresh = np.zeros((self.rows, self.N), dtype=np.int64)  # active-array column of a first admission
         self.fresh[ID], self.fresh[CTX], self.fresh[REM] = np.arange(self.N), inp + 1, out - 1
@@ -327,6 +328,8 @@ class _Loop:
         # a static holding is kept up to date by adding on admission and subtracting on retirement (whole units)
         self.hold = _whole(pol.held_units(params, inp + out, inp, out), pol, "held_units").tolist() \
             if pol.static_hold else None
+        self.hold_cum = [0, *accumulate(self.hold)] if self.hold is not None else None  # held units of requests < i
+        self.one_cum = [0, *accumulate((out <= 1).tolist())]  # requests < i whose only token comes out of prefill
 
     # ---- one boundary: admit -> prefill -> (preempt) -> decode segment -> retire -----------------------
     def _admit(self, st: _State, b: _Boundary, defer: bool = False) -> None:
@@ -358,7 +361,8 @@ class _Loop:
             return
         a = np.asarray(back + list(range(lo, hi)), dtype=np.int64) if back else slice(lo, hi)
         k = len(back) + hi - lo
-        chs, st.rr = admit_channels(self.kv_policy, self.need_f[a], st.load, st.rr, self.kv_stride)
+        need = self.need_l
+        chs = st.chan.admit([need[i] for i in back] + need[lo:hi] if back else need[lo:hi])
         self.channel[a] = chs
         cols = st.act[:, st.n:st.n + k]
         cols[:] = self.fresh[:, a]
@@ -373,7 +377,7 @@ class _Loop:
         cost = self.prefill.of_list(lens, compute=not defer)
         st.n += k
         if self.hold is not None:
-            st.used += sum(self.hold[lo:hi]) + sum(self.hold[i] for i in back)
+            st.used += self.hold_cum[hi] - self.hold_cum[lo] + (sum(self.hold[i] for i in back) if back else 0)
         else:
             self._used(st)
         data = self.rec.ensure(st.rows + 1)
@@ -386,62 +390,71 @@ class _Loop:
                              st.used * self.unit_tokens, 0)
             st.t += cost.time_s
             b.prefill_s = cost.time_s
-        if defer:  # energies add in boundary order (_prefill_costs), as without deferral
-            b.prefill_lens = lens
-        else:
-            st.prefill_e += cost.energy_j
+            if defer:  # energies add in boundary order (_prefill_costs), as without deferral
+                b.prefill_j = cost.energy_j
+            else:
+                st.prefill_e += cost.energy_j
         st.rows += 1
-        if cols[REM].min() <= 0:  # requests whose last token came out of the prefill finish there
+        # requests whose last token came out of the prefill finish there (a first admission: output_len <= 1)
+        if (cols[REM].min() <= 0) if back else self.one_cum[hi] > self.one_cum[lo]:
             self._retire(st, b, st.rows - 1)
 
     def _prefill_costs(self, st: _State, bounds: list[_Boundary]) -> None:
-        """The prefills a clock-free chunk deferred: every micro-batch shape the memo lacks costed in one
-        vectorized pass, then each step's figures written, and their energies added in boundary order."""
+        """The prefills of a clock-free chunk: the steps whose micro-batch shapes the memo lacked costed in one
+        vectorized pass and their figures written, then every step's energy added in boundary order."""
         pf = self.prefill
         waiting = [b.prefill_lens for b in bounds if b.prefill_lens is not None]
-        if not waiting:
-            return
-        pf.cost_missing(waiting)
-        data, t_col, busy_col = self.rec.data, _COL["time_s"], _COL["npu_busy_s"]
+        if waiting:
+            pf.cost_missing(waiting)
+            data, t_col, busy_col = self.rec.data, _COL["time_s"], _COL["npu_busy_s"]
+            for b in bounds:
+                if b.prefill_lens is not None:
+                    cost = pf.of_list(b.prefill_lens)
+                    data[b.rows, t_col], data[b.rows, busy_col] = cost.time_s, cost.npu_busy_s
+                    b.prefill_s, b.prefill_j = cost.time_s, cost.energy_j
+                    b.prefill_lens = None
+        e = st.prefill_e
         for b in bounds:
-            if b.prefill_lens is None:
-                continue
-            cost = pf.of_list(b.prefill_lens)
-            data[b.rows, t_col], data[b.rows, busy_col] = cost.time_s, cost.npu_busy_s
-            b.prefill_s = cost.time_s
-            st.prefill_e += cost.energy_j
-            b.prefill_lens = None
+            if b.prefill:
+                e += b.prefill_j
+        st.prefill_e = e
 
     def _used(self, st: _State) -> None:
         """Units the active set holds (a policy whose holding grows with the context recomputes it)."""
         act = st.act
         st.used = int(self.pol.held_units(self.params, act[CTX, :st.n], act[PROMPT, :st.n], act[OUT, :st.n]).sum())
 
-    def _release(self, st: _State, gone: list[list[int]]) -> None:
-        """Give back the channel load and the units of the requests ``gone`` (columns of the active array, as
-        lists), which have left the active set."""
-        release_channels(st.load, gone[CH], [self.need_l[i] for i in gone[ID]], self.kv_stride)
+    def _release(self, st: _State, ids: list[int], chs: list[int]) -> None:
+        """Give back the channel load and the units of the requests ``ids`` (on channels ``chs``), which have left
+        the active set."""
+        need = self.need_l
+        st.chan.release(chs, [need[i] for i in ids])
         if self.hold is not None:
-            st.used -= sum(self.hold[i] for i in gone[ID])
+            st.used -= sum(self.hold[i] for i in ids)
         else:
             self._used(st)
 
     def _retire(self, st: _State, b: _Boundary, row: int) -> None:
         act = st.act
         fin = (act[REM, :st.n] <= 0).nonzero()[0]
-        gone = act[:, fin].tolist()
-        b.finished += ((gone[ID], row),)
-        if fin.shape[0] <= 4:  # the usual one or two: close each gap, last first (the rest keep their order)
-            for i in reversed(fin.tolist()):
+        k = fin.shape[0]
+        if k <= 4:  # the usual one or two: read each, then close each gap, last first (the rest keep their order)
+            fl = fin.tolist()
+            gone = [act[:, i].tolist() for i in fl]
+            ids, chs = [g[ID] for g in gone], [g[CH] for g in gone]
+            for i in reversed(fl):
                 act[:, i:st.n - 1] = act[:, i + 1:st.n]
                 st.n -= 1
         else:
-            m = st.n - fin.shape[0]
+            gone = act[:, fin].tolist()
+            ids, chs = gone[ID], gone[CH]
+            m = st.n - k
             act[:, :m] = np.delete(act[:, :st.n], fin, axis=1)
             st.n = m
-        st.done += fin.shape[0]
-        self.rec.data[row, _COL["finished"]] = fin.shape[0]
-        self._release(st, gone)
+        b.finished += ((ids, row),)
+        st.done += k
+        self.rec.data[row, FINISHED] = k
+        self._release(st, ids, chs)
 
     def _preempt(self, st: _State, b: _Boundary) -> None:
         """Preempt the newest active requests until the rest fit (recompute: they wait at the front)."""
@@ -457,7 +470,7 @@ class _Loop:
         st.front[:0] = v[ID].tolist()  # oldest admitted of them first
         st.n -= m
         st.preemptions += m
-        self._release(st, v.tolist())
+        self._release(st, v[ID].tolist(), v[CH].tolist())
 
     def _boundary(self, st: _State, segs: list, room_iters: int, exact: bool, clock_free: bool) -> _Boundary | None:
         """Lay out one boundary (``st`` advances; decode times predicted, or evaluated when ``exact``). In a
@@ -481,8 +494,9 @@ class _Loop:
             self._preempt(st, b)
         act, n = st.act, st.n
         ctx, ch = act[CTX, :n].copy(), act[CH, :n].copy()
-        ctx_sum = float(ctx.sum())
-        rem_min = int(act[REM, :n].min())
+        ctx_sum = 0.0 if clock_free else float(ctx.sum())  # only the predictor reads it
+        rem = act[REM, :n]
+        rem_min = int(rem[rem.argmin()])  # (argmin costs numpy less than min)
         j_cap = pol.overflow_at(self.params, ctx, act[PROMPT, :n], act[OUT, :n], rem_min) if pol.preempts else rem_min
         j_cap = max(min(j_cap, room_iters), 1)
         stop = math.inf
@@ -540,17 +554,22 @@ class _Loop:
     # ---- chunks ------------------------------------------------------------------------------------------
     def _evaluate(self, segs: list) -> IterationBatch | None:
         """Every decode iteration of the chunk's segments, in order: known ones as they are, the others in
-        engine calls of at most CHUNK_ROWS request-iterations."""
+        engine calls of at most CHUNK_ROWS request-iterations (one more piece's worth when a single iteration
+        of a segment does not fit the rest), their lengths and channels written straight into the call's
+        arrays."""
         parts: list[IterationBatch] = []
-        lens_l, ch_l, n_l, j_l, size = [], [], [], [], 0  # per piece: lengths, channels, requests, iterations
+        cap = CHUNK_ROWS + self.B  # a piece of one iteration goes in whole
+        lens = chs = None  # the next engine call's request lengths and channels (fresh arrays for every call)
+        n_l, j_l, size = [], [], 0  # per piece: requests, iterations; rows written
 
         def flush() -> None:
-            nonlocal lens_l, ch_l, n_l, j_l, size
+            nonlocal lens, chs, n_l, j_l, size
             if n_l:
-                parts.append(run_iterations_flat(self.sched, np.concatenate(lens_l), np.concatenate(ch_l),
+                parts.append(run_iterations_flat(self.sched, lens[:size], chs[:size],
                                                  np.repeat(np.asarray(n_l, dtype=np.int64), j_l),
                                                  keep_stages=self.keep_stages))
-            lens_l, ch_l, n_l, j_l, size = [], [], [], [], 0
+            lens = chs = None
+            n_l, j_l, size = [], [], 0
 
         for sg in segs:
             if sg.known is not None:
@@ -561,15 +580,18 @@ class _Loop:
             done = 0
             while done < sg.j:
                 take = min(sg.j - done, max(1, (CHUNK_ROWS - size) // max(n, 1)))
+                if lens is None:
+                    lens, chs = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
+                end = size + take * n
                 if take == 1:
-                    lens_l.append(sg.ctx + done if done else sg.ctx)
-                    ch_l.append(sg.ch)
-                else:
-                    lens_l.append((sg.ctx[None, :] + np.arange(done, done + take)[:, None]).ravel())
-                    ch_l.append(np.repeat(sg.ch[None, :], take, axis=0).ravel())
+                    lens[size:end] = sg.ctx + done if done else sg.ctx
+                    chs[size:end] = sg.ch
+                else:  # iteration i of the piece: every context + done + i
+                    np.add(sg.ctx[None, :], np.arange(done, done + take)[:, None], out=lens[size:end].reshape(take, n))
+                    chs[size:end].reshape(take, n)[:] = sg.ch
                 n_l.append(n)
                 j_l.append(take)
-                size += take * n
+                size = end
                 done += take
                 if size >= CHUNK_ROWS:
                     flush()
@@ -579,8 +601,8 @@ class _Loop:
         return parts[0] if len(parts) == 1 else _slice_parts(parts, sum(len(p) for p in parts))
 
     def run(self, cap: int, cap_bytes: float, kv_tok_bytes: float) -> ServeRun:
-        st = _State(np.empty((self.rows, self.B), dtype=np.int64), 0, 0, [], 0, np.zeros(self.C), 0, 0, 0.0, 0.0,
-                    0.0, 0, 0, 0)
+        st = _State(np.empty((self.rows, self.B), dtype=np.int64), 0, 0, [], 0,
+                    ChannelLoad(self.kv_policy, self.C, self.kv_stride), 0, 0.0, 0.0, 0.0, 0, 0, 0)
         horizon = MIN_CHUNK_ITERATIONS  # speculation grows as the predictor earns it (a miss wastes the chunk)
         next_report = PROGRESS_EVERY
         exact = True  # the first boundary is evaluated exactly: the predictor has seen nothing yet
@@ -601,7 +623,7 @@ class _Loop:
             if clock_free:
                 self._prefill_costs(st, bounds)
             batch = self._evaluate(segs)
-            st, kept = self._commit(bounds, segs, batch, t0, idle0, st)
+            st, kept = self._commit(bounds, segs, batch, t0, idle0, st, not clock_free)
             exact = kept == 0
             if kept == len(bounds):
                 horizon = min(MAX_CHUNK_ITERATIONS, horizon * 2)
@@ -619,17 +641,21 @@ class _Loop:
                         self.pol.name, st.preemptions, stages)
 
     def _commit(self, bounds: list[_Boundary], segs: list, batch: IterationBatch | None, t: float, idle: float,
-                end: _State) -> tuple[_State, int]:
+                end: _State, learn: bool = True) -> tuple[_State, int]:
         """Walk the chunk, which started at clock ``t`` (``idle`` so far), with the true times; commit every
         boundary before the first clock-dependent decision that would have gone differently. Returns the state
-        to continue from and the boundaries kept."""
+        to continue from and the boundaries kept. ``learn``: the predictor sees the committed iterations (not
+        after a clock-free chunk: every chunk after it is clock-free too, and none predicts)."""
         arr_l, N = self.arr_l, self.N
         times = batch.time_s if batch is not None else np.zeros(0)
         tl = times.tolist()
         offs = [0, *accumulate(sg.j for sg in segs)]
         data = self.rec.data
         keep = len(bounds)
-        clocks: list[tuple[float, float]] = []  # true clock at each kept boundary's start and its segment's
+        # the kept boundaries' rows: prefill rows and their starts, decode-iteration starts (one after another from
+        # their segment's), and the requests whose first tokens (finishes) a row produced, with that row
+        pre_rows, pre_start, dec_start, first_ids, first_rows, fin_ids, fin_rows = [], [], [], [], [], [], []
+        n_seg = 0
         for bi, b in enumerate(bounds):
             nxt = b.nxt
             if b.k_new_max and nxt < N:  # how many new arrivals the admission saw
@@ -642,16 +668,29 @@ class _Loop:
                 t_seg = b.idle_to
             seg_s = 0.0
             if b.seg >= 0:
-                o = offs[b.seg]
-                seg_t = times[o:o + b.j]
-                if b.stop_s < math.inf and _stop_index(t_seg, seg_t, b.stop_s, b.j_cap) != b.j:
-                    keep = bi
-                    break
-                seg_s = tl[o] if b.j == 1 else float(seg_t.sum())
-            clocks.append((t, t_seg))
+                o, j = offs[b.seg], b.j
+                if j == 1 and b.j_cap == 1:  # the usual segment: one iteration, nothing to check
+                    seg_s = tl[o]
+                    dec_start.append(t_seg + seg_s - seg_s)  # _starts of one iteration
+                else:
+                    seg_t = times[o:o + j]
+                    if b.stop_s < math.inf and _stop_index(t_seg, seg_t, b.stop_s, b.j_cap) != j:
+                        keep = bi
+                        break
+                    seg_s = tl[o] if j == 1 else float(seg_t.sum())
+                    dec_start += _starts(t_seg, seg_t)
+                n_seg += 1
+            if b.prefill:
+                pre_rows.append(b.rows)
+                pre_start.append(t)
+            if b.k_new:
+                first_ids += range(nxt, nxt + b.k_new)
+                first_rows += [b.rows] * b.k_new
+            for ids, row in b.finished:
+                fin_ids += ids
+                fin_rows += [row] * len(ids)
             t = t_seg + seg_s
         # commit the kept boundaries: decode figures, clock of every row, first-token and finish times
-        n_seg = sum(1 for b in bounds[:keep] if b.seg >= 0)
         n_it = offs[n_seg]
         if n_it:
             kept = _slice_parts([batch], n_it) if n_it < len(batch) else batch
@@ -672,29 +711,16 @@ class _Loop:
             if kept.stages is not None:
                 self.stage_tables.append(kept.stages)
             # context sum of every iteration: its segment's first, plus one token per request per iteration
-            ctx_sum = np.repeat([sg.ctx_sum for sg in segs[:n_seg]], js) \
-                + np.repeat([sg.ctx.shape[0] for sg in segs[:n_seg]], js) * local
-            self.pred.update(kept.tokens.astype(float), ctx_sum, kept.time_s)
-        # start of every row: a prefill at its boundary's clock, decode iterations one after another from their
-        # segment's; then the end of every row that produced first tokens or finished requests
-        pre_rows, pre_start, dec_start, firsts, finishes = [], [], [], [], []  # (requests, row)
-        for b, (clock, t_seg) in zip(bounds[:keep], clocks, strict=True):
-            if b.prefill:
-                pre_rows.append(b.rows)
-                pre_start.append(clock)
-            if b.seg >= 0:
-                dec_start += _starts(t_seg, times[offs[b.seg]:offs[b.seg] + b.j])
-            if b.k_new:
-                firsts.append((slice(b.nxt, b.nxt + b.k_new), b.rows))
-            finishes += b.finished
-        data[pre_rows, _COL["start_s"]] = pre_start
-        if n_it:
+            if learn:
+                ctx_sum = np.repeat([sg.ctx_sum for sg in segs[:n_seg]], js) \
+                    + np.repeat([sg.ctx.shape[0] for sg in segs[:n_seg]], js) * local
+                self.pred.update(kept.tokens.astype(float), ctx_sum, kept.time_s)
             data[rows, _COL["start_s"]] = dec_start
+        data[pre_rows, _COL["start_s"]] = pre_start
         st_col, t_col = _COL["start_s"], _COL["time_s"]
-        for ids, row in firsts:
-            self.first_s[ids] = data[row, st_col] + data[row, t_col]
-        for ids, row in finishes:
-            self.finish_s[ids] = data[row, st_col] + data[row, t_col]
+        # a row's end is its start plus its time, for every request it produced a first token (finished) for
+        self.first_s[first_ids] = data[first_rows, st_col] + data[first_rows, t_col]
+        self.finish_s[fin_ids] = data[fin_rows, st_col] + data[fin_rows, t_col]
         if keep == len(bounds):
             end.t, end.idle = t, idle
             return end, keep

@@ -195,7 +195,12 @@ class PrefillCoster:
         """``self(lens)`` for prompt lengths given as a list of Python ints (a few prompts: they beat numpy).
         With ``compute`` False, None when the memo lacks one of its micro-batches."""
         pp, memo = self.pp, self._memo
-        if len(lens) <= pp:  # the usual step: one prompt per micro-batch
+        if len(lens) == 1:  # the usual step: one prompt, one micro-batch, whose cost is the step's
+            p = lens[0]
+            cost = memo.get((1, p, p * (p + 1) // 2))
+            if cost is not None or not compute:
+                return cost
+        if len(lens) <= pp:  # one prompt per micro-batch
             keys = [(1, p, p * (p + 1) // 2) for p in lens]
         else:
             keys = [(len(mb), sum(mb), sum(p * (p + 1) // 2 for p in mb)) for mb in (lens[i::pp] for i in range(pp))]

@@ -3,7 +3,8 @@
 - :func:`snake_channels`: least-loaded placement of a whole batch at once (longest first, snake order);
 - :func:`place_channels`: a batch's channels under ``placement.kv_channel_policy``;
 - :func:`admit_channels`: channels of requests admitted one by one while serving (greedy in admission order);
-- :func:`release_channels`: the channel load a retired or preempted request gives back.
+- :func:`release_channels`: the channel load a retired or preempted request gives back;
+- :class:`ChannelLoad`: both over a serving run's channel load (Python floats when a request takes one channel).
 
 With the head-wise KV layout a request spans ``stride`` consecutive channels (its parts, from the channel it is
 given): the policies then hand out start channels ``stride`` apart, so that the batch's parts fill the channels
@@ -94,18 +95,89 @@ def release_channels(load: np.ndarray, channels, need_tokens, stride: int = 1) -
     retirement) that sum is formed in Python, channel by channel, with the same additions as ``np.bincount``."""
     C = load.shape[0]
     if len(channels) * stride <= FEW:
-        back: dict[int, float] = {}
-        pairs = list(zip(_as_list(channels, np.int64), _as_list(need_tokens, float), strict=True))
-        for s in range(stride):
-            for c, x in pairs:
-                c = (c + s) % C
-                back[c] = back.get(c, 0.0) + x
-        for c, x in back.items():
+        for c, x in _per_channel(_as_list(channels, np.int64), _as_list(need_tokens, float), stride, C).items():
             load[c] -= x
         return
     ch = np.asarray(channels, dtype=np.int64)
     span = (np.tile(ch, stride) + np.repeat(np.arange(stride), ch.shape[0])) % C
     load -= np.bincount(span, weights=np.tile(np.asarray(need_tokens, dtype=float), stride), minlength=C)
+
+
+class ChannelLoad:
+    """The channel load of a serving run's active set, with :func:`admit_channels` and :func:`release_channels`
+    over it and the round-robin position.
+
+    With ``stride`` 1 the load is a list of Python floats and a request's channel is found and its tokens added
+    and given back in Python, with the same comparisons and additions as those functions make on their array
+    (a first minimum, sums per channel in order): admissions and retirements come a few requests at a time,
+    where numpy's per-call cost dominates. With ``stride`` > 1 they run on an array. Either way the same
+    channels come out and the load holds the same numbers.
+    """
+
+    __slots__ = ("policy", "stride", "load", "rr")
+
+    def __init__(self, policy: str, channels: int, stride: int = 1) -> None:
+        if policy not in ("round_robin", "least_loaded"):
+            raise ValueError(f"unknown KV channel policy {policy!r}")
+        self.policy, self.stride, self.rr = policy, stride, 0
+        self.load: list[float] | np.ndarray = [0.0] * channels if stride == 1 else np.zeros(channels)
+
+    def copy(self) -> ChannelLoad:
+        """An independent copy (a snapshot)."""
+        c = ChannelLoad.__new__(ChannelLoad)
+        c.policy, c.stride, c.rr = self.policy, self.stride, self.rr
+        c.load = self.load.copy()
+        return c
+
+    def loads(self) -> np.ndarray:
+        """The load per channel, as an array."""
+        return np.array(self.load, dtype=float)
+
+    def admit(self, need_tokens: list[float]) -> list[int]:
+        """Channels for requests admitted in this order (:func:`admit_channels`), their tokens added."""
+        load = self.load
+        if self.stride > 1:
+            ch, self.rr = admit_channels(self.policy, np.asarray(need_tokens, dtype=float), load, self.rr,
+                                         self.stride)
+            return ch.tolist()
+        C = len(load)
+        if self.policy == "round_robin":  # each channel's requests summed in order, then added (np.bincount)
+            rr = self.rr
+            chs = [(rr + i) % C for i in range(len(need_tokens))]
+            self.rr = (rr + len(need_tokens)) % C
+            for c, x in _per_channel(chs, need_tokens, 1, C).items():
+                load[c] += x
+            return chs
+        chs = []
+        for x in need_tokens:  # least loaded: the first channel holding the fewest tokens (argmin)
+            c = load.index(min(load))
+            chs.append(c)
+            load[c] += x
+        return chs
+
+    def release(self, channels: list[int], need_tokens: list[float]) -> None:
+        """Give back the load of requests leaving the active set (:func:`release_channels`)."""
+        if self.stride > 1:
+            release_channels(self.load, channels, need_tokens, self.stride)
+            return
+        load = self.load
+        if len(channels) == 1:  # the usual retirement (one request: its tokens are the channel's sum)
+            load[channels[0]] -= need_tokens[0]
+            return
+        for c, x in _per_channel(channels, need_tokens, 1, len(load)).items():
+            load[c] -= x
+
+
+def _per_channel(channels: list[int], need_tokens: list[float], stride: int, C: int) -> dict[int, float]:
+    """Tokens per channel of requests at ``channels`` spanning ``stride`` channels each: part s of every request,
+    then part s + 1, added up in that order (``np.bincount``'s additions)."""
+    back: dict[int, float] = {}
+    pairs = list(zip(channels, need_tokens, strict=True))
+    for s in range(stride):
+        for c, x in pairs:
+            c = (c + s) % C
+            back[c] = back.get(c, 0.0) + x
+    return back
 
 
 def _as_list(x, dtype) -> list:
