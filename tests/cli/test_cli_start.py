@@ -80,3 +80,26 @@ def test_root_help_sets_no_malloc_threshold():
     mods = _modules_after("from librapim_cli.cli.app import main; sys.argv = ['librapim', '--help']\n"
                           "try:\n    main()\nexcept SystemExit:\n    pass")
     assert "ctypes" not in mods  # the setting (and its ctypes import) waits for a command
+
+
+def test_loading_a_command_freezes_its_imports_and_restores_the_collector():
+    """load_command imports with the cyclic collector off and then moves what the imports made out of its view
+    (gc.freeze): the collector is on again afterwards if it was on, and off if it was off."""
+    import gc
+
+    try:
+        for enabled in (True, False):
+            gc.unfreeze()
+            (gc.enable if enabled else gc.disable)()
+            load_command("presets")
+            assert gc.isenabled() is enabled
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_run_without_a_progress_bar_loads_no_progress_renderer():
+    mods = _modules_after("from librapim_cli.cli.app import main; sys.argv = ['librapim', 'simulate', '--mode', "
+                          "'iteration']\ntry:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code")
+    assert "librapim_cli.simulate" in mods and "rich.progress" not in mods and "rich._emoji_codes" not in mods

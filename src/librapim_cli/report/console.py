@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -24,8 +23,9 @@ IDLE_STYLE = "bold yellow"
 
 
 def make_console(stderr: bool = False) -> Console:
-    """A console without automatic highlighting (numbers are styled explicitly)."""
-    return Console(stderr=stderr, highlight=False)
+    """A console without automatic highlighting (numbers are styled explicitly) or emoji codes (a name such as
+    ``a:b:c`` prints as given)."""
+    return Console(stderr=stderr, highlight=False, emoji=False)
 
 
 def _table(title: str) -> Table:
@@ -60,6 +60,14 @@ def progress_callback(description: str, enabled: bool) -> Iterator[Callable[[int
     if not enabled:
         yield None
         return
+    from rich.progress import (  # only with a bar
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=make_console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=None)
