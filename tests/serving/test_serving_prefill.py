@@ -104,3 +104,8 @@ def test_token_table_gives_the_same_costs(system, model):
     assert [costs_of_keys(s.model, s.system, s.tp, s.pp, [k], pc._token_ops)[0] for k in keys] == plain
     assert costs_of_keys(s.model, s.system, s.tp, s.pp, keys[:6], pc._token_ops) == plain[:6]
     assert len(pc._blocks) >= 2
+    heads: dict = {}
+    for _ in range(2):  # as the coster calls it: the LM head's cost by prompt count costed once, then reused
+        assert [costs_of_keys(s.model, s.system, s.tp, s.pp, [k], pc._token_ops, pc._qkv_ops, heads)[0]
+                for k in keys] == plain
+    assert sorted(heads) == sorted({float(k[0]) for k in keys})

@@ -108,18 +108,24 @@ def prefill_ops_for(model: ModelSpec, tp: int, tokens, causal_pairs) -> list:
     """:func:`prefill_ops` from what it depends on: the prompts' total tokens and total causal pairs
     sum(P (P + 1) / 2) (scalars, or arrays over micro-batches: every op size is then an array)."""
     tokens = np.asarray(tokens, dtype=float) if np.ndim(tokens) else float(tokens)
-    q, kv = shard_heads(model, tp)
     ops = fc_ops(model, tp, tokens)
     qkv = [o for o in ops if o.phase == "qkv"]
     rest = [o for o in ops if o.phase == "rest"]
-    # per query head: score (P x dh) @ (dh x P) causal half, context (P x P/2) @ (P x dh); modelled as
-    # GEMMs with m = tokens * q_heads rows and a mean causal span of tri / tokens keys
+    return qkv + prefill_attention_ops(model, tp, tokens, causal_pairs) + rest
+
+
+def prefill_attention_ops(model: ModelSpec, tp: int, tokens, causal_pairs) -> list:
+    """The causal attention of :func:`prefill_ops_for` (its only ops that depend on more than the tokens), between
+    the 'qkv' and the 'rest' ops: per query head, score (P x dh) @ (dh x P) causal half and context
+    (P x P/2) @ (P x dh), modelled as GEMMs with m = tokens * q_heads rows and a mean causal span of
+    tri / tokens keys."""
+    tokens = np.asarray(tokens, dtype=float) if np.ndim(tokens) else float(tokens)
+    q, _ = shard_heads(model, tp)
     span = np.maximum(np.round(causal_pairs / np.maximum(tokens, 1.0)), 1)
     span = span.astype(float) if np.ndim(span) else int(span)
-    attn = [
+    return [
         Gemm("prefill_score", "attention", tokens * q, model.head_dim, span, model.dtype_bytes,
              streams_weights=False),
         Gemm("prefill_context", "attention", tokens * q, span, model.head_dim, model.dtype_bytes,
              streams_weights=False),
     ]
-    return qkv + attn + rest

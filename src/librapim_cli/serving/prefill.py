@@ -26,7 +26,7 @@ import numpy as np
 
 from ..cost.link import link_cost
 from ..cost.npu import npu_cost
-from ..graph.decode import lm_head_op, prefill_ops_for
+from ..graph.decode import fc_ops, lm_head_op, prefill_attention_ops, prefill_ops_for
 from ..graph.ops import AllReduce
 from ..spec.model import ModelSpec
 from ..spec.system import SystemSpec
@@ -68,11 +68,15 @@ def _op_cost(op, system: SystemSpec):
 
 
 def costs_of_keys(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
-                  keys: list[tuple[int, int, int]], token_ops=None) -> list[PrefillCost]:
+                  keys: list[tuple[int, int, int]], token_ops=None, qkv_ops: int | None = None,
+                  heads: dict | None = None) -> list[PrefillCost]:
     """Prefill cost of micro-batches given by their keys (prompts, tokens, causal pairs), in one pass: the op
     sizes are arrays over the micro-batches, which the cost functions evaluate element-wise. ``token_ops``
     (tokens -> (ops, 3, n) time, FLOPs and energy), when given, supplies the ops that depend on the tokens
-    alone (every op but the causal attention), in op order: the same figures, looked up."""
+    alone (every op but the causal attention), in op order: the same figures, looked up; only the causal
+    attention (:func:`prefill_attention_ops`) is then costed, after the first ``qkv_ops`` of them (the 'qkv'
+    ops; default: counted from :func:`fc_ops`). ``heads`` (a dict kept by the caller): the LM head's cost of a
+    single micro-batch by its prompt count, reused."""
     if not keys:
         return []
     k = np.asarray(keys, dtype=float).reshape(-1, 3)
@@ -83,24 +87,29 @@ def costs_of_keys(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
     counts, tokens, pairs = k[live].T
     hw = system.hardware
     one = counts.shape[0] == 1  # scalar sizes: the same figures, without 1-element arrays
-    ops = prefill_ops_for(model, tp, float(tokens[0]) if one else tokens, float(pairs[0]) if one else pairs)
-    tok = None
-    if token_ops is not None:
-        tok = token_ops(tokens.astype(np.int64))
-        tok = tok[:, :, 0].tolist() if one else tok
+    tok_arg, pairs_arg = (float(tokens[0]), float(pairs[0])) if one else (tokens, pairs)
     layer_s = layer_fl = layer_e = 0.0
-    i = 0
-    for op in ops:  # one after another, in op order
-        if tok is not None and op.phase != "attention":
-            c_t, c_f, c_e = tok[i]
-            i += 1
-        else:
-            c = _op_cost(op, system)
-            c_t, c_f, c_e = c.time_s, c.flops, c.energy_j
+    if token_ops is None:
+        figures = ((c.time_s, c.flops, c.energy_j) for c in (_op_cost(op, system) for op in
+                                                              prefill_ops_for(model, tp, tok_arg, pairs_arg)))
+    else:
+        tok = token_ops(tokens.astype(np.int64))
+        tok = tok[:, :, 0].tolist() if one else list(tok)
+        if qkv_ops is None:
+            qkv_ops = sum(op.phase == "qkv" for op in fc_ops(model, tp, 1.0))
+        attn = [(c.time_s, c.flops, c.energy_j) for c in (_op_cost(op, system) for op in
+                                                          prefill_attention_ops(model, tp, tok_arg, pairs_arg))]
+        figures = tok[:qkv_ops] + attn + tok[qkv_ops:]  # op order: qkv, the causal attention, the rest
+    for c_t, c_f, c_e in figures:  # one after another, in op order
         layer_s = layer_s + c_t
         layer_fl = layer_fl + c_f
         layer_e = layer_e + c_e
-    head = npu_cost(lm_head_op(model, tp, float(counts[0]) if one else counts), hw)
+    if one and heads is not None:
+        head = heads.get(cnt := float(counts[0]))
+        if head is None:
+            head = heads[cnt] = npu_cost(lm_head_op(model, tp, cnt), hw)
+    else:
+        head = npu_cost(lm_head_op(model, tp, float(counts[0]) if one else counts), hw)
     layers = model.layers // pp
     busy_s = layers * layer_s + head.time_s
     row_bytes = model.d_model * model.dtype_bytes
@@ -109,7 +118,10 @@ def costs_of_keys(model: ModelSpec, system: SystemSpec, tp: int, pp: int,
     flops = layers * layer_fl + head.flops
     energy = (layers * layer_e * pp + head.energy_j) * tp
     n = counts.shape[0]
-    cols = [np.broadcast_to(np.asarray(x, dtype=float), (n,)).tolist() for x in (time_s, busy_s, flops, energy)]
+    if one:  # the same floats as the general path's one-element lists
+        cols = [[float(np.asarray(x, dtype=float).reshape(-1)[0])] for x in (time_s, busy_s, flops, energy)]
+    else:
+        cols = [np.broadcast_to(np.asarray(x, dtype=float), (n,)).tolist() for x in (time_s, busy_s, flops, energy)]
     for i, row in zip(np.flatnonzero(live).tolist(), zip(*cols, strict=True), strict=True):
         out[i] = PrefillCost(*row)
     return out
@@ -147,6 +159,8 @@ class PrefillCoster:
         self.model, self.system, self.tp, self.pp = model, system, tp, pp
         self._memo: dict[tuple[int, int, int], PrefillCost] = {}
         self._blocks: dict[int, np.ndarray] = {}  # token block -> (ops, 3, TOKEN_BLOCK)
+        self._qkv_ops = sum(op.phase == "qkv" for op in fc_ops(model, tp, 1.0))  # token ops before the attention
+        self._heads: dict = {}  # prompt count -> the LM head's cost (costs_of_keys)
 
     def _token_ops(self, tokens: np.ndarray) -> np.ndarray:
         """(time, FLOPs, energy) of every op of a prefill layer that depends on the tokens alone (all but the
@@ -175,8 +189,8 @@ class PrefillCoster:
             # a few keys: their token-only ops from the per-token table (a single key costs ~4x less); many
             # keys (a warm-up): one vectorized pass over all of them
             table = self._token_ops if len(keys) <= 8 else None
-            self._memo.update(zip(keys, costs_of_keys(self.model, self.system, self.tp, self.pp, keys, table),
-                                  strict=True))
+            self._memo.update(zip(keys, costs_of_keys(self.model, self.system, self.tp, self.pp, keys, table,
+                                                      self._qkv_ops, self._heads), strict=True))
 
     def warm(self, prompt_lens: np.ndarray) -> None:
         """Cost the single-prompt micro-batches of these prompt lengths ahead, in one pass."""
