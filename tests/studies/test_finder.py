@@ -46,3 +46,27 @@ def test_a_small_search_reports_a_consistent_region():
         lo, hi = map(int, by["batch"].bounds.split("-"))
         assert 1 <= lo <= hi <= 16
         assert r.best["value"] >= 2.1
+
+
+def test_commands_that_run_a_sweep_work_whatever_was_imported_first():
+    """``run`` is both a function of librapim_cli.sweep and the name of its module: once the module itself is
+    imported (here: every module of the package, as a worker process or a tool may), the package attribute is the
+    module, so the commands must import the function from the module (a regression: 'module' object is not
+    callable)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, pkgutil, librapim_cli\n"
+        "for m in pkgutil.walk_packages(librapim_cli.__path__, 'librapim_cli.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "from typer.testing import CliRunner\n"
+        "from librapim_cli.cli.app import app\n"
+        "r = CliRunner().invoke(app, ['regime', '--target', 'librapim/neupims>=2', '--sampler', 'bogus'])\n"
+        "print(r.exit_code)\n"
+        "print(r.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    code, err = r.stdout.split("\n", 1)
+    assert code == "2", r.stdout + r.stderr
+    assert "sampler" in err and "not callable" not in err

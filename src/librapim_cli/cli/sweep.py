@@ -160,8 +160,9 @@ def sweep_cmd(
     resumes and exits 130 (143 for SIGTERM); a second one stops at once. Infeasible designs (do not fit,
     break a constraint) are recorded with their reason and are never reported as best. See docs/sweep.md.
     """
-    from ..sweep import export_best, load_sweep, run, study_rows, write_trials
+    from ..sweep import export_best, load_sweep, study_rows, write_trials
     from ..sweep.paths import check_out_dir, check_out_file
+    from ..sweep.run import run  # the function: the package attribute is the module once that is loaded
 
     if out is not None:  # before a long sweep, not after it
         check_out_file(out, "--out", (".csv", ".json"))

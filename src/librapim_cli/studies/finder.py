@@ -209,8 +209,9 @@ def find_regime(target: Target, *, space: Space = Space(), trials: int = 100, sa
                 seed: int | None = 0, storage: str | None = None, study: str | None = None, workers: int = 1,
                 progress: Callable[[Any], None] | None = None, handle_signals: bool = False) -> Region:
     """Search ``space`` for where ``target`` holds (the sweep engine), and the region found."""
-    from ..sweep import parse_sweep, run
+    from ..sweep import parse_sweep
     from ..sweep.results import study_rows
+    from ..sweep.run import run  # the function: the package attribute is the module once that is loaded
 
     spec_d = sweep_dict(target, space, trials)
     spec = parse_sweep(spec_d, f"--target {target.text}")

@@ -8,7 +8,10 @@ a trial, stale trials, the journal lock) -> study.py (samplers, open a study bou
 files). docs/sweep.md describes the whole.
 
 The names below load their module on first use, so importing this package (or the CLI) does not import
-optuna until a sweep is run or read.
+optuna until a sweep is run or read. ``run`` is also the name of its module: once something has imported
+``librapim_cli.sweep.run`` itself (a worker process unpickling its entry point, a tool importing every module),
+the package attribute ``run`` is that module, so the package's own code imports the function as
+``from .run import run`` (``from librapim_cli.sweep.run import run`` outside).
 """
 
 from __future__ import annotations
