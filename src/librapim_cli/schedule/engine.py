@@ -74,7 +74,7 @@ from ..optimize.stage import (
     row_steps,
 )
 from .context import Schedule
-from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, structure, tile
+from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, sram_share, structure, tile
 
 # figures summed per iteration (IterationBatch fields besides ``tokens``)
 FIELDS = ("time_s", "npu_busy_s", "npu_sa_busy_s", "pim_busy_s", "pim_busy_max_s", "npu_flops", "pim_flops",
@@ -279,6 +279,22 @@ def prepare(s: Schedule, a: Assignment) -> Prepared:
     return prep
 
 
+def _share_codes(s: Schedule, share: np.ndarray) -> np.ndarray:
+    """Each SRAM share's rank among the distinct shares the schedule's stages can have (0 and
+    ``plan.sram_share`` of every FC group at every row count, listed once per schedule): an integer code with
+    the shares' equality and order, so :func:`_distinct` need not sort the float column."""
+    t = s.tables
+    hit = s.memo.get("shares")
+    if hit is None or hit[0] is not t or hit[1] is not s.system:  # built for these tables and this system
+        vals = np.unique(np.concatenate(([0.0], sram_share(t.npu_stack[:, BYTES], t.sram_bytes).reshape(-1))))
+        hit = s.memo["shares"] = (t, s.system, vals)
+    vals = hit[2]
+    code = np.searchsorted(vals, share)
+    if not np.array_equal(vals.take(code, mode="clip"), share):  # a share not listed: rank the shares given
+        code = np.unique(share, return_inverse=True)[1].reshape(-1)
+    return code
+
+
 def _distinct(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(one element of each distinct row, the distinct row of every element) of equal-length columns of
     non-negative integers (a float column is coded by its distinct values first); distinct rows in sorted
@@ -309,6 +325,7 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     lay = structure(a, s.layers_per_stage, t.npu_stack[:, BYTES], t.sram_bytes)
     gi, rows, cache, ag = lay.inst_fc_group, lay.inst_rows, lay.inst_cache_frac, lay.inst_ag
     S = rows.shape[0]
+    cc = _share_codes(s, cache)
     y0 = np.zeros(S, dtype=np.int64)
     j0 = np.zeros(S, dtype=np.int64)
     dbo = system.dbo if s.dbo_on else None
@@ -334,7 +351,7 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
         fixed = np.flatnonzero(live_bal & ~has_attn & (rows > 0)) if dbo.fc_to_pim else np.zeros(0, dtype=np.int64)
         need = np.concatenate([fixed, dyn]) if dbo.fc_to_pim else fixed
         if need.size:  # the curves of every distinct (FC group, rows, SRAM share) once
-            first, inv = _distinct(gi[need], rows[need], cache[need])
+            first, inv = _distinct(gi[need], rows[need], cc[need])
             u_i = need[first]
             store = s.memo.get(("curves", columns))
             if store is None or not store.serves(s):
@@ -353,8 +370,8 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                 if store.affine:  # the undominated decisions, padded to the longest of these curves
                     W = int(store.count[cid].max())
                     fast = (store.k[cid, :W], store.fa[cid, :W], store.fio[cid, :W], store.u[cid, :W])
-    first, inv = _distinct(gi, rows, cache, y0, j0)  # (N_CURVES, S), computed once per distinct instance
-    x = fc_figures(t, gi[first], rows[first], cache[first], y0[first], j0[first]).T[:, inv]
+    first, inv = _distinct(gi, rows, cc, y0, j0)  # (N_CURVES, S), computed once per distinct instance
+    x = _figures(s, gi[first], rows[first], cache[first], y0[first], j0[first])[:, inv]
     # pseudo-stages of the attention direction: no rows moved, then the joint row steps
     n = dyn.shape[0]
     q_of, q_u = np.arange(n), np.zeros(n, dtype=np.int64)
@@ -421,6 +438,36 @@ def _head_table(s: Schedule, cols: bool, home_pim: bool, hr: np.ndarray) -> np.n
         tab[:, new] = (head_s, head_npu, head_sa, head_fl, head_e, head_pim, head_pfl, head_j)
         have[new] = True
     return tab[:, hr]
+
+
+def _figures(s: Schedule, gi: np.ndarray, rows: np.ndarray, cache: np.ndarray, y: np.ndarray,
+             j: np.ndarray) -> np.ndarray:
+    """``stage.fc_figures`` of these decisions as (N_CURVES, n), each (FC group, rows, SRAM share, y, j) computed
+    once per schedule (kept by key in rows of an array that grows, cleared past CURVE_MEMO decisions; a decision's
+    figures depend on nothing else, so this changes no result)."""
+    t = s.tables
+    hit = s.memo.get("figures")
+    if hit is None or hit[0] is not t or hit[1] is not s.system:  # built for these tables and this system
+        hit = s.memo["figures"] = [t, s.system, {}, np.empty((0, N_CURVES))]
+    index, store = hit[2], hit[3]
+    keys = list(zip(gi.tolist(), rows.tolist(), cache.tolist(), y.tolist(), j.tolist(), strict=True))
+    get = index.get
+    out = [get(k, -1) for k in keys]
+    miss = [i for i, v in enumerate(out) if v < 0]
+    if miss:
+        if len(index) + len(miss) > CURVE_MEMO:
+            index.clear()
+            out, miss = [-1] * len(keys), list(range(len(keys)))
+        m = np.asarray(miss, dtype=np.int64)
+        lo = len(index)
+        if store.shape[0] < lo + m.shape[0]:  # grow to twice the rows (at least 64), keeping rows 0..lo
+            grown = np.empty((max(2 * lo, lo + m.shape[0], 64), N_CURVES))
+            grown[:lo] = store[:lo]
+            store = hit[3] = grown
+        store[lo:lo + m.shape[0]] = fc_figures(t, gi[m], rows[m], cache[m], y[m], j[m])
+        for i_, i in enumerate(miss):
+            out[i] = index[keys[i]] = lo + i_
+    return store[np.asarray(out, dtype=np.int64)].T
 
 
 class _CurveStore:

@@ -247,6 +247,11 @@ def _splits(queue: np.ndarray, KP: int, C: int, lens: np.ndarray, rank: np.ndarr
     return count, out
 
 
+def sram_share(weight_bytes: np.ndarray, sram_bytes: float) -> np.ndarray:
+    """The share min(1, sram / bytes) of weights of ``weight_bytes`` still in SRAM (0 for no weights)."""
+    return np.where(weight_bytes > 0, np.minimum(1.0, sram_bytes / np.where(weight_bytes > 0, weight_bytes, 1.0)), 0.0)
+
+
 def structure(a: Assignment, layers_per_stage: int, group_bytes: np.ndarray, sram_bytes: float) -> Layout:
     """Stage instances of every variant (depends only on ``a.key()``, so the engine memoizes it).
 
@@ -272,9 +277,7 @@ def structure(a: Assignment, layers_per_stage: int, group_bytes: np.ndarray, sra
     rows = np.where(fc_sub >= 0, group_rows[inst_vm * SUBS + np.maximum(fc_sub, 0)], 0)
     ag = np.where(attn_sub >= 0, inst_vm * SUBS + np.maximum(attn_sub, 0), G)
     b_max = np.maximum(group_rows[inst_vm * SUBS], group_rows[inst_vm * SUBS + 1])
-    wb = group_bytes[_K["fc_group"][kind], b_max]
-    frac = np.where(wb > 0, np.minimum(1.0, sram_bytes / np.where(wb > 0, wb, 1.0)), 0.0)
-    cache = np.where(_K["may_be_cached"][kind], frac, 0.0)
+    cache = np.where(_K["may_be_cached"][kind], sram_share(group_bytes[_K["fc_group"][kind], b_max], sram_bytes), 0.0)
     reps = (_K["per_layer"][kind] * layers_per_stage + _K["extra"][kind]).astype(float)
     var = inst_vm // pp
     return Layout(a.K, pp, layers_per_stage, G, group_rows, a.mb_rows, a.var_k, a.var_c, var, a.var_k[var],
