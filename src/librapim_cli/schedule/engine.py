@@ -377,14 +377,16 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     q_of, q_u = np.arange(n), np.zeros(n, dtype=np.int64)
     q_x = x[:, dyn]
     if dbo is not None and dyn_u is not None and dbo.joint and s.on_pim and dbo.attention_to_npu and n:
-        r = rows[dyn]
+        # the steps that move rows (0 < y < rows, each row count once), per distinct curve, then per instance
+        r = rows[u_i]
         steps = np.array(JOINT_STEPS)
         ys = row_steps(r[:, None], steps[None, :])
         keep = (ys > 0) & (ys < r[:, None])
         keep[:, 1:] &= ys[:, 1:] != ys[:, :-1]
-        jo, col = np.nonzero(keep)
+        jo, col = np.nonzero(keep[dyn_u])
         q_of, q_u = np.concatenate([q_of, jo]), np.concatenate([q_u, steps[col]])
-        q_x = np.concatenate([q_x, curves[dyn_u[jo], :, steps[col]].T], axis=1)
+        cj = curves[:, :, steps].transpose(1, 0, 2).reshape(curves.shape[1], -1)  # (N_CURVES, distinct x steps)
+        q_x = np.concatenate([q_x, cj[:, dyn_u[jo] * steps.shape[0] + col]], axis=1)
     vs = lay.inst_var
     var_starts = np.flatnonzero(np.concatenate(([True], vs[1:] != vs[:-1]))) if S else np.zeros(0, dtype=np.int64)
     # LM head of every micro-batch (with DBO: the vocabulary-column share on the PIM), and its hand-off
@@ -398,7 +400,10 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     off = head_pfl if dbo is not None else z  # FC work on the PIM by placement is its home, not an offload
     per_mb = (head_s + p2p, head_npu, head_sa, head_pim, head_pim, head_fl, head_pfl, head_e * s.tp, z, z,
               head_fl + head_pfl, off)  # in FIELDS order
-    head = np.stack([np.bincount(kk, weights=v, minlength=K) for v in per_mb])
+    # per field and iteration: one bincount over (field, iteration) keys (each bin summed in the same order)
+    head = np.bincount((np.arange(len(per_mb))[:, None] * K + kk).reshape(-1),
+                       weights=np.concatenate(per_mb),
+                       minlength=len(per_mb) * K).reshape(len(per_mb), K)
     fc_flops = np.where(lay.inst_balanced, x[C_FLOPS] + x[C_PF_FLOPS], 0.0)
     return Prepared(lay, x, y0, j0, lay.inst_reps, fc_flops, dbo is not None, dyn, curves, grid, vec_link, dyn_u,
                     fast, lb_chain, lb_mem, q_of, q_u, q_x, var_starts, vs[var_starts], head, mbs,
