@@ -74,7 +74,7 @@ from ..optimize.stage import (
     row_steps,
 )
 from .context import Schedule
-from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, structure, tile
+from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, sram_share, structure, tile
 
 # figures summed per iteration (IterationBatch fields besides ``tokens``)
 FIELDS = ("time_s", "npu_busy_s", "npu_sa_busy_s", "pim_busy_s", "pim_busy_max_s", "npu_flops", "pim_flops",
@@ -279,6 +279,22 @@ def prepare(s: Schedule, a: Assignment) -> Prepared:
     return prep
 
 
+def _share_codes(s: Schedule, share: np.ndarray) -> np.ndarray:
+    """Each SRAM share's rank among the distinct shares the schedule's stages can have (0 and
+    ``plan.sram_share`` of every FC group at every row count, listed once per schedule): an integer code with
+    the shares' equality and order, so :func:`_distinct` need not sort the float column."""
+    t = s.tables
+    hit = s.memo.get("shares")
+    if hit is None or hit[0] is not t or hit[1] is not s.system:  # built for these tables and this system
+        vals = np.unique(np.concatenate(([0.0], sram_share(t.npu_stack[:, BYTES], t.sram_bytes).reshape(-1))))
+        hit = s.memo["shares"] = (t, s.system, vals)
+    vals = hit[2]
+    code = np.searchsorted(vals, share)
+    if not np.array_equal(vals.take(code, mode="clip"), share):  # a share not listed: rank the shares given
+        code = np.unique(share, return_inverse=True)[1].reshape(-1)
+    return code
+
+
 def _distinct(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(one element of each distinct row, the distinct row of every element) of equal-length columns of
     non-negative integers (a float column is coded by its distinct values first); distinct rows in sorted
@@ -309,6 +325,7 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     lay = structure(a, s.layers_per_stage, t.npu_stack[:, BYTES], t.sram_bytes)
     gi, rows, cache, ag = lay.inst_fc_group, lay.inst_rows, lay.inst_cache_frac, lay.inst_ag
     S = rows.shape[0]
+    cc = _share_codes(s, cache)
     y0 = np.zeros(S, dtype=np.int64)
     j0 = np.zeros(S, dtype=np.int64)
     dbo = system.dbo if s.dbo_on else None
@@ -334,7 +351,7 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
         fixed = np.flatnonzero(live_bal & ~has_attn & (rows > 0)) if dbo.fc_to_pim else np.zeros(0, dtype=np.int64)
         need = np.concatenate([fixed, dyn]) if dbo.fc_to_pim else fixed
         if need.size:  # the curves of every distinct (FC group, rows, SRAM share) once
-            first, inv = _distinct(gi[need], rows[need], cache[need])
+            first, inv = _distinct(gi[need], rows[need], cc[need])
             u_i = need[first]
             store = s.memo.get(("curves", columns))
             if store is None or not store.serves(s):
@@ -353,21 +370,23 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
                 if store.affine:  # the undominated decisions, padded to the longest of these curves
                     W = int(store.count[cid].max())
                     fast = (store.k[cid, :W], store.fa[cid, :W], store.fio[cid, :W], store.u[cid, :W])
-    first, inv = _distinct(gi, rows, cache, y0, j0)  # (N_CURVES, S), computed once per distinct instance
-    x = fc_figures(t, gi[first], rows[first], cache[first], y0[first], j0[first]).T[:, inv]
+    first, inv = _distinct(gi, rows, cc, y0, j0)  # (N_CURVES, S), computed once per distinct instance
+    x = _figures(s, gi[first], rows[first], cache[first], y0[first], j0[first])[:, inv]
     # pseudo-stages of the attention direction: no rows moved, then the joint row steps
     n = dyn.shape[0]
     q_of, q_u = np.arange(n), np.zeros(n, dtype=np.int64)
     q_x = x[:, dyn]
     if dbo is not None and dyn_u is not None and dbo.joint and s.on_pim and dbo.attention_to_npu and n:
-        r = rows[dyn]
+        # the steps that move rows (0 < y < rows, each row count once), per distinct curve, then per instance
+        r = rows[u_i]
         steps = np.array(JOINT_STEPS)
         ys = row_steps(r[:, None], steps[None, :])
         keep = (ys > 0) & (ys < r[:, None])
         keep[:, 1:] &= ys[:, 1:] != ys[:, :-1]
-        jo, col = np.nonzero(keep)
+        jo, col = np.nonzero(keep[dyn_u])
         q_of, q_u = np.concatenate([q_of, jo]), np.concatenate([q_u, steps[col]])
-        q_x = np.concatenate([q_x, curves[dyn_u[jo], :, steps[col]].T], axis=1)
+        cj = curves[:, :, steps].transpose(1, 0, 2).reshape(curves.shape[1], -1)  # (N_CURVES, distinct x steps)
+        q_x = np.concatenate([q_x, cj[:, dyn_u[jo] * steps.shape[0] + col]], axis=1)
     vs = lay.inst_var
     var_starts = np.flatnonzero(np.concatenate(([True], vs[1:] != vs[:-1]))) if S else np.zeros(0, dtype=np.int64)
     # LM head of every micro-batch (with DBO: the vocabulary-column share on the PIM), and its hand-off
@@ -381,7 +400,10 @@ def _prepare(s: Schedule, a: Assignment) -> Prepared:
     off = head_pfl if dbo is not None else z  # FC work on the PIM by placement is its home, not an offload
     per_mb = (head_s + p2p, head_npu, head_sa, head_pim, head_pim, head_fl, head_pfl, head_e * s.tp, z, z,
               head_fl + head_pfl, off)  # in FIELDS order
-    head = np.stack([np.bincount(kk, weights=v, minlength=K) for v in per_mb])
+    # per field and iteration: one bincount over (field, iteration) keys (each bin summed in the same order)
+    head = np.bincount((np.arange(len(per_mb))[:, None] * K + kk).reshape(-1),
+                       weights=np.concatenate(per_mb),
+                       minlength=len(per_mb) * K).reshape(len(per_mb), K)
     fc_flops = np.where(lay.inst_balanced, x[C_FLOPS] + x[C_PF_FLOPS], 0.0)
     return Prepared(lay, x, y0, j0, lay.inst_reps, fc_flops, dbo is not None, dyn, curves, grid, vec_link, dyn_u,
                     fast, lb_chain, lb_mem, q_of, q_u, q_x, var_starts, vs[var_starts], head, mbs,
@@ -421,6 +443,36 @@ def _head_table(s: Schedule, cols: bool, home_pim: bool, hr: np.ndarray) -> np.n
         tab[:, new] = (head_s, head_npu, head_sa, head_fl, head_e, head_pim, head_pfl, head_j)
         have[new] = True
     return tab[:, hr]
+
+
+def _figures(s: Schedule, gi: np.ndarray, rows: np.ndarray, cache: np.ndarray, y: np.ndarray,
+             j: np.ndarray) -> np.ndarray:
+    """``stage.fc_figures`` of these decisions as (N_CURVES, n), each (FC group, rows, SRAM share, y, j) computed
+    once per schedule (kept by key in rows of an array that grows, cleared past CURVE_MEMO decisions; a decision's
+    figures depend on nothing else, so this changes no result)."""
+    t = s.tables
+    hit = s.memo.get("figures")
+    if hit is None or hit[0] is not t or hit[1] is not s.system:  # built for these tables and this system
+        hit = s.memo["figures"] = [t, s.system, {}, np.empty((0, N_CURVES))]
+    index, store = hit[2], hit[3]
+    keys = list(zip(gi.tolist(), rows.tolist(), cache.tolist(), y.tolist(), j.tolist(), strict=True))
+    get = index.get
+    out = [get(k, -1) for k in keys]
+    miss = [i for i, v in enumerate(out) if v < 0]
+    if miss:
+        if len(index) + len(miss) > CURVE_MEMO:
+            index.clear()
+            out, miss = [-1] * len(keys), list(range(len(keys)))
+        m = np.asarray(miss, dtype=np.int64)
+        lo = len(index)
+        if store.shape[0] < lo + m.shape[0]:  # grow to twice the rows (at least 64), keeping rows 0..lo
+            grown = np.empty((max(2 * lo, lo + m.shape[0], 64), N_CURVES))
+            grown[:lo] = store[:lo]
+            store = hit[3] = grown
+        store[lo:lo + m.shape[0]] = fc_figures(t, gi[m], rows[m], cache[m], y[m], j[m])
+        for i_, i in enumerate(miss):
+            out[i] = index[keys[i]] = lo + i_
+    return store[np.asarray(out, dtype=np.int64)].T
 
 
 class _CurveStore:

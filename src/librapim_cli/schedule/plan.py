@@ -156,7 +156,7 @@ def _ranks(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     size = np.bincount(key, minlength=bound)
     first = np.cumsum(size) - size
     rank = np.empty(key.shape[0], dtype=np.int64)
-    rank[order] = np.arange(key.shape[0]) - first[key[order]]
+    rank[order] = np.arange(key.shape[0]) - np.repeat(first, size)  # key[order] is every key, size times
     return order, rank, size
 
 
@@ -170,9 +170,10 @@ def assign(system: SystemSpec, pp: int, n_k: np.ndarray, lens: np.ndarray, ch: n
     queue_rank = mb = None
     if pp > 1:  # deal each channel's requests (in admission order) to the micro-batches in turn
         starts = np.cumsum(n_k) - n_k
-        order, kc_rank, _ = _ranks(kc, K * C)
-        mb = np.empty(R, dtype=np.int64)
-        mb[order] = (np.arange(R) - starts[kid[order]]) % pp
+        _, kc_rank, kc_size = _ranks(kc, K * C)
+        # a request's place in its iteration, by (channel, admission): its channel's first place there + its rank
+        first = (np.cumsum(kc_size) - kc_size).reshape(K, C) - starts[:, None]
+        mb = (first.reshape(-1)[kc] + kc_rank) % pp
         mbi = kid * pp + mb
         queue_rank = kc_rank // pp  # a channel's requests dealt in turn: every pp-th one lands in the same queue
     else:
@@ -199,8 +200,14 @@ def assign(system: SystemSpec, pp: int, n_k: np.ndarray, lens: np.ndarray, ch: n
         if (var_c == COUNT_C).any():
             group = group + np.where(var_c[kid] == COUNT_C, _split_count(queue, KP, C, queue_rank)[0], 0)
     else:
-        sub_count, sub_context = _splits(queue, KP, C, lens, queue_rank, kc, mb, pp)
-        group = np.concatenate([group, group + (KP * SUBS + sub_count), group + (2 * KP * SUBS + sub_context)])
+        sub_count, sub_context = _splits(queue, KP, C, lens, queue_rank)
+        g3 = np.empty((3, R), dtype=np.int64)  # the candidates' groups, block after block
+        g3[0] = group
+        np.add(group, KP * SUBS, out=g3[1])
+        g3[1] += sub_count
+        np.add(group, 2 * KP * SUBS, out=g3[2])
+        g3[2] += sub_context
+        group = g3.reshape(-1)
     G = V * pp * SUBS
     return Assignment(K, pp, blocks, var_k, var_c, var_ok, group, np.bincount(group, minlength=G + 1), mb_rows)
 
@@ -220,31 +227,24 @@ def _split_count(queue: np.ndarray, KP: int, C: int, rank: np.ndarray | None = N
     return (rank >= (size // 2 + extra)[queue]).astype(np.int64), size, extra
 
 
-def _splits(queue: np.ndarray, KP: int, C: int, lens: np.ndarray, rank: np.ndarray | None = None,
-            kc: np.ndarray | None = None, mb: np.ndarray | None = None, pp: int = 1):
+def _splits(queue: np.ndarray, KP: int, C: int, lens: np.ndarray, rank: np.ndarray | None = None):
     """Both channel-aware splits (module docstring). ``context``: each queue by context, longest first (ties in
     admission order), dealt 0, 1, 1, 0, 0, 1, ...; an odd queue gives its extra request to the side the count
-    split gives it to (the pattern's own extra side is 0 if size % 4 == 1, else 1). With pp > 1 the caller gives
-    each request's (iteration, channel) key ``kc`` and micro-batch ``mb`` (queue = its micro-batch's channel);
-    with pp = 1 the queue is that key."""
+    split gives it to (the pattern's own extra side is 0 if size % 4 == 1, else 1)."""
     count, size, extra = _split_count(queue, KP, C, rank)
     Lmax = int(lens.max()) + 1 if lens.shape[0] else 1
     by_len = _order(Lmax - 1 - lens, Lmax)
-    if pp > 1:  # by (micro-batch, iteration, channel), then context: queue by queue in (micro-batch)-major order
-        K = KP // pp
-        o = by_len[_order(kc[by_len], K * C)]
-        o = o[np.argsort(mb[o].astype(np.uint8 if pp <= 256 else np.int64), kind="stable")]
-        seg = size.reshape(K, pp, C).transpose(1, 0, 2).reshape(-1)  # queue sizes in that order
-        first = (np.cumsum(seg) - seg).reshape(pp, K, C).transpose(1, 0, 2).reshape(-1)
-    else:
-        o = by_len[_order(queue[by_len], KP * C)]
-        first = np.cumsum(size) - size
+    o = by_len[_order(queue[by_len], KP * C)]  # queue by queue, each by context (ties in admission order)
     flip = (size % 2 == 1) & ((size % 4 == 3) != (extra == 0))  # per queue: natural extra side != wanted
-    qo = queue[o]
-    rank1 = np.arange(queue.shape[0]) - first[qo] + 1  # 1 + the rank in its queue, in sorted order
+    rank1 = np.arange(queue.shape[0]) - np.repeat(np.cumsum(size) - size - 1, size)  # 1 + the rank in its queue
     out = np.empty(queue.shape[0], dtype=np.int64)
-    out[o] = ((rank1 >> 1) & 1) ^ flip[qo]  # ranks 0, 1, 2, 3, ... dealt 0, 1, 1, 0, ... (flipped)
+    out[o] = ((rank1 >> 1) & 1) ^ np.repeat(flip, size)  # ranks 0, 1, 2, 3, ... dealt 0, 1, 1, 0, ... (flipped)
     return count, out
+
+
+def sram_share(weight_bytes: np.ndarray, sram_bytes: float) -> np.ndarray:
+    """The share min(1, sram / bytes) of weights of ``weight_bytes`` still in SRAM (0 for no weights)."""
+    return np.where(weight_bytes > 0, np.minimum(1.0, sram_bytes / np.where(weight_bytes > 0, weight_bytes, 1.0)), 0.0)
 
 
 def structure(a: Assignment, layers_per_stage: int, group_bytes: np.ndarray, sram_bytes: float) -> Layout:
@@ -258,24 +258,24 @@ def structure(a: Assignment, layers_per_stage: int, group_bytes: np.ndarray, sra
     pp, V = a.pp, a.var_k.shape[0]
     G = a.n_groups
     group_rows = a.group_rows
-    vm = np.arange(V * pp)  # (variant, micro-batch)
-    vm_rows = group_rows[vm * SUBS] + group_rows[vm * SUBS + 1]
-    vm_inter = np.repeat(a.var_c != FLAT_C, pp)  # (variant, micro-batch) pairs
-    live = np.flatnonzero(vm_rows > 0)
-    counts = np.where(vm_inter[live], len(INTERLEAVED), len(FLAT))
+    sub_rows = group_rows[:G].reshape(V * pp, SUBS)  # rows of each (variant, micro-batch)'s sub-batches
+    s0, s1 = sub_rows[:, 0], sub_rows[:, 1]
+    live = np.flatnonzero(s0 + s1 > 0)
+    inter = (a.var_c != FLAT_C)[live // pp]
+    counts = np.where(inter, len(INTERLEAVED), len(FLAT))
     inst_vm = np.repeat(live, counts)
-    first = np.cumsum(counts) - counts
-    within = np.arange(inst_vm.shape[0]) - np.repeat(first, counts)
-    kind = within + np.where(vm_inter[inst_vm], INTERLEAVED[0], FLAT[0])
+    # kinds run through each pair's table: the instance's place minus (its pair's first place - the table's start)
+    kind = np.arange(inst_vm.shape[0]) - np.repeat(np.cumsum(counts) - counts - np.where(inter, INTERLEAVED[0],
+                                                                                            FLAT[0]), counts)
     fc_sub = _K["fc_sub"][kind]
     attn_sub = _K["attn_sub"][kind]
-    rows = np.where(fc_sub >= 0, group_rows[inst_vm * SUBS + np.maximum(fc_sub, 0)], 0)
-    ag = np.where(attn_sub >= 0, inst_vm * SUBS + np.maximum(attn_sub, 0), G)
-    b_max = np.maximum(group_rows[inst_vm * SUBS], group_rows[inst_vm * SUBS + 1])
-    wb = group_bytes[_K["fc_group"][kind], b_max]
-    frac = np.where(wb > 0, np.minimum(1.0, sram_bytes / np.where(wb > 0, wb, 1.0)), 0.0)
-    cache = np.where(_K["may_be_cached"][kind], frac, 0.0)
-    reps = (_K["per_layer"][kind] * layers_per_stage + _K["extra"][kind]).astype(float)
+    fc_group = _K["fc_group"][kind]
+    base = inst_vm * SUBS
+    rows = group_rows[np.where(fc_sub >= 0, base + fc_sub, G)]  # the empty group G has no rows
+    ag = np.where(attn_sub >= 0, base + attn_sub, G)
+    b_max = np.maximum(s0, s1)[inst_vm]
+    cache = np.where(_K["may_be_cached"][kind], sram_share(group_bytes[fc_group, b_max], sram_bytes), 0.0)
+    reps = (_K["per_layer"] * layers_per_stage + _K["extra"]).astype(float)[kind]
     var = inst_vm // pp
     return Layout(a.K, pp, layers_per_stage, G, group_rows, a.mb_rows, a.var_k, a.var_c, var, a.var_k[var],
-                  inst_vm % pp, kind, _K["fc_group"][kind], rows, ag, cache, reps, _K["balanced"][kind])
+                  inst_vm % pp, kind, fc_group, rows, ag, cache, reps, _K["balanced"][kind])
