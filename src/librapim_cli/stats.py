@@ -60,7 +60,7 @@ def percentiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
 
 
 def distinct(x: np.ndarray) -> np.ndarray:
-    """``np.unique(x)`` of a 1-D integer array: its distinct values, sorted."""
+    """``np.unique(x)`` of a 1-D integer array, or of floats without NaN: its distinct values, sorted."""
     s = np.sort(np.asarray(x))
     if s.shape[0] < 2:
         return s

@@ -103,3 +103,10 @@ def test_a_run_without_a_progress_bar_loads_no_progress_renderer():
     mods = _modules_after("from librapim_cli.cli.app import main; sys.argv = ['librapim', 'simulate', '--mode', "
                           "'iteration']\ntry:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code")
     assert "librapim_cli.simulate" in mods and "rich.progress" not in mods and "rich._emoji_codes" not in mods
+
+
+def test_the_default_run_loads_no_masked_arrays():
+    """np.median, np.percentile and np.unique import numpy.ma on first use (~15 ms a process): the default serve
+    run uses librapim_cli.stats instead."""
+    mods = _modules_after("from librapim_cli.simulate import simulate; simulate(mode='serve', requests=200)")
+    assert "librapim_cli.serving.loop" in mods and "numpy.ma" not in mods

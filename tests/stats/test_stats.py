@@ -101,6 +101,9 @@ def test_distinct_equals_unique(seed):
         x = rng.integers(-5, int(rng.integers(1, 50)), n)
         got, want = distinct(x), np.unique(x)
         assert got.dtype == want.dtype and np.array_equal(got, want)
+        f = np.round(rng.random(n) * 8) / 8 * rng.choice([1.0, -1.0, 0.0], n)  # floats: repeats, 0.0 and -0.0
+        got, want = distinct(f), np.unique(f)
+        assert got.dtype == want.dtype and np.array_equal(got.view(np.uint64), want.view(np.uint64))
 
 
 def test_no_masked_array_import():

@@ -73,6 +73,7 @@ from ..optimize.stage import (
     npu_time,
     row_steps,
 )
+from ..stats import distinct
 from .context import Schedule
 from .plan import HEAD, HEAD_STAGE, KINDS, Assignment, Layout, assign, sram_share, structure, tile
 
@@ -286,7 +287,7 @@ def _share_codes(s: Schedule, share: np.ndarray) -> np.ndarray:
     t = s.tables
     hit = s.memo.get("shares")
     if hit is None or hit[0] is not t or hit[1] is not s.system:  # built for these tables and this system
-        vals = np.unique(np.concatenate(([0.0], sram_share(t.npu_stack[:, BYTES], t.sram_bytes).reshape(-1))))
+        vals = distinct(np.concatenate(([0.0], sram_share(t.npu_stack[:, BYTES], t.sram_bytes).reshape(-1))))
         hit = s.memo["shares"] = (t, s.system, vals)
     vals = hit[2]
     code = np.searchsorted(vals, share)
