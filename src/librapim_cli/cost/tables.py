@@ -171,10 +171,9 @@ def _rows_of(op: Gemm, sub) -> Gemm:
     return replace(op, m=op.m[:, sub], weight_sets=op.weight_sets[:, sub], rows_per_set=op.rows_per_set[:, sub])
 
 
-def _npu_group(ops, system: SystemSpec, rows: np.ndarray, gemm: Cost | None = None,
-               gemm_pos: dict | None = None) -> NPUTable:
+def _npu_group(ops, system: SystemSpec, rows: np.ndarray, gemm: Cost, gemm_pos: dict) -> NPUTable:
     """NPU figures of a group's ops, summed in op order. ``gemm``: the stacked ``npu_cost`` of the GEMMs
-    (:func:`_stack`), ``gemm_pos`` each GEMM's position in it (by identity); default: each GEMM costed alone."""
+    (:func:`_stack`), ``gemm_pos`` each GEMM's position in it (by identity)."""
     hw = system.hardware
     n = rows.shape[0]
     z = np.zeros(n)
@@ -185,13 +184,10 @@ def _npu_group(ops, system: SystemSpec, rows: np.ndarray, gemm: Cost | None = No
             c = link_cost(op, system.link, hw)
             link = link + c.time_s
             lbytes = lbytes + c.bytes
-        elif isinstance(op, Gemm):
-            if gemm is None:
-                c = npu_cost(op, hw)
-            else:  # its row of the stacked cost
-                i = gemm_pos[id(op)]
-                c = Cost("npu", gemm.time_s[i], gemm.compute_s[i], gemm.memory_s[i], 0.0, 0.0, gemm.overhead_s[i],
-                         gemm.flops[i], gemm.bytes[i], gemm.energy_j[i])
+        elif isinstance(op, Gemm):  # its row of the stacked cost
+            i = gemm_pos[id(op)]
+            c = Cost("npu", gemm.time_s[i], gemm.compute_s[i], gemm.memory_s[i], 0.0, 0.0, gemm.overhead_s[i],
+                     gemm.flops[i], gemm.bytes[i], gemm.energy_j[i])
             sa = sa + c.compute_s + c.overhead_s
             mem = mem + c.memory_s
             flops = flops + c.flops
@@ -266,12 +262,9 @@ def _column_tiles(op: Gemm, movable: np.ndarray, system: SystemSpec) -> np.ndarr
     sa = np.where(on_npu, c.compute_s + c.overhead_s, 0.0)
     fig = [sa, np.where(on_npu, c.memory_s, 0.0), np.where(on_npu, c.flops, 0.0),
            np.where(on_npu, c.energy_j, 0.0), np.where(on_npu, dram_stream_energy_j(hw, c.bytes), 0.0)]
-    if hw.pim is not None:
-        f = fc_on_pim(hw, set_rows, k, moved, op.dtype_bytes, sets, bank_timing(hw))
-        on_pim = (moved > 0) & (m > 0)
-        pim = [np.where(on_pim, v, 0.0) for v in (f.time_s, f.io_s, f.flops, f.energy_j)]
-    else:
-        pim = [np.zeros_like(sa)] * 4
+    f = fc_on_pim(hw, set_rows, k, moved, op.dtype_bytes, sets, bank_timing(hw))  # column tiles exist with a PIM
+    on_pim = (moved > 0) & (m > 0)
+    pim = [np.where(on_pim, v, 0.0) for v in (f.time_s, f.io_s, f.flops, f.energy_j)]
     out = np.empty((len(COL_FIELDS),) + np.broadcast_shapes(sa.shape, kept.shape, m.shape))
     for i, v in enumerate(fig + pim + [np.maximum(npu_t, pim[0])]):
         out[i] = v

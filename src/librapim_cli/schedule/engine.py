@@ -449,44 +449,24 @@ def _head_table(s: Schedule, cols: bool, home_pim: bool, hr: np.ndarray) -> np.n
 def _figures(s: Schedule, gi: np.ndarray, rows: np.ndarray, cache: np.ndarray, y: np.ndarray,
              j: np.ndarray) -> np.ndarray:
     """``stage.fc_figures`` of these decisions as (N_CURVES, n), each (FC group, rows, SRAM share, y, j) computed
-    once per schedule (kept by key in rows of an array that grows, cleared past CURVE_MEMO decisions; a decision's
-    figures depend on nothing else, so this changes no result)."""
-    t = s.tables
-    hit = s.memo.get("figures")
-    if hit is None or hit[0] is not t or hit[1] is not s.system:  # built for these tables and this system
-        hit = s.memo["figures"] = [t, s.system, {}, np.empty((0, N_CURVES))]
-    index, store = hit[2], hit[3]
-    keys = list(zip(gi.tolist(), rows.tolist(), cache.tolist(), y.tolist(), j.tolist(), strict=True))
-    get = index.get
-    out = [get(k, -1) for k in keys]
-    miss = [i for i, v in enumerate(out) if v < 0]
-    if miss:
-        if len(index) + len(miss) > CURVE_MEMO:
-            index.clear()
-            out, miss = [-1] * len(keys), list(range(len(keys)))
-        m = np.asarray(miss, dtype=np.int64)
-        lo = len(index)
-        if store.shape[0] < lo + m.shape[0]:  # grow to twice the rows (at least 64), keeping rows 0..lo
-            grown = np.empty((max(2 * lo, lo + m.shape[0], 64), N_CURVES))
-            grown[:lo] = store[:lo]
-            store = hit[3] = grown
-        store[lo:lo + m.shape[0]] = fc_figures(t, gi[m], rows[m], cache[m], y[m], j[m])
-        for i_, i in enumerate(miss):
-            out[i] = index[keys[i]] = lo + i_
-    return store[np.asarray(out, dtype=np.int64)].T
+    once per schedule (:class:`_FigureStore`)."""
+    store = s.memo.get("figures")
+    if store is None or not store.serves(s):
+        store = s.memo["figures"] = _FigureStore(s)
+    ids = store.ids(gi, rows, cache, y, j)  # first: it may grow the array
+    return store.figures[ids].T
 
 
-class _CurveStore:
-    """Every FC curve a schedule has needed (``stage.fc_curves`` of an (FC group, rows, SRAM share), over one FC
-    decision space), kept by key in arrays that grow (cleared past CURVE_MEMO curves): the curves, their lower
-    bounds over the decisions that move FC work (the moved work's chain, the NPU's stream) and, when DBO's FC
-    search has the mode's affine terms (``ConcurrencyMode.affine_terms``, attention on the PIM), each curve's
-    undominated decisions (:func:`_undominated`) padded to U with +inf. A curve depends on nothing else, so the
-    store changes no result; a serving run's chunks share most of their curves."""
+class _KeyedStore:
+    """Rows a schedule has computed, kept by key (a tuple of the key columns' values) in arrays that grow,
+    cleared past CURVE_MEMO rows: :meth:`ids` computes the missing keys' rows with the subclass's ``_fill``,
+    which writes them straight into :meth:`_next_rows`. A row depends on its key and the schedule's tables and
+    system only, so a store changes no result; it serves only the tables and system it was built for."""
 
-    def __init__(self, s: Schedule, columns: bool) -> None:
-        self.s, self.columns = s, columns
-        self.affine = s.on_pim and s.tables.mode.affine_terms(s.tables.mode_params, 0.0, 0.0, 0.0, 0.0) is not None
+    ARRAYS: tuple[str, ...] = ()  # the store arrays (rows by key)
+
+    def __init__(self, s: Schedule) -> None:
+        self.s = s
         self._reset()
 
     def serves(self, s: Schedule) -> bool:
@@ -496,11 +476,13 @@ class _CurveStore:
     def _reset(self) -> None:
         self.index: dict = {}
         self.n = 0
-        self.curves = self.lb_chain = self.lb_mem = self.k = self.fa = self.fio = self.u = self.count = None
+        for name in self.ARRAYS:
+            setattr(self, name, None)
 
-    def ids(self, gi: np.ndarray, rows: np.ndarray, cache: np.ndarray) -> np.ndarray:
-        """The store rows of these distinct (FC group, rows, SRAM share) triples, computing the missing ones."""
-        keys = list(zip(gi.tolist(), rows.tolist(), cache.tolist(), strict=True))
+    def ids(self, *cols: np.ndarray) -> np.ndarray:
+        """The store rows of these keys (one per element of the equal-length key columns), computing the missing
+        ones."""
+        keys = list(zip(*(c.tolist() for c in cols), strict=True))
         get = self.index.get
         out = [get(k, -1) for k in keys]
         miss = [i for i, v in enumerate(out) if v < 0]
@@ -510,10 +492,54 @@ class _CurveStore:
                 out, miss = [-1] * len(keys), list(range(len(keys)))
             m = np.asarray(miss, dtype=np.int64)
             lo = self.n
-            self._fill(gi[m], rows[m], cache[m])
+            self._fill(*(c[m] for c in cols))
+            self.n += m.shape[0]
             for j, i in enumerate(miss):
                 out[i] = self.index[keys[i]] = lo + j
         return np.asarray(out, dtype=np.int64)
+
+    def _fill(self, *cols: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _next_rows(self, name: str, m: int, shape: tuple, dtype) -> np.ndarray:
+        """Rows n..n + m of the store array ``name`` (element shape ``shape``), to fill; the array grows (to twice
+        its rows, at least 64) when they do not fit, keeping rows 0..n."""
+        old = getattr(self, name)
+        if old is None or old.shape[0] < self.n + m:
+            grown = np.empty((max(2 * self.n, self.n + m, 64),) + shape, dtype=dtype)
+            if old is not None:
+                grown[:self.n] = old[:self.n]
+            setattr(self, name, grown)
+        return getattr(self, name)[self.n:self.n + m]
+
+
+class _FigureStore(_KeyedStore):
+    """``stage.fc_figures`` of every (FC group, rows, SRAM share, y, j) decision a schedule's stages have taken."""
+
+    ARRAYS = ("figures",)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.figures = np.empty((0, N_CURVES))  # readable with no rows yet (a layout without stages)
+
+    def _fill(self, gi, rows, cache, y, j) -> None:
+        self._next_rows("figures", gi.shape[0], (N_CURVES,), float)[:] = fc_figures(self.s.tables, gi, rows, cache,
+                                                                                     y, j)
+
+
+class _CurveStore(_KeyedStore):
+    """Every FC curve a schedule has needed (``stage.fc_curves`` of an (FC group, rows, SRAM share), over one FC
+    decision space), kept by key (:class:`_KeyedStore`): the curves, their lower bounds over the decisions that
+    move FC work (the moved work's chain, the NPU's stream) and, when DBO's FC search has the mode's affine terms
+    (``ConcurrencyMode.affine_terms``, attention on the PIM), each curve's undominated decisions
+    (:func:`_undominated`) padded to U with +inf. A serving run's chunks share most of their curves."""
+
+    ARRAYS = ("curves", "lb_chain", "lb_mem", "k", "fa", "fio", "u", "count")
+
+    def __init__(self, s: Schedule, columns: bool) -> None:
+        self.columns = columns
+        self.affine = s.on_pim and s.tables.mode.affine_terms(s.tables.mode_params, 0.0, 0.0, 0.0, 0.0) is not None
+        super().__init__(s)
 
     def _fill(self, gi, rows, cache) -> None:
         """Compute the curves of these triples (and what is derived from them) straight into the next rows."""
@@ -536,18 +562,6 @@ class _CurveStore:
                 full[:, v.shape[1]:] = fill
             # the first decision (u = 0) is always kept, pads are 0
             self._next_rows("count", m, (), np.int64)[:] = 1 + (u[:, 1:] != 0).sum(axis=1)
-        self.n += m
-
-    def _next_rows(self, name: str, m: int, shape: tuple, dtype) -> np.ndarray:
-        """Rows n..n + m of the store array ``name`` (element shape ``shape``), to fill; the array grows (to twice
-        its rows, at least 64) when they do not fit, keeping rows 0..n."""
-        old = getattr(self, name)
-        if old is None or old.shape[0] < self.n + m:
-            grown = np.empty((max(2 * self.n, self.n + m, 64),) + shape, dtype=dtype)
-            if old is not None:
-                grown[:self.n] = old[:self.n]
-            setattr(self, name, grown)
-        return getattr(self, name)[self.n:self.n + m]
 
 
 def _undominated(k: np.ndarray, fa: np.ndarray, fio: np.ndarray, block: int = 32) -> tuple:
